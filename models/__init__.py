@@ -1,0 +1,1 @@
+"""Pure PyTorch: networks, sampling, losses, datasets and checkpoints. No Ray, no HTTP."""

@@ -1,0 +1,62 @@
+"""Checkpoints: a plain dict of tensors and JSON strings, written to a temp file then renamed.
+
+Loading uses `weights_only=True`, so a checkpoint can never execute code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.registry import build
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """Write `obj` next to `path` and rename it in place: a crash leaves the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any] | None = None) -> None:
+    """Save a registered model with its config (as JSON) and free-form JSON metadata."""
+    atomic_torch_save(
+        {
+            "family": model.family,
+            "config": model.config.model_dump_json(),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "meta": json.dumps(meta or {}),
+        },
+        path,
+    )
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model from `save_model`'s file; returns (model in eval mode, meta)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+        family, config = blob["family"], json.loads(blob["config"])
+    except Exception as err:  # torch raises many types for a damaged file
+        raise ValueError(f"checkpoint {path} is unreadable or not a popvae model: {err}") from err
+    model = build(family, config)
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    return model, json.loads(blob.get("meta", "{}"))
