@@ -7,7 +7,8 @@ checkpoint loader look families up here, so adding a model never touches the tra
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel
 from torch import nn

@@ -1,0 +1,65 @@
+"""What a run leaves on disk, and how it is written so that a crash never leaves half a file.
+
+    RUN_DIR/config.json        the run's config
+    RUN_DIR/status.json        latest snapshot (what the status service falls back to)
+    RUN_DIR/history.parquet    one row per member per epoch
+    RUN_DIR/lineage.jsonl      one line per generation: best, who got whose weights, taus
+    RUN_DIR/checkpoints/       resumable state, RUN_DIR/best.pt the best model
+    RUN_DIR/plots/             PNGs
+    RUN_DIR/jobs/<id>/         one folder per robust-AE or evaluation job (same files)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    _atomic_write(Path(path), lambda fh: fh.write(json.dumps(obj, indent=2, default=str).encode()))
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write all rows as one Parquet table (small: a row per member per epoch)."""
+    table = pa.Table.from_pylist(list(rows))
+    _atomic_write(Path(path), lambda fh: pq.write_table(table, fh))
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    return pq.read_table(path).to_pylist() if path.exists() else []
+
+
+def append_jsonl(path: str | Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fh.write(json.dumps(obj, default=str) + "\n")
