@@ -59,4 +59,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     model = build(family, config)
     model.load_state_dict(blob["state_dict"])
     model.eval()
-    return model, json.loads(blob.get("meta", "{}"))
+    meta = json.loads(blob.get("meta", "{}"))
+    if "tau" in meta and hasattr(model, "tau"):  # the temperature lives outside the weights
+        model.tau = float(meta["tau"])
+    return model, meta

@@ -1,0 +1,29 @@
+"""Gumbel-softmax sampling (eq. 7) and the KL of a categorical posterior to the uniform prior (eq. 9)."""
+
+from __future__ import annotations
+
+import math
+
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def gumbel_softmax(logits: Tensor, tau: float, noise: bool) -> Tensor:
+    """softmax((logits + g) / tau) over the last dim; g ~ Gumbel(0,1) when `noise`, else g = 0."""
+    if noise:
+        return F.gumbel_softmax(logits, tau=tau, hard=False, dim=-1)
+    return F.softmax(logits / tau, dim=-1)
+
+
+def kl_to_uniform(logits: Tensor) -> Tensor:
+    """KL(softmax(logits) || uniform) summed over the categorical variables, per example.
+
+    `logits` is (B, vars, categories); returns (B,).
+    """
+    log_q = F.log_softmax(logits, dim=-1)
+    return (log_q.exp() * (log_q + math.log(logits.shape[-1]))).sum(dim=(-2, -1))
+
+
+def bce_per_image(recon: Tensor, x: Tensor) -> Tensor:
+    """Binary cross-entropy summed over pixels, one value per image."""
+    return F.binary_cross_entropy(recon.clamp(1e-6, 1 - 1e-6), x, reduction="none").flatten(1).sum(1)
