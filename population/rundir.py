@@ -3,7 +3,7 @@
     RUN_DIR/config.json        the run's config
     RUN_DIR/status.json        latest snapshot (what the status service falls back to)
     RUN_DIR/history.parquet    one row per member per epoch
-    RUN_DIR/lineage.jsonl      one line per generation: best, who got whose weights, taus
+    RUN_DIR/lineage.json       one entry per generation: best, who got whose weights, taus
     RUN_DIR/checkpoints/       resumable state, RUN_DIR/best.pt the best model
     RUN_DIR/plots/             PNGs
     RUN_DIR/jobs/<id>/         one folder per robust-AE or evaluation job (same files)
@@ -56,10 +56,3 @@ def write_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     return pq.read_table(path).to_pylist() if path.exists() else []
-
-
-def append_jsonl(path: str | Path, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fh.write(json.dumps(obj, default=str) + "\n")

@@ -1,0 +1,1 @@
+"""How popvae is run: the CLI, `ray submit` entry, cluster configs and the status service."""

@@ -1,0 +1,263 @@
+"""The coordinator: a named Ray actor that runs the population's generations.
+
+Per generation (DESIGN §4): every member trains one epoch; losses are gathered behind a barrier
+with a timeout; the best is selected and every tau advanced (`population.temperature`); the best
+weights are fetched once into the object store and that one ObjectRef is handed, as a top-level
+argument, to every other member; history, lineage, status and a checkpoint are written.
+
+Faults never stop the population: a member that dies is restarted and re-seeded from the last
+broadcast weights, then retried once; one that exceeds the timeout is killed, restarted and
+dropped from this generation; one whose loss is not finite is reset from the best and flagged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray.exceptions import RayError
+
+from models.checkpoint import atomic_torch_save, save_model
+from models.registry import build
+from population import rundir
+from population.config import RunConfig
+from population.member import Member
+from population.temperature import annealed_tau, next_taus, strategy_for
+
+NAMESPACE = "popvae"
+LOSS_PARTS = ("total", "reconstruction", "kl_z1", "kl_z2")
+
+
+def coordinator_name(run_id: str) -> str:
+    return f"coordinator:{run_id}"
+
+
+class CoordinatorState:
+    def __init__(self, config: RunConfig, run_dir: str, data_refs: list[ray.ObjectRef], resume: bool = False) -> None:
+        self.cfg = config
+        self.run_dir = Path(run_dir)
+        self.run_id = self.run_dir.name
+        self.train_ref, self.val_ref = data_refs
+        n = config.members
+        self.strategies = {i: "anneal" if config.baseline else strategy_for(i) for i in range(1, n + 1)}
+        self.taus = {i: config.temperature.tau0 for i in self.strategies}
+        self.patience = {i: 0 for i in self.strategies}
+        self.state = {i: "idle" for i in self.strategies}
+        self.flags: dict[int, list[str]] = {i: [] for i in self.strategies}
+        self.last: dict[int, dict[str, Any]] = {}
+        self.rows: list[dict[str, Any]] = []
+        self.lineage: list[dict[str, Any]] = []
+        self.epochs_done = 0
+        self.best: int | None = None
+        self.generation_seconds: float | None = None
+        self.last_broadcast: ray.ObjectRef | None = None
+        self.run_state = "running"
+        self._placement = self._placement_group()
+        self.members = {i: self._spawn(i) for i in self.strategies}
+        if resume:
+            self._restore()
+        self._write_status()
+
+    # --- placement ---
+    def _placement_group(self) -> Any:
+        """One GPU bundle per member when the cluster has enough GPUs, else none (CPU slots)."""
+        if self.cfg.device == "cpu" or ray.cluster_resources().get("GPU", 0) < self.cfg.members:
+            return None
+        from ray.util.placement_group import placement_group
+
+        pg = placement_group([{"GPU": 1, "CPU": 1}] * self.cfg.members, strategy="PACK")
+        ray.get(pg.ready())
+        return pg
+
+    def _spawn(self, i: int) -> Any:
+        if self._placement is not None:
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            strategy = PlacementGroupSchedulingStrategy(self._placement, placement_group_bundle_index=i - 1)
+            return Member.options(num_cpus=1, num_gpus=1, scheduling_strategy=strategy).remote(
+                i, self.cfg, self.train_ref, self.val_ref, 1)
+        cpus = max(ray.cluster_resources().get("CPU", 1) / self.cfg.members, 0.01)
+        return Member.options(num_cpus=cpus, scheduling_strategy="SPREAD").remote(
+            i, self.cfg, self.train_ref, self.val_ref, int(cpus))
+
+    def member_handles(self) -> dict[int, Any]:
+        return dict(self.members)
+
+    # --- one generation ---
+    def run_generation(self, epoch: int) -> dict[str, Any]:
+        started = time.perf_counter()
+        taus_before = dict(self.taus)
+        results, events = self._train_all(epoch)
+        trained = time.perf_counter()
+
+        def score(i: int) -> float:
+            r = results.get(i)
+            if r is None:
+                return math.nan
+            return r["val_loss"] if self.cfg.select_on == "val" else r["loss"]["total"]
+
+        losses = {i: score(i) for i in self.members}
+        for i, loss in losses.items():
+            if not math.isfinite(loss) and results.get(i) is not None:
+                events[i] = "nan_reset"
+        if not any(math.isfinite(v) for v in losses.values()):
+            self.run_state = "failed"
+            self._write_status()
+            raise RuntimeError(f"generation {epoch}: no member produced a finite loss")
+        if self.cfg.baseline:
+            best, decided = 1, {1: (annealed_tau(epoch + 1, self.cfg.temperature), 0, False)}
+        else:
+            best, moves = next_taus(self.taus, self.patience, losses, self.cfg.temperature)
+            decided = {i: (m.tau, m.patience, m.feedback_applied) for i, m in moves.items()}
+        best_ref = self.members[best].get_weights.remote()
+        others = [i for i in self.members if i != best]
+        ray.get([self.members[i].set_weights.remote(best_ref, events.get(i) == "nan_reset") for i in others])
+        self.last_broadcast = best_ref
+        for i, (tau, patience, _) in decided.items():
+            self.taus[i], self.patience[i] = tau, patience
+        coordinated = time.perf_counter()
+
+        self.best, self.epochs_done = best, epoch + 1
+        self.generation_seconds = coordinated - started
+        for i in self.members:
+            self.state[i] = "failed" if events.get(i) == "dropped" else "idle"
+            if events.get(i):
+                self.flags[i].append(f"{events[i]}@{epoch}")
+            if results.get(i):
+                self.last[i] = results[i]
+            self.rows.append(self._row(epoch, i, results.get(i), taus_before[i], losses[i], best, events.get(i, "")))
+        self.lineage.append({
+            "epoch": epoch, "best": best, "best_loss": losses[best],
+            "received": {str(i): best for i in others}, "tau_before": taus_before, "tau_after": dict(self.taus),
+            "feedback": [i for i, d in decided.items() if d[2]], "events": {str(k): v for k, v in events.items()},
+            "seconds": {"train": trained - started, "coordination": coordinated - trained},
+        })
+        # History first, checkpoint second: a crash in between only makes a resume redo this epoch.
+        rundir.write_rows(self.run_dir / "history.parquet", self.rows)
+        rundir.write_json(self.run_dir / "lineage.json", self.lineage)
+        if epoch + 1 == self.cfg.epochs or (epoch + 1) % self.cfg.checkpoint_every == 0:
+            self._checkpoint(best_ref, best, taus_before[best], losses[best])
+        self.lineage[-1]["seconds"]["checkpoint"] = time.perf_counter() - coordinated
+        rundir.write_json(self.run_dir / "lineage.json", self.lineage)
+        self._write_status()
+        return self.lineage[-1]
+
+    def _train_all(self, epoch: int) -> tuple[dict[int, dict[str, Any] | None], dict[int, str]]:
+        """The barrier: every member's epoch, restarting the dead once, dropping the late."""
+        for i in self.members:
+            self.state[i] = "training"
+        self._write_status()
+        pending = {self.members[i].train_epoch.remote(epoch, self.taus[i]): i for i in self.members}
+        results: dict[int, dict[str, Any] | None] = {}
+        events: dict[int, str] = {}
+        deadline = time.monotonic() + self.cfg.member_timeout_s
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            i = pending.pop(ready[0])
+            try:
+                results[i] = ray.get(ready[0])
+            except RayError:
+                if events.get(i) == "restarted":  # failed twice in one generation: leave it out
+                    events[i], results[i] = "dropped", None
+                    continue
+                self._restart(i)
+                events[i] = "restarted"
+                pending[self.members[i].train_epoch.remote(epoch, self.taus[i])] = i
+        for i in pending.values():  # past the deadline: free the barrier, keep the member for next time
+            self._restart(i)
+            events[i], results[i] = "dropped", None
+        return results, events
+
+    def _restart(self, i: int) -> None:
+        self.state[i] = "restarting"
+        self._write_status()
+        ray.kill(self.members[i], no_restart=True)
+        self.members[i] = self._spawn(i)
+        if self.last_broadcast is not None:
+            ray.get(self.members[i].set_weights.remote(self.last_broadcast))
+
+    def _row(self, epoch: int, i: int, result: dict[str, Any] | None, tau: float, score: float, best: int,
+             event: str) -> dict[str, Any]:
+        loss = (result or {}).get("loss", {})
+        return {
+            "epoch": epoch, "member": i, "strategy": self.strategies[i], "tau": tau, "tau_next": self.taus[i],
+            **{f"loss_{k}": float(loss.get(k, math.nan)) for k in LOSS_PARTS},
+            "val_loss": float((result or {}).get("val_loss", math.nan)), "score": float(score),
+            "patience": self.patience[i], "is_best": i == best, "seconds": float((result or {}).get("seconds", math.nan)),
+            "event": event, "node_id": (result or {}).get("node_id", ""),
+        }
+
+    # --- persistence ---
+    def _checkpoint(self, best_ref: ray.ObjectRef, best: int, best_tau: float, best_loss: float) -> None:
+        weights = {k: torch.from_numpy(v.copy()) for k, v in ray.get(best_ref).items()}
+        optimizers = dict(zip(self.members, ray.get([m.get_optimizer_state.remote() for m in self.members.values()])))
+        atomic_torch_save({
+            "epochs_done": self.epochs_done, "taus": self.taus, "patience": self.patience, "flags": self.flags,
+            "weights": weights, "optimizers": optimizers,
+        }, self.run_dir / "checkpoints" / "latest.pt")
+        model = build("gsvae", self.cfg.model)
+        model.load_state_dict(weights)
+        model.tau = best_tau
+        save_model(self.run_dir / "best.pt", model,
+                   {"tau": best_tau, "member": best, "epoch": self.epochs_done - 1, "score": best_loss,
+                    "select_on": self.cfg.select_on, "run_id": self.run_id, "baseline": self.cfg.baseline})
+
+    def _restore(self) -> None:
+        ckpt = torch.load(self.run_dir / "checkpoints" / "latest.pt", weights_only=True)
+        self.epochs_done = ckpt["epochs_done"]
+        self.taus, self.patience, self.flags = dict(ckpt["taus"]), dict(ckpt["patience"]), dict(ckpt["flags"])
+        self.rows = [r for r in rundir.read_rows(self.run_dir / "history.parquet") if r["epoch"] < self.epochs_done]
+        lineage = rundir.read_json(self.run_dir / "lineage.json") if (self.run_dir / "lineage.json").exists() else []
+        self.lineage = [g for g in lineage if g["epoch"] < self.epochs_done]
+        self.best = self.lineage[-1]["best"] if self.lineage else None
+        self.last_broadcast = ray.put({k: v.numpy() for k, v in ckpt["weights"].items()})
+        ray.get([m.set_weights.remote(self.last_broadcast) for m in self.members.values()])
+        ray.get([self.members[i].set_optimizer_state.remote(ckpt["optimizers"][i]) for i in self.members])
+
+    def next_epoch(self) -> int:
+        return self.epochs_done
+
+    def finish(self, state: str = "done") -> None:
+        self.run_state = state
+        for i in self.members:
+            self.state[i] = "idle" if self.state[i] != "failed" else "failed"
+        self._write_status()
+
+    def status(self) -> dict[str, Any]:
+        return _finite_or_none({
+            "run_id": self.run_id, "state": self.run_state, "epoch": self.epochs_done, "epochs": self.cfg.epochs,
+            "generation_seconds": self.generation_seconds, "best_member": self.best, "updated_at": rundir.now_iso(),
+            "members": [
+                {
+                    "index": i, "strategy": self.strategies[i], "tau": self.taus[i],
+                    "loss": ({k: self.last[i]["loss"].get(k) for k in LOSS_PARTS} if i in self.last else None),
+                    "val_loss": self.last[i]["val_loss"] if i in self.last else None,
+                    "patience": self.patience[i], "state": self.state[i],
+                    "node_id": self.last[i]["node_id"] if i in self.last else None, "flags": list(self.flags[i]),
+                }
+                for i in self.members
+            ],
+        })
+
+    def _write_status(self) -> None:
+        rundir.write_json(self.run_dir / "status.json", self.status())
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """JSON has no NaN: write null instead, so every reader can parse the status."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+Coordinator = ray.remote(num_cpus=0, max_restarts=0)(CoordinatorState)

@@ -1,0 +1,86 @@
+"""A population member: one model, its optimizer and its tau on one device, as a Ray actor.
+
+The actor is thin: it holds state and calls `population.training`. Calls are keyed by generation,
+so a call Ray retries (at-least-once) returns the first result instead of training twice.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from models.registry import build
+from population.config import RunConfig
+from population.training import epoch_rng, evaluate, train_epoch
+
+
+def pick_device(preference: str) -> torch.device:
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def weights_to_numpy(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    """CPU numpy arrays: what Ray stores once and every reader on the node maps zero-copy."""
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+class MemberState:
+    """Everything one member owns; plain Python so the baseline and tests can use it without Ray."""
+
+    def __init__(self, index: int, config: RunConfig, train_images: np.ndarray, val_images: np.ndarray, threads: int) -> None:
+        torch.set_num_threads(max(1, threads))
+        self.index, self.config = index, config
+        self.device = pick_device(config.device)
+        torch.manual_seed(config.seed * 7919 + index)  # members start from different weights
+        self.model = build("gsvae", config.model).to(self.device)
+        self.optimizer = self.model.make_optimizer()
+        self.train_images, self.val_images = train_images, val_images
+        self._done: tuple[int, dict[str, Any]] | None = None
+
+    def train_epoch(self, generation: int, tau: float) -> dict[str, Any]:
+        if self._done is not None and self._done[0] == generation:
+            return self._done[1]
+        started = time.perf_counter()
+        self.model.tau = tau
+        c = self.config
+        rng = epoch_rng(c.seed, self.index, generation)
+        parts = train_epoch(self.model, self.optimizer, self.train_images, c.batch_size, c.steps_per_epoch, rng, self.device)
+        val = math.nan
+        if math.isfinite(parts["total"]) and c.select_on == "val":
+            val = evaluate(self.model, self.val_images, 256, self.device)["total"]
+        result = {
+            "member": self.index, "generation": generation, "tau": tau, "loss": parts, "val_loss": val,
+            "seconds": time.perf_counter() - started, "node_id": _node_id(),
+        }
+        self._done = (generation, result)
+        return result
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return weights_to_numpy(self.model)
+
+    def set_weights(self, weights: dict[str, np.ndarray], reset_optimizer: bool = False) -> None:
+        with warnings.catch_warnings():  # object-store arrays are read-only; load_state_dict only reads them
+            warnings.simplefilter("ignore", UserWarning)
+            self.model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+        if reset_optimizer:  # a NaN loss may have poisoned the moment estimates
+            self.optimizer = self.model.make_optimizer()
+
+    def get_optimizer_state(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def set_optimizer_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+def _node_id() -> str:
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+
+
+Member = ray.remote(max_restarts=0, max_task_retries=0)(MemberState)

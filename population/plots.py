@@ -1,0 +1,48 @@
+"""Pictures of a run: tau and loss per member over epochs, and reconstruction grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import save_image  # noqa: E402
+
+from models.data import to_float  # noqa: E402
+
+
+def plot_history(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """tau.png and loss.png: one line per member; the best member of each epoch is marked."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for column, label, name in (("tau", "temperature tau (used this epoch)", "tau.png"),
+                                ("score", "selection loss", "loss.png")):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for member in sorted({r["member"] for r in rows}):
+            mine = sorted((r for r in rows if r["member"] == member), key=lambda r: r["epoch"])
+            ax.plot([r["epoch"] for r in mine], [r[column] for r in mine], marker=".", label=f"{member} {mine[0]['strategy']}")
+            best = [r for r in mine if r["is_best"]]
+            ax.scatter([r["epoch"] for r in best], [r[column] for r in best], s=60, facecolors="none", edgecolors="k")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7, title="member (circle: best)")
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=100)
+        plt.close(fig)
+        written.append(out_dir / name)
+    return written
+
+
+@torch.no_grad()
+def save_reconstruction_grid(model: torch.nn.Module, images: np.ndarray, path: Path, n: int = 16) -> Path:
+    """Originals on the top row, deterministic reconstructions beneath."""
+    model.eval()
+    x = to_float(images[:n], next(model.parameters()).device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(torch.cat([x, model.reconstruct(x)]).cpu(), path, nrow=len(x), padding=1)
+    return path
