@@ -1,0 +1,104 @@
+"""The runs the status service knows: folders under its root, plus runs whose coordinator is alive.
+
+This is where the live-or-folder decision is made: the coordinator's snapshot is preferred, and
+the folder's `status.json` is used (with a note saying why) whenever the coordinator cannot answer.
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from cluster.api_models import HistoryRow, Job, JobList, Population, RunStatus, RunSummary
+from cluster.live_status import LiveCoordinators
+from cluster.run_store import NotFound, RunStore, Unreadable
+
+
+class Runs:
+    """The runs the service knows: folders under the root, plus runs whose coordinator is alive."""
+
+    def __init__(self, store: RunStore, live: LiveCoordinators) -> None:
+        self.store, self.live = store, live
+
+    def resolve(self, run: str | None) -> str:
+        if run is not None:
+            if run in self.live.run_ids():
+                return run
+            self.store.run_dir(run)
+            return run
+        newest = self.store.run_ids() or sorted(self.live.run_ids())
+        if not newest:
+            raise NotFound(f"no runs under {self.store.root}")
+        return newest[0]
+
+    def has_folder(self, run_id: str) -> bool:
+        try:
+            self.store.run_dir(run_id)
+            return True
+        except NotFound:
+            return False
+
+    def summaries(self) -> list[RunSummary]:
+        live = self.live.run_ids()
+        folders = self.store.run_ids()
+        out = []
+        for run_id in folders + sorted(live - set(folders)):
+            try:
+                status = self.store.status(run_id) if run_id in folders else None
+            except (NotFound, Unreadable):
+                status = None
+            fields = status.model_dump(include={"state", "epoch", "epochs", "updated_at"}) if status else {}
+            out.append(RunSummary(run_id=run_id, live=run_id in live, has_folder=run_id in folders, **fields))
+        return out
+
+    def population(self, run_id: str) -> Population:
+        if run_id in self.live.run_ids():
+            raw, note = self.live.status(run_id)
+            if raw is not None:
+                try:
+                    return Population(**RunStatus.model_validate(raw).model_dump(), source="live")
+                except ValidationError:
+                    note = "the live coordinator's status did not match the schema"
+        else:
+            note = self.live.unavailable_reason() or f"no live coordinator for run {run_id!r}"
+        if not self.has_folder(run_id):
+            raise Unreadable(f"run {run_id!r} has no folder under the runs root and its coordinator did not answer: {note}")
+        return Population(**self.store.status(run_id).model_dump(), source="run_folder", note=note)
+
+    def history(self, run_id: str, member: int | None, epoch_min: int | None, epoch_max: int | None) -> list[HistoryRow]:
+        rows = self.store.history(run_id)
+        if member is not None and all(r.member != member for r in rows) and not self._is_member(run_id, member):
+            raise NotFound(f"member {member} not found in run {run_id!r}")
+        return [
+            r
+            for r in rows
+            if (member is None or r.member == member)
+            and (epoch_min is None or r.epoch >= epoch_min)
+            and (epoch_max is None or r.epoch <= epoch_max)
+        ]
+
+    def _is_member(self, run_id: str, member: int) -> bool:
+        try:
+            return any(m.index == member for m in self.store.status(run_id).members)
+        except Unreadable:
+            return False
+
+    def jobs(self, run_id: str) -> JobList:
+        if not self.has_folder(run_id):
+            return JobList(run_id=run_id, jobs=[])
+        jobs, unreadable = [], []
+        for job_id in self.store.job_ids(run_id):
+            try:
+                jobs.append(self.store.job(run_id, job_id))
+            except (NotFound, Unreadable):
+                unreadable.append(job_id)
+        return JobList(run_id=run_id, jobs=jobs, unreadable=unreadable)
+
+    def job(self, run: str | None, job_id: str) -> Job:
+        """The job in `run`, or when no run is named, in the newest run that has it."""
+        candidates = [self.resolve(run)] if run is not None else self.store.run_ids()
+        for run_id in candidates:
+            try:
+                return self.store.job(run_id, job_id)
+            except NotFound:
+                continue
+        raise NotFound(f"job {job_id!r} not found" + (f" in run {run!r}" if run else ""))

@@ -1,0 +1,106 @@
+"""Run folders written with the exact schemas of the run-folder contract, for the status-service tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from population.rundir import now_iso, write_json, write_rows
+
+STRATEGIES = ["fixed", "linear_increase", "linear_decrease", "exp_increase", "exp_decrease"]
+
+
+def member(index: int, epoch: int) -> dict[str, Any]:
+    loss = 100.0 - epoch + index
+    return {
+        "index": index,
+        "strategy": STRATEGIES[(index - 1) % len(STRATEGIES)],
+        "tau": 1.0 + 0.1 * index,
+        "loss": {"total": loss, "reconstruction": loss - 3.0, "kl_z1": 2.0, "kl_z2": 1.0},
+        "val_loss": None,
+        "patience": index % 3,
+        "state": "training",
+        "node_id": f"node{index % 2}",
+        "flags": ["nan_reset"] if index == 3 else [],
+    }
+
+
+def status(run_id: str, epoch: int, epochs: int, members: int, state: str = "running") -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "state": state,
+        "epoch": epoch,
+        "epochs": epochs,
+        "generation_seconds": 1.25,
+        "best_member": 1,
+        "updated_at": now_iso(),
+        "members": [member(i, epoch) for i in range(1, members + 1)],
+    }
+
+
+def history_rows(epochs: int, members: int) -> list[dict[str, Any]]:
+    rows = []
+    for epoch in range(1, epochs + 1):
+        for m in range(1, members + 1):
+            loss = 100.0 - epoch + m
+            rows.append(
+                {
+                    "epoch": epoch,
+                    "member": m,
+                    "strategy": STRATEGIES[(m - 1) % len(STRATEGIES)],
+                    "tau": 1.0,
+                    "tau_next": 1.1,
+                    "loss_total": loss if (epoch, m) != (2, 2) else float("nan"),
+                    "loss_reconstruction": loss - 3.0,
+                    "loss_kl_z1": 2.0,
+                    "loss_kl_z2": 1.0,
+                    "val_loss": None if m % 2 else loss + 1.0,
+                    "patience": 0,
+                    "is_best": m == 1,
+                    "seconds": 0.5,
+                    "event": "nan_reset" if (epoch, m) == (2, 2) else "",
+                    "node_id": f"node{m % 2}",
+                }
+            )
+    return rows
+
+
+def job(job_id: str, kind: str = "robust") -> dict[str, Any]:
+    return {
+        "id": job_id,
+        "method": "gmm_dae",
+        "kind": kind,
+        "state": "running",
+        "error": None,
+        "epoch": 2,
+        "epochs": 10,
+        "created_at": now_iso(),
+        "updated_at": now_iso(),
+        "metrics": {"mse": 0.01},
+    }
+
+
+def make_run(
+    root: Path, run_id: str, epochs: int = 3, members: int = 4, jobs: tuple[str, ...] = (), mtime: float | None = None
+) -> Path:
+    """A run folder under `root`; `mtime` (seconds since the epoch) orders it among runs."""
+    run = root / run_id
+    write_json(run / "config.json", {"members": members, "epochs": epochs + 2})
+    write_json(run / "status.json", status(run_id, epochs, epochs + 2, members))
+    write_rows(run / "history.parquet", history_rows(epochs, members))
+    for job_id in jobs:
+        write_json(run / "jobs" / job_id / "status.json", job(job_id))
+    if mtime is not None:
+        os.utime(run / "status.json", (mtime, mtime))
+    return run
+
+
+def make_runs(root: Path) -> Path:
+    """Three runs: `older`, `newest` (with two jobs), and `broken` (corrupt status.json, oldest)."""
+    make_run(root, "older", mtime=1_000_000)
+    make_run(root, "newest", epochs=5, members=3, jobs=("job-a", "job-b"), mtime=3_000_000)
+    broken = make_run(root, "broken", mtime=500_000)
+    (broken / "status.json").write_text("{not json")
+    os.utime(broken / "status.json", (500_000, 500_000))
+    return root

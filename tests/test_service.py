@@ -1,0 +1,211 @@
+"""The status service: every endpoint over fake run folders, auth, error codes, a live coordinator, real uvicorn."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fake_runs import make_run, make_runs, status
+from fastapi.testclient import TestClient
+
+from cluster.service import create_app, serve
+from cluster.status_table import print_status
+from population.rundir import write_json
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def runs_root(tmp_path: Path) -> Path:
+    return make_runs(tmp_path / "runs")
+
+
+@pytest.fixture()
+def client(runs_root: Path) -> TestClient:
+    return TestClient(create_app(runs_root), raise_server_exceptions=False)
+
+
+def test_healthz(client: TestClient) -> None:
+    body = client.get("/healthz").json()
+    assert body["status"] == "ok" and body["ray"] == "disabled"
+
+
+def test_runs_newest_first_and_corrupt_run_listed(client: TestClient) -> None:
+    runs = client.get("/runs").json()["runs"]
+    assert [r["run_id"] for r in runs] == ["newest", "older", "broken"]
+    assert runs[0]["epoch"] == 5 and runs[0]["live"] is False and runs[0]["has_folder"] is True
+    assert runs[2]["state"] is None
+
+
+def test_population_defaults_to_newest_run_from_folder(client: TestClient) -> None:
+    body = client.get("/population").json()
+    assert body["run_id"] == "newest" and body["source"] == "run_folder" and "no Ray address" in body["note"]
+    assert body["epoch"] == 5 and body["generation_seconds"] == 1.25 and body["best_member"] == 1
+    first = body["members"][0]
+    assert set(first) >= {"index", "strategy", "tau", "loss", "patience", "state"}
+    assert set(first["loss"]) == {"total", "reconstruction", "kl_z1", "kl_z2"}
+    assert client.get("/population", params={"run": "older"}).json()["members"][3]["index"] == 4
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "code"),
+    [
+        ("/population", {"run": "nope"}, 404),
+        ("/population", {"run": "../etc"}, 422),
+        ("/population", {"run": "broken"}, 503),
+        ("/population/history", {"member": 99}, 404),
+        ("/population/history", {"member": 0}, 422),
+        ("/population/history", {"limit": 0}, 422),
+        ("/population/history", {"limit": "many"}, 422),
+        ("/population/history", {"epoch_min": 4, "epoch_max": 2}, 422),
+        ("/population/history", {"run": "nope"}, 404),
+        ("/jobs", {"run": "nope"}, 404),
+        ("/jobs/nope", {}, 404),
+        ("/jobs/job-a", {"run": "older"}, 404),
+        ("/jobs/..", {}, 404),
+    ],
+)
+def test_errors_are_json_4xx_or_503(client: TestClient, path: str, params: dict, code: int) -> None:
+    response = client.get(path, params=params)
+    assert response.status_code == code, response.text
+    assert "detail" in response.json()
+
+
+def test_history_filters_and_pages(client: TestClient) -> None:
+    everything = client.get("/population/history").json()
+    assert everything["run_id"] == "newest" and everything["total"] == 15 and len(everything["rows"]) == 15
+    page = client.get("/population/history", params={"limit": 4, "offset": 2}).json()
+    assert page["total"] == 15 and [(r["epoch"], r["member"]) for r in page["rows"]] == [(1, 3), (2, 1), (2, 2), (2, 3)]
+    assert page["rows"][2]["loss_total"] is None and page["rows"][2]["event"] == "nan_reset"
+    one = client.get("/population/history", params={"member": 2, "epoch_min": 2, "epoch_max": 4}).json()
+    assert [(r["epoch"], r["member"]) for r in one["rows"]] == [(2, 2), (3, 2), (4, 2)]
+    assert client.get("/population/history", params={"offset": 100}).json()["rows"] == []
+
+
+def test_jobs_list_and_get(client: TestClient, runs_root: Path) -> None:
+    listed = client.get("/jobs").json()
+    assert listed["run_id"] == "newest" and [j["id"] for j in listed["jobs"]] == ["job-a", "job-b"]
+    assert client.get("/jobs", params={"run": "older"}).json()["jobs"] == []
+    assert client.get("/jobs/job-b").json()["metrics"] == {"mse": 0.01}
+    assert client.get("/jobs/job-a", params={"run": "newest"}).json()["kind"] == "robust"
+    (runs_root / "newest" / "jobs" / "job-b" / "status.json").write_text("[]")
+    listed = client.get("/jobs").json()
+    assert [j["id"] for j in listed["jobs"]] == ["job-a"] and listed["unreadable"] == ["job-b"]
+    assert client.get("/jobs/job-b").status_code == 503
+
+
+def test_empty_root(tmp_path: Path) -> None:
+    client = TestClient(create_app(tmp_path / "missing"), raise_server_exceptions=False)
+    assert client.get("/runs").json() == {"runs": []}
+    assert client.get("/population").status_code == 404
+
+
+def test_status_written_later_is_picked_up(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r1")
+    client = TestClient(create_app(tmp_path), raise_server_exceptions=False)
+    assert client.get("/population").json()["epoch"] == 3
+    snapshot = status("r1", 4, 5, 4)
+    snapshot["members"][0]["loss"] = None
+    write_json(run / "status.json", snapshot)
+    os.utime(run / "status.json", (time.time() + 5, time.time() + 5))
+    body = client.get("/population").json()
+    assert body["epoch"] == 4 and body["members"][0]["loss"] is None
+
+
+def test_token_required_when_set(runs_root: Path) -> None:
+    client = TestClient(create_app(runs_root, token="s3cret"), raise_server_exceptions=False)
+    assert client.get("/healthz").status_code == 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
+        response = client.get("/population", headers=headers)
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+    assert client.get("/population", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert "HTTPBearer" in client.get("/openapi.json").json()["components"]["securitySchemes"]
+
+
+def test_serve_refuses_public_bind_without_token(runs_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("POPVAE_API_TOKEN", raising=False)
+    with pytest.raises(SystemExit, match="POPVAE_API_TOKEN"):
+        serve(runs_root, host="0.0.0.0", port=1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def uvicorn_url(runs_root: Path):
+    """`serve()` in a subprocess on a free loopback port, as `popvae serve` runs it."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "POPVAE_API_TOKEN")}
+    code = f"from cluster.service import serve; serve({str(runs_root)!r}, port={port})"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "the service did not come up"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_real_uvicorn_and_status_table(uvicorn_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    body = httpx.get(f"{uvicorn_url}/population", params={"run": "older"}).json()
+    assert body["run_id"] == "older" and len(body["members"]) == 4
+    assert httpx.get(f"{uvicorn_url}/openapi.json").json()["info"]["title"] == "popvae status"
+    assert httpx.get(f"{uvicorn_url}/population", params={"run": "broken"}).status_code == 503
+    assert print_status(uvicorn_url) == 0
+    out = capsys.readouterr().out
+    assert "newest" in out and "linear_increase" in out
+    assert print_status(uvicorn_url, run="nope") == 1
+    assert "not found" in capsys.readouterr().err
+
+
+def test_status_table_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
+    assert print_status(f"http://127.0.0.1:{_free_port()}") == 1
+    assert "cannot reach" in capsys.readouterr().err
+
+
+def test_live_coordinator_preferred_then_folder(ray_session, runs_root: Path) -> None:
+    """A named actor standing in for the coordinator: live while it lives, the folder (with a note) after."""
+    ray = ray_session
+
+    @ray.remote(num_cpus=0)
+    class FakeCoordinator:
+        def __init__(self, snapshot: dict) -> None:
+            self.snapshot = snapshot
+
+        def status(self) -> dict:
+            return self.snapshot
+
+    live_only = FakeCoordinator.options(name="coordinator:liveonly", namespace="popvae").remote(status("liveonly", 1, 2, 2))
+    newest = FakeCoordinator.options(name="coordinator:newest", namespace="popvae").remote(status("newest", 42, 50, 3))
+    client = TestClient(create_app(runs_root, ray_address="auto"), raise_server_exceptions=False)
+    assert client.get("/healthz").json()["ray"] == "connected"
+    body = client.get("/population", params={"run": "newest"}).json()
+    assert body["source"] == "live" and body["epoch"] == 42 and body["note"] is None
+    assert client.get("/population", params={"run": "liveonly"}).json()["source"] == "live"
+    runs = {r["run_id"]: r for r in client.get("/runs").json()["runs"]}
+    assert runs["liveonly"]["live"] and not runs["liveonly"]["has_folder"] and runs["newest"]["live"]
+    assert client.get("/jobs", params={"run": "liveonly"}).json()["jobs"] == []
+    ray.kill(newest)
+    ray.kill(live_only)
+    time.sleep(1.0)
+    body = client.get("/population", params={"run": "newest"}).json()
+    assert body["source"] == "run_folder" and body["epoch"] == 5 and "no live coordinator" in body["note"]
+    assert client.get("/population", params={"run": "liveonly"}).status_code == 404
