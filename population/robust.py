@@ -59,13 +59,15 @@ def parse_methods(csv: str) -> list[str]:
     return names
 
 
-def method_config(method: str, image_shape: tuple[int, int, int], overrides: dict[str, Any] | None = None) -> tuple[str, BaseModel]:
-    """(family, validated config) for `method` on images of `image_shape`: raises before any training if invalid."""
+def method_config(method: str, image_shape: tuple[int, ...],
+                  overrides: dict[str, Any] | None = None) -> tuple[str, BaseModel]:
+    """(family, validated config) for `method` on (C, H, W) images: raises (pydantic's ValidationError) before any training."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from: {', '.join(METHODS)}")
     family, base = METHODS[method]
     config_cls = families()[family][0]
-    return family, config_cls.model_validate({"in_channels": image_shape[0], "image_size": image_shape[1], **base, **(overrides or {})})
+    shape = {"in_channels": image_shape[0], "image_size": image_shape[1]}
+    return family, config_cls.model_validate({**shape, **base, **(overrides or {})})
 
 
 @contextmanager
@@ -155,67 +157,68 @@ def _batches(n: int, batch_size: int, steps: int, rng: np.random.Generator) -> I
         pos += size
 
 
+def _epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train: ImageSet, batch_size: int, steps: int,
+           rng: np.random.Generator, generator: torch.Generator, device: str | torch.device) -> dict[str, float]:
+    """Mean of each loss part over one epoch's steps."""
+    sums: dict[str, float] = {}
+    for idx in _batches(len(train), batch_size, steps, rng):
+        for name, value in train_step(model, optimizer, to_float(train.images[idx], device), generator).items():
+            sums[name] = sums.get(name, 0.0) + value
+    return {name: total / steps for name, total in sums.items()}
+
+
 def train_job(method: str, train: ImageSet, test: ImageSet, job_dir: Path, epochs: int, batch_size: int,
               steps_per_epoch: int | None, seed: int, device: str | torch.device,
-              on_epoch: Callable[[dict[str, Any]], None] | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+              on_epoch: Callable[[dict[str, Any]], None] | None = None,
+              overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one method and leave its folder complete; returns the final metrics (test MSE on [0,1] pixels included).
 
     status.json moves running -> done, or failed with the error message (then the error is re-raised);
     `on_epoch` receives the status after every epoch. Seeds torch's global generator: the job owns its process.
     """
     job_dir = Path(job_dir)
-    job_dir.mkdir(parents=True, exist_ok=True)
     status_path = job_dir / "status.json"
     previous = read_json(status_path) if status_path.exists() else {}
     status: dict[str, Any] = {
-        "id": job_dir.name, "method": method, "kind": "robust", "state": "running", "error": None,
-        "epoch": 0, "epochs": epochs, "created_at": previous.get("created_at", now_iso()), "updated_at": now_iso(), "metrics": {},
+        "id": job_dir.name, "method": method, "kind": "robust", "state": "running", "error": None, "epoch": 0,
+        "epochs": epochs, "created_at": previous.get("created_at", now_iso()), "updated_at": now_iso(), "metrics": {},
     }
-    write_json(status_path, status)
-    try:
-        metrics = _run(method, train, test, job_dir, epochs, batch_size, steps_per_epoch, seed, device, status, on_epoch, overrides)
-    except Exception as err:
-        status.update(state="failed", error=f"{type(err).__name__}: {err}", updated_at=now_iso())
+
+    def publish(**changes: Any) -> None:
+        status.update(changes, updated_at=now_iso())
         write_json(status_path, status)
+
+    publish()
+    try:
+        if min(epochs, batch_size, steps_per_epoch or 1) < 1:
+            raise ValueError(f"epochs, batch_size, steps_per_epoch must be positive: {epochs}, {batch_size}, {steps_per_epoch}")
+        family, config = method_config(method, train.images.shape[1:], overrides)
+        if "dataset_size" in type(config).model_fields and "dataset_size" not in (overrides or {}):
+            config = config.model_copy(update={"dataset_size": len(train)})
+        write_json(job_dir / "config.json", {
+            "method": method, "family": family, "model": config.model_dump(mode="json"), "epochs": epochs,
+            "batch_size": batch_size, "steps_per_epoch": steps_per_epoch, "seed": seed, "device": str(device),
+            "train_size": len(train), "test_size": len(test),
+        })
+        torch.manual_seed(seed)
+        generator, rng = torch.Generator(device).manual_seed(seed), np.random.default_rng(seed)
+        model = build(family, config).to(device)
+        optimizer = model.make_optimizer()
+        steps = steps_per_epoch or max(len(train) // batch_size, 1)
+        history: list[dict[str, Any]] = []
+        for epoch in range(1, epochs + 1):
+            started = time.perf_counter()
+            parts = _epoch(model, optimizer, train, batch_size, steps, rng, generator, device)
+            history.append({"epoch": epoch, **parts, "seconds": time.perf_counter() - started})
+            write_rows(job_dir / "history.parquet", history)
+            publish(epoch=epoch, metrics={**parts, "seconds": history[-1]["seconds"]})
+            if on_epoch is not None:
+                on_epoch(dict(status))
+        metrics = {**parts, "test_mse": test_mse(model, test, device), "train_seconds": sum(r["seconds"] for r in history)}
+        save_model(job_dir / "model.pt", model, {"method": method, "metrics": metrics})
+        save_reconstructions(model, test, job_dir / "reconstructions.png", device)
+    except Exception as err:
+        publish(state="failed", error=f"{type(err).__name__}: {err}")
         raise
-    status.update(state="done", metrics=metrics, updated_at=now_iso())
-    write_json(status_path, status)
-    return metrics
-
-
-def _run(method: str, train: ImageSet, test: ImageSet, job_dir: Path, epochs: int, batch_size: int, steps_per_epoch: int | None,
-         seed: int, device: str | torch.device, status: dict[str, Any], on_epoch: Callable[[dict[str, Any]], None] | None,
-         overrides: dict[str, Any] | None) -> dict[str, Any]:
-    if epochs < 1 or batch_size < 1 or (steps_per_epoch is not None and steps_per_epoch < 1):
-        raise ValueError(f"epochs, batch_size and steps_per_epoch must be positive, got {epochs}, {batch_size}, {steps_per_epoch}")
-    family, config = method_config(method, train.images.shape[1:], overrides)
-    if "dataset_size" in type(config).model_fields and "dataset_size" not in (overrides or {}):
-        config = config.model_copy(update={"dataset_size": len(train)})
-    write_json(job_dir / "config.json", {
-        "method": method, "family": family, "model": config.model_dump(mode="json"), "epochs": epochs, "batch_size": batch_size,
-        "steps_per_epoch": steps_per_epoch, "seed": seed, "device": str(device), "train_size": len(train), "test_size": len(test),
-    })
-    torch.manual_seed(seed)
-    generator = torch.Generator(device).manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = build(family, config).to(device)
-    optimizer = model.make_optimizer()
-    steps = steps_per_epoch or max(len(train) // batch_size, 1)
-    history: list[dict[str, Any]] = []
-    for epoch in range(1, epochs + 1):
-        started = time.perf_counter()
-        sums: dict[str, float] = {}
-        for idx in _batches(len(train), batch_size, steps, rng):
-            for name, value in train_step(model, optimizer, to_float(train.images[idx], device), generator).items():
-                sums[name] = sums.get(name, 0.0) + value
-        row = {"epoch": epoch, **{name: total / steps for name, total in sums.items()}, "seconds": time.perf_counter() - started}
-        history.append(row)
-        write_rows(job_dir / "history.parquet", history)
-        status.update(epoch=epoch, metrics={k: v for k, v in row.items() if k != "epoch"}, updated_at=now_iso())
-        write_json(job_dir / "status.json", status)
-        if on_epoch is not None:
-            on_epoch(dict(status))
-    metrics = {**status["metrics"], "test_mse": test_mse(model, test, device), "train_seconds": sum(r["seconds"] for r in history)}
-    save_model(job_dir / "model.pt", model, {"method": method, "metrics": metrics})
-    save_reconstructions(model, test, job_dir / "reconstructions.png", device)
+    publish(state="done", metrics=metrics)
     return metrics

@@ -1,0 +1,155 @@
+"""Lu & Chen's generative autoencoders: Gaussian VAEs and deterministic DAEs with a KL, MMD or Shapiro-Wilk regulariser.
+
+The VAE regularises its posterior (KL, optionally split beta-TCVAE style) or its sampled codes (MMD,
+Shapiro-Wilk); the DAE twin outputs z directly and regularises the batch of codes the same way
+(there is no posterior for a KL). Latent adversarial training (their Algorithm 1) is a config
+switch: the trainer runs latent PGD on `latent_attack_objective` (attacks/ lives above models/)
+and hands the result to `adversarial_decoder_step`, which updates the decoder alone with its own
+optimizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor, nn
+
+from models.autoencoder import TrainableAE, gaussian_sample, pixel_sse
+from models.networks import ConvDecoder, conv_encoder, feature_side
+from models.registry import register
+from models.regularisers import Kernel, gaussian_kl, mmd_to_normal, shapiro_wilk_loss, tc_decomposition
+
+# Regulariser weights against the per-image summed pixel error; a None in the config takes these.
+DEFAULT_REG_WEIGHT = {"kl": 1.0, "mmd": 100.0, "swt": 100.0}
+
+
+class _LuChenConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    in_channels: int = Field(1, ge=1)
+    image_size: int = Field(32, ge=16)
+    latent_dim: int = Field(10, ge=1, description="the papers use 10, 30 or 128")
+    widths: tuple[int, ...] = (32, 64, 128, 64)
+    reg_weight: float | None = Field(None, ge=0, description="None: DEFAULT_REG_WEIGHT of the regulariser")
+    mmd_kernel: Kernel = "rbf"
+    lr: float = Field(1e-3, gt=0)
+    latent_adv: bool = Field(False, description="Lu & Chen Algorithm 1 after every regular step")
+    adv_rounds: int = Field(1, ge=1, description="M: latent attacks (and decoder updates) per step")
+    adv_steps: int = Field(5, ge=1, description="K: PGD steps per latent attack")
+    adv_eps: float = Field(1.0, gt=0, description="L2 radius of the latent attack")
+    adv_lr: float = Field(1e-3, gt=0, description="learning rate of the decoder's own optimizer")
+
+    @model_validator(mode="after")
+    def _fits(self) -> _LuChenConfig:
+        if self.image_size % 2 ** len(self.widths):
+            raise ValueError(f"image_size {self.image_size} must be divisible by 2**{len(self.widths)} for the conv encoder")
+        return self
+
+    @property
+    def weight(self) -> float:
+        return DEFAULT_REG_WEIGHT[self.regulariser] if self.reg_weight is None else self.reg_weight
+
+
+class VAEConfig(_LuChenConfig):
+    regulariser: Literal["kl", "mmd", "swt"] = "kl"
+    tc: bool = Field(False, description="beta-TCVAE: split the KL into MI + tc_beta * TC + dimension-wise KL")
+    tc_beta: float = Field(6.0, ge=0)
+    dataset_size: int = Field(60000, ge=1, description="N in beta-TCVAE's minibatch-weighted sampling")
+
+    @model_validator(mode="after")
+    def _tc_needs_kl(self) -> VAEConfig:
+        if self.tc and self.regulariser != "kl":
+            raise ValueError("tc (beta-TCVAE) decomposes the KL: it needs regulariser='kl'")
+        return self
+
+
+class DAEConfig(_LuChenConfig):
+    regulariser: Literal["mmd", "swt"] = "mmd"
+
+
+class _LuChenAE(TrainableAE):
+    """Conv encoder (BatchNorm, LeakyReLU) with a linear head of `heads` x latent_dim outputs, and its mirror."""
+
+    def __init__(self, config: _LuChenConfig, heads: int) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        side = feature_side(c.image_size, len(c.widths))
+        self.encoder = nn.Sequential(
+            conv_encoder(c.in_channels, c.widths, batch_norm=True, act="leaky_relu"),
+            nn.Linear(c.widths[-1] * side * side, heads * c.latent_dim),
+        )
+        self.decoder = ConvDecoder(c.latent_dim, c.in_channels, c.widths, side, batch_norm=True, act="leaky_relu")
+        self._decoder_opt: torch.optim.Optimizer | None = None
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.decoder(z)
+
+    def _sample_regulariser(self, z: Tensor) -> dict[str, Tensor]:
+        if self.config.regulariser == "mmd":
+            return {"mmd": mmd_to_normal(z, self.config.mmd_kernel)}
+        return {"swt": shapiro_wilk_loss(z)}
+
+    def _total(self, x: Tensor, z: Tensor, regs: dict[str, Tensor], scale: dict[str, float] | None = None) -> dict[str, Tensor]:
+        rec = pixel_sse(self.decode(z), x).mean()
+        reg = sum((scale or {}).get(name, 1.0) * value for name, value in regs.items())
+        return {"total": rec + self.config.weight * reg, "reconstruction": rec, **regs}
+
+    def latent_attack_objective(self, x: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+        """(z0 = E(x), per-example ||D(z) - x||^2): the reconstruction error a latent attack from z0 maximises."""
+        z0 = self.encode(x).detach()
+        return z0, lambda z: pixel_sse(self.decode(z), x)
+
+    def adversarial_decoder_step(self, x: Tensor, z_adv: Tensor) -> Tensor:
+        """One update of the decoder only, on the reconstruction error of its output at the attacked latents."""
+        if self._decoder_opt is None:
+            self._decoder_opt = torch.optim.Adam(self.decoder.parameters(), lr=self.config.adv_lr)
+        loss = pixel_sse(self.decode(z_adv.detach()), x).mean()
+        self._decoder_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self._decoder_opt.step()
+        return loss.detach()
+
+
+@register("vae", VAEConfig)
+class VAE(_LuChenAE):
+    stochastic = True
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__(config, heads=2)
+
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return mu, logvar
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.posterior(x)[0]
+
+    def reconstruct(self, x: Tensor, sample: bool = False) -> Tensor:
+        return self.decode(gaussian_sample(*self.posterior(x)) if sample else self.encode(x))
+
+    def loss(self, x: Tensor) -> dict[str, Tensor]:
+        c = self.config
+        mu, logvar = self.posterior(x)
+        z = gaussian_sample(mu, logvar)
+        if c.regulariser != "kl":
+            return self._total(x, z, self._sample_regulariser(z))
+        if c.tc:
+            return self._total(x, z, tc_decomposition(z, mu, logvar, c.dataset_size), {"tc": c.tc_beta})
+        return self._total(x, z, {"kl": gaussian_kl(mu, logvar).mean()})
+
+
+@register("dae", DAEConfig)
+class DAE(_LuChenAE):
+    def __init__(self, config: DAEConfig) -> None:
+        super().__init__(config, heads=1)
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.encoder(x)
+
+    def loss(self, x: Tensor) -> dict[str, Tensor]:
+        z = self.encode(x)
+        return self._total(x, z, self._sample_regulariser(z))
