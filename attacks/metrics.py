@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import binomtest
 from torch import Tensor, nn
 from torchmetrics.functional.image import (
     multiscale_structural_similarity_index_measure,
@@ -55,6 +56,11 @@ def ssim(a: Tensor, b: Tensor) -> Tensor:
 def ms_ssim(a: Tensor, b: Tensor) -> Tensor:
     """MS-SSIM per image (B,) with `MS_SSIM_SETTINGS` (works from 32x32 up)."""
     return multiscale_structural_similarity_index_measure(a, b, reduction="none", **MS_SSIM_SETTINGS)
+
+
+def ms_ssim_settings() -> dict[str, object]:
+    """`MS_SSIM_SETTINGS` as plain JSON, for reports to state."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in MS_SSIM_SETTINGS.items()}
 
 
 def psnr(a: Tensor, b: Tensor) -> Tensor:
@@ -134,6 +140,15 @@ def inception_fid(weights: str | Path | None) -> FrechetInceptionDistance | Unav
         return FrechetInceptionDistance(feature=2048, normalize=True, feature_extractor_weights_path=str(weights))
     except (ModuleNotFoundError, RuntimeError, OSError) as err:
         return Unavailable(f"FID unavailable: {err}")
+
+
+def accuracy_ci(correct: Tensor) -> dict[str, float | int | list[float]]:
+    """Accuracy of a boolean per-example tensor with its Wilson score 95% interval (scipy)."""
+    n, k = int(correct.numel()), int(correct.sum())
+    if n == 0:
+        return {"accuracy": float("nan"), "ci95": [float("nan"), float("nan")], "correct": 0, "n": 0}
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return {"accuracy": k / n, "ci95": [float(ci.low), float(ci.high)], "correct": k, "n": n}
 
 
 def aaddc(eps_grid: Sequence[float], values: Sequence[float], limit: float, higher_is_better: bool) -> float:
