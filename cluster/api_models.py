@@ -1,4 +1,4 @@
-"""Response models of the status service: the run folder's JSON schemas, written once as pydantic.
+"""Request and response models of the status service: the run folder's JSON schemas, written once as pydantic.
 
 The same models validate what is read from disk or from the live coordinator, so a malformed
 snapshot is caught on the way in (and answered with a 503) rather than on the way out (a 500).
@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
 Strategy = Literal["fixed", "linear_increase", "linear_decrease", "exp_increase", "exp_decrease", "anneal"]
 MemberState = Literal["training", "idle", "restarting", "failed"]
 RunState = Literal["running", "done", "failed"]
@@ -23,6 +25,24 @@ class _Snapshot(BaseModel):
     """Tolerates extra keys so that the writer can add fields without breaking readers."""
 
     model_config = ConfigDict(extra="ignore")
+
+
+class RunQuery(BaseModel):
+    """Query parameters; unknown ones are rejected (422) so that a typo never silently widens a query."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: str | None = Field(
+        None, pattern=ID_PATTERN, description="run id (its folder's name); default: the most recently updated run"
+    )
+
+
+class HistoryQuery(RunQuery):
+    member: int | None = Field(None, ge=1, le=1_000_000, description="1-based member index")
+    epoch_min: int | None = Field(None, ge=0, le=1_000_000_000)
+    epoch_max: int | None = Field(None, ge=0, le=1_000_000_000, description="inclusive; a range below epoch_min matches nothing")
+    limit: int = Field(100, ge=1, le=1000)
+    offset: int = Field(0, ge=0, le=1_000_000_000)
 
 
 class ErrorBody(BaseModel):

@@ -16,10 +16,9 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from cluster.api_models import HistoryRow, Job, RunStatus
+from cluster.api_models import ID_PATTERN, HistoryRow, Job, RunStatus
 from population.rundir import read_json, read_rows
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _ID_RE = re.compile(ID_PATTERN)
 
 T = TypeVar("T")

@@ -15,25 +15,32 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from cluster.api_models import ErrorBody, Health, HistoryPage, Job, JobList, Population, RunList
+from cluster.api_models import (
+    ID_PATTERN,
+    ErrorBody,
+    Health,
+    HistoryPage,
+    HistoryQuery,
+    Job,
+    JobList,
+    Population,
+    RunList,
+    RunQuery,
+)
 from cluster.live_status import LiveCoordinators
 from cluster.run_catalog import Runs
-from cluster.run_store import ID_PATTERN, NotFound, RunStore, Unreadable
+from cluster.run_store import NotFound, RunStore, Unreadable
 
 TOKEN_ENV = "POPVAE_API_TOKEN"
 
-RunParam = Annotated[
-    str | None, Query(pattern=ID_PATTERN, description="run id (folder name); default: the most recently updated run")
-]
 _ERRORS = {
-    401: {"model": ErrorBody, "description": "missing or wrong bearer token"},
     404: {"model": ErrorBody, "description": "unknown run, member or job"},
     503: {"model": ErrorBody, "description": "the run's files are unreadable or not written yet"},
 }
+_UNAUTHORIZED = {401: {"model": ErrorBody, "description": "missing or wrong bearer token"}}
 
 
 _BEARER = HTTPBearer(auto_error=False, description=f"required when the service was started with {TOKEN_ENV} set")
@@ -49,11 +56,6 @@ def _bearer_guard(token: str | None):
     return guard
 
 
-def _epoch_range_error(epoch_min: int, epoch_max: int) -> RequestValidationError:
-    msg = f"epoch_min ({epoch_min}) must not exceed epoch_max ({epoch_max})"
-    return RequestValidationError([{"type": "value_error", "loc": ("query", "epoch_min"), "msg": msg, "input": epoch_min}])
-
-
 def create_app(runs_root: Path, ray_address: str | None = None, token: str | None = None) -> FastAPI:
     """The app over `runs_root`; `ray_address` None means run folders only; `token` set means bearer auth."""
     runs = Runs(RunStore(Path(runs_root)), LiveCoordinators(ray_address))
@@ -61,9 +63,12 @@ def create_app(runs_root: Path, ray_address: str | None = None, token: str | Non
         title="popvae status",
         version="1",
         description="Read-only status of popvae populations and jobs.",
-        responses=_ERRORS,
     )
-    authed = [Depends(_bearer_guard(token))]
+    guarded = (
+        {"dependencies": [Depends(_bearer_guard(token))], "responses": {**_ERRORS, **_UNAUTHORIZED}}
+        if token
+        else {"responses": _ERRORS}
+    )
 
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
@@ -78,36 +83,30 @@ def create_app(runs_root: Path, ray_address: str | None = None, token: str | Non
         """Liveness; open without a token so that orchestrators can probe it."""
         return Health(runs_root=str(runs.store.root), ray=runs.live.state, ray_note=runs.live.unavailable_reason())
 
-    @app.get("/runs", response_model=RunList, dependencies=authed, tags=["runs"])
+    @app.get("/runs", response_model=RunList, **guarded, tags=["runs"])
     def list_runs() -> RunList:
         return RunList(runs=runs.summaries())
 
-    @app.get("/population", response_model=Population, dependencies=authed, tags=["runs"])
-    def population(run: RunParam = None) -> Population:
-        return runs.population(runs.resolve(run))
+    @app.get("/population", response_model=Population, **guarded, tags=["runs"])
+    def population(q: Annotated[RunQuery, Query()]) -> Population:
+        return runs.population(runs.resolve(q.run))
 
-    @app.get("/population/history", response_model=HistoryPage, dependencies=authed, tags=["runs"])
-    def history(
-        run: RunParam = None,
-        member: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
-        epoch_min: Annotated[int | None, Query(ge=0, le=1_000_000_000)] = None,
-        epoch_max: Annotated[int | None, Query(ge=0, le=1_000_000_000)] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-    ) -> HistoryPage:
-        if epoch_min is not None and epoch_max is not None and epoch_min > epoch_max:
-            raise _epoch_range_error(epoch_min, epoch_max)
-        run_id = runs.resolve(run)
-        rows = runs.history(run_id, member, epoch_min, epoch_max)
-        return HistoryPage(run_id=run_id, total=len(rows), offset=offset, limit=limit, rows=rows[offset : offset + limit])
+    @app.get("/population/history", response_model=HistoryPage, **guarded, tags=["runs"])
+    def history(q: Annotated[HistoryQuery, Query()]) -> HistoryPage:
+        """Rows of history.parquet, filtered (an inverted epoch range matches nothing), then paged."""
+        run_id = runs.resolve(q.run)
+        rows = runs.history(run_id, q.member, q.epoch_min, q.epoch_max)
+        return HistoryPage(
+            run_id=run_id, total=len(rows), offset=q.offset, limit=q.limit, rows=rows[q.offset : q.offset + q.limit]
+        )
 
-    @app.get("/jobs", response_model=JobList, dependencies=authed, tags=["jobs"])
-    def list_jobs(run: RunParam = None) -> JobList:
-        return runs.jobs(runs.resolve(run))
+    @app.get("/jobs", response_model=JobList, **guarded, tags=["jobs"])
+    def list_jobs(q: Annotated[RunQuery, Query()]) -> JobList:
+        return runs.jobs(runs.resolve(q.run))
 
-    @app.get("/jobs/{job_id}", response_model=Job, dependencies=authed, tags=["jobs"])
-    def get_job(job_id: Annotated[str, PathParam(pattern=ID_PATTERN)], run: RunParam = None) -> Job:
-        return runs.job(run, job_id)
+    @app.get("/jobs/{job_id}", response_model=Job, **guarded, tags=["jobs"])
+    def get_job(job_id: Annotated[str, PathParam(pattern=ID_PATTERN)], q: Annotated[RunQuery, Query()]) -> Job:
+        return runs.job(q.run, job_id)
 
     return app
 

@@ -59,11 +59,11 @@ def test_population_defaults_to_newest_run_from_folder(client: TestClient) -> No
         ("/population", {"run": "nope"}, 404),
         ("/population", {"run": "../etc"}, 422),
         ("/population", {"run": "broken"}, 503),
+        ("/population", {"runs": "older"}, 422),
         ("/population/history", {"member": 99}, 404),
         ("/population/history", {"member": 0}, 422),
         ("/population/history", {"limit": 0}, 422),
         ("/population/history", {"limit": "many"}, 422),
-        ("/population/history", {"epoch_min": 4, "epoch_max": 2}, 422),
         ("/population/history", {"run": "nope"}, 404),
         ("/jobs", {"run": "nope"}, 404),
         ("/jobs/nope", {}, 404),
@@ -86,6 +86,7 @@ def test_history_filters_and_pages(client: TestClient) -> None:
     one = client.get("/population/history", params={"member": 2, "epoch_min": 2, "epoch_max": 4}).json()
     assert [(r["epoch"], r["member"]) for r in one["rows"]] == [(2, 2), (3, 2), (4, 2)]
     assert client.get("/population/history", params={"offset": 100}).json()["rows"] == []
+    assert client.get("/population/history", params={"epoch_min": 4, "epoch_max": 2}).json()["total"] == 0
 
 
 def test_jobs_list_and_get(client: TestClient, runs_root: Path) -> None:
