@@ -113,8 +113,14 @@ def _train_with_progress(cfg: RunConfig, run_dir: Path, data: Any, resume: bool,
 
     console = Console(stderr=True, quiet=quiet)
     label = "baseline" if cfg.baseline else f"{cfg.members} members"
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         task = progress.add_task(f"{run_dir.name} ({label})", total=cfg.epochs)
 
         def show(entry: dict[str, Any], status: dict[str, Any]) -> None:
@@ -122,7 +128,8 @@ def _train_with_progress(cfg: RunConfig, run_dir: Path, data: Any, resume: bool,
             events = f"  events {entry['events']}" if entry["events"] else ""
             progress.console.print(
                 f"epoch {entry['epoch'] + 1}/{cfg.epochs}  best member {entry['best']}  {cfg.select_on} loss "
-                f"{entry['best_loss']:.2f}  taus {taus}  {status['generation_seconds']:.1f}s{events}")
+                f"{entry['best_loss']:.2f}  taus {taus}  {status['generation_seconds']:.1f}s{events}"
+            )
             progress.update(task, completed=entry["epoch"] + 1)
 
         return run_population(cfg, run_dir, data, resume=resume, on_generation=show)
@@ -136,8 +143,14 @@ def _print_results(results: list[tuple[str, dict[str, Any]]]) -> None:
     for col in ("run", "best member", "tau", "test MSE", "test loss", "images"):
         table.add_column(col)
     for name, s in results:
-        table.add_row(name, str(s["best_member"]), f"{s['best_tau']:.3f}", f"{s['test_mse']:.5f}", f"{s['test_loss']:.2f}",
-                      str(s["test_images"]))
+        table.add_row(
+            name,
+            str(s["best_member"]),
+            f"{s['best_tau']:.3f}",
+            f"{s['test_mse']:.5f}",
+            f"{s['test_loss']:.2f}",
+            str(s["test_images"]),
+        )
     Console().print(table)
 
 

@@ -25,5 +25,10 @@ def kl_to_uniform(logits: Tensor) -> Tensor:
 
 
 def bce_per_image(recon: Tensor, x: Tensor) -> Tensor:
-    """Binary cross-entropy summed over pixels, one value per image."""
-    return F.binary_cross_entropy(recon.clamp(1e-6, 1 - 1e-6), x, reduction="none").flatten(1).sum(1)
+    """Binary cross-entropy summed over pixels, one value per image.
+
+    Written out rather than F.binary_cross_entropy, which raises on NaN input: a diverged member
+    must yield a NaN loss the coordinator can see and repair, not a crashed actor.
+    """
+    r = recon.clamp(1e-6, 1 - 1e-6)
+    return -(x * r.log() + (1 - x) * (1 - r).log()).flatten(1).sum(1)

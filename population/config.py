@@ -86,7 +86,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         else:
             data = json.loads(text)
     except Exception as err:
-        raise ConfigError(f"config file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {err}".splitlines()[0]) from None
+        kind = "YAML" if path.suffix in (".yaml", ".yml") else "JSON"
+        raise ConfigError(f"config file {path} is not valid {kind}: {err}".splitlines()[0]) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of settings")
     return data

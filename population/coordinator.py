@@ -113,10 +113,8 @@ class CoordinatorState:
         else:
             best, moves = next_taus(self.taus, self.patience, losses, self.cfg.temperature)
             decided = {i: (m.tau, m.patience, m.feedback_applied) for i, m in moves.items()}
-        best_ref = self.members[best].get_weights.remote()
+        best_ref = self._broadcast(best, events)
         others = [i for i in self.members if i != best]
-        ray.get([self.members[i].set_weights.remote(best_ref, events.get(i) == "nan_reset") for i in others])
-        self.last_broadcast = best_ref
         for i, (tau, patience, _) in decided.items():
             self.taus[i], self.patience[i] = tau, patience
         coordinated = time.perf_counter()
@@ -173,6 +171,20 @@ class CoordinatorState:
             self._restart(i)
             events[i], results[i] = "dropped", None
         return results, events
+
+    def _broadcast(self, best: int, events: dict[int, str]) -> ray.ObjectRef:
+        """Put the best weights in the object store once; every other member reads that one object.
+        A member that dies meanwhile is restarted from it."""
+        best_ref = self.members[best].get_weights.remote()
+        self.last_broadcast = best_ref
+        calls = {i: self.members[i].set_weights.remote(best_ref, events.get(i) == "nan_reset") for i in self.members if i != best}
+        for i, call in calls.items():
+            try:
+                ray.get(call)
+            except RayError:
+                self._restart(i)
+                events[i] = "restarted"
+        return best_ref
 
     def _restart(self, i: int) -> None:
         self.state[i] = "restarting"
@@ -260,4 +272,5 @@ def _finite_or_none(obj: Any) -> Any:
     return obj
 
 
-Coordinator = ray.remote(num_cpus=0, max_restarts=0)(CoordinatorState)
+# Threaded, so `status()` answers while a generation is running.
+Coordinator = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=4)(CoordinatorState)

@@ -1,0 +1,51 @@
+# popvae: `make run` trains the demo population on Fashion-MNIST; `make test` runs the suite.
+# Each target creates .venv and installs what it needs, so both work from a fresh clone.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+RUN_DIR ?= runs/demo
+
+.PHONY: install run test lint bench dataset clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch/torchvision pinned to the releases this machine's pip serves from local disk
+	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install -q torch torchvision
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) dataset
+
+# The embedded default dataset: Debian's dataset-fashion-mnist (no download at run time).
+dataset:
+	@if [ ! -f $(FMNIST) ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null)) && \
+	    echo "installed dataset-fashion-mnist"; \
+	  else \
+	    echo "Fashion-MNIST not found at $(FMNIST): install the Debian package dataset-fashion-mnist (as root), or pass --data-root to popvae" >&2; \
+	  fi; \
+	fi
+
+# The demo: 5 members on Fashion-MNIST with a reduced budget, then the annealed baseline on the same budget.
+run: install
+	rm -rf $(RUN_DIR)
+	$(VENV)/bin/popvae train --dataset fashion-mnist --members 5 --epochs 6 --steps-per-epoch 40 \
+	  --batch-size 64 --run-dir $(RUN_DIR) --compare-baseline
+
+test: install
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(PY) benchmarks/population.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

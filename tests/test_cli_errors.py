@@ -1,0 +1,92 @@
+"""Bad input: exit code 2, one line on stderr, and nothing written."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from cluster.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+BASE = ("train", "--dataset", "synthetic", "--epochs", "1")
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("--members", "0"), "members"),
+        (("--epochs", "0"), "epochs"),
+        (("--tau-min", "2", "--tau-max", "1"), "tau_min"),
+        (("--select-on", "best"), "select_on"),
+        (("--scale", "other"), "scale"),
+        (("--batch-size", "-1"), "batch_size"),
+    ],
+)
+def test_invalid_settings_are_rejected_before_anything_is_written(capsys, tmp_path, extra, message):
+    run_dir = tmp_path / "run"
+    code, err = run_cli(capsys, *BASE, "--run-dir", str(run_dir), *extra)
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not run_dir.exists()
+
+
+def test_unknown_dataset(capsys, tmp_path):
+    code, err = run_cli(capsys, "train", "--dataset", "imagenet", "--run-dir", str(tmp_path / "r"))
+    assert code == 2 and "unknown dataset 'imagenet'" in err and not (tmp_path / "r").exists()
+
+
+def test_missing_dataset_files(capsys, tmp_path):
+    code, err = run_cli(capsys, "train", "--dataset", "fashion-mnist", "--data-root", str(tmp_path / "empty"),
+                        "--run-dir", str(tmp_path / "r"))
+    assert code == 2 and "not found" in err and "dataset-fashion-mnist" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_corrupt_dataset_file(capsys, tmp_path):
+    root = tmp_path / "fm"
+    root.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (root / f"{name}.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00\x00\x00\x05" * 3 + b"short"))
+    code, err = run_cli(capsys, "train", "--dataset", "fashion-mnist", "--data-root", str(root), "--run-dir", str(tmp_path / "r"))
+    assert code == 2 and "corrupt" in err and not (tmp_path / "r").exists()
+    (root / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip at all")
+    code, err = run_cli(capsys, "train", "--dataset", "fashion-mnist", "--data-root", str(root), "--run-dir", str(tmp_path / "r"))
+    assert code == 2 and "corrupt" in err and not (tmp_path / "r").exists()
+
+
+def test_bad_config_files(capsys, tmp_path):
+    bad_json = tmp_path / "c.json"
+    bad_json.write_text("{members: 3")
+    code, err = run_cli(capsys, "train", "--config", str(bad_json), "--run-dir", str(tmp_path / "r"))
+    assert code == 2 and "not valid JSON" in err
+    unknown = tmp_path / "u.json"
+    unknown.write_text(json.dumps({"dataset": "synthetic", "memberz": 3}))
+    code, err = run_cli(capsys, "train", "--config", str(unknown), "--run-dir", str(tmp_path / "r"))
+    assert code == 2 and "memberz" in err
+    code, err = run_cli(capsys, "train", "--config", str(tmp_path / "missing.yaml"), "--run-dir", str(tmp_path / "r"))
+    assert code == 2 and "cannot read" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_existing_run_folder_and_resume_without_checkpoint(capsys, tmp_path):
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "config.json").write_text("{}")
+    code, err = run_cli(capsys, *BASE, "--run-dir", str(used))
+    assert code == 2 and "already holds a run" in err
+    code, err = run_cli(capsys, "train", "--resume", str(tmp_path / "nothing"))
+    assert code == 2 and "cannot resume" in err and not (tmp_path / "nothing").exists()
+    code, err = run_cli(capsys, "train")
+    assert code == 2 and "--run-dir" in err
+
+
+def test_exclude_classes_out_of_range(capsys, tmp_path):
+    code, err = run_cli(capsys, *BASE, "--exclude-classes", "12", "--run-dir", str(tmp_path / "r"))
+    assert code == 2 and "exclude_classes" in err and not (tmp_path / "r").exists()

@@ -1,0 +1,130 @@
+"""The distributed path on a real local Ray: broadcast, resume, a killed member, an injected NaN."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from models.checkpoint import load_model
+from population import rundir
+from population.config import parse_config
+from population.coordinator import NAMESPACE, Coordinator
+from population.run import load_run_data, member_weights_equal, run_population
+
+SMALL_MODEL = {"widths": [8, 16, 16, 16], "z1_vars": 4, "z1_categories": 4, "z2_vars": 2, "z2_categories": 4}
+
+
+def small_config(**over):
+    base = {"dataset": "synthetic", "synthetic_size": 256, "members": 3, "epochs": 3, "batch_size": 16,
+            "steps_per_epoch": 4, "model": SMALL_MODEL, "seed": 3}
+    return parse_config({**base, **over})
+
+
+def start_coordinator(cfg, run_dir):
+    import ray
+
+    data = load_run_data(cfg)
+    refs = [ray.put(data.train.images), ray.put(data.val.images)]
+    return Coordinator.options(namespace=NAMESPACE).remote(cfg, str(run_dir), refs, False)
+
+
+def test_broadcast_leaves_every_member_with_the_best_weights(ray_session, tmp_path):
+    coord = start_coordinator(small_config(epochs=1), tmp_path / "run")
+    handles = ray_session.get(coord.member_handles.remote())
+    assert not member_weights_equal(handles)  # members start from different seeds
+    entry = ray_session.get(coord.run_generation.remote(0))
+    assert member_weights_equal(handles)
+    best = ray_session.get(handles[entry["best"]].get_weights.remote())
+    rows = rundir.read_rows(tmp_path / "run" / "history.parquet")
+    assert sum(r["is_best"] for r in rows) == 1 and len(rows) == 3
+    assert entry["received"] == {str(i): entry["best"] for i in (1, 2, 3) if i != entry["best"]}
+    saved, meta = load_model(tmp_path / "run" / "best.pt")
+    assert all(np.array_equal(saved.state_dict()[k].numpy(), best[k]) for k in best)
+    assert meta["member"] == entry["best"]
+    for h in handles.values():
+        ray_session.kill(h)
+    ray_session.kill(coord)
+
+
+def test_stopped_and_resumed_run_equals_uninterrupted_run(ray_session, tmp_path):
+    cfg = small_config()
+    data = load_run_data(cfg)
+    whole = run_population(cfg, tmp_path / "whole", data)
+    run_population(cfg, tmp_path / "split", data, stop_after=1)
+    assert rundir.read_json(tmp_path / "split" / "status.json")["state"] == "stopped"
+    resumed = run_population(cfg, tmp_path / "split", data, resume=True)
+    a = rundir.read_rows(tmp_path / "whole" / "history.parquet")
+    b = rundir.read_rows(tmp_path / "split" / "history.parquet")
+    key = lambda r: (r["epoch"], r["member"])  # noqa: E731
+    for ra, rb in zip(sorted(a, key=key), sorted(b, key=key), strict=True):
+        assert {k: v for k, v in ra.items() if k not in ("seconds", "node_id")} == \
+            {k: v for k, v in rb.items() if k not in ("seconds", "node_id")}
+    wa, _ = load_model(tmp_path / "whole" / "best.pt")
+    wb, _ = load_model(tmp_path / "split" / "best.pt")
+    assert all(torch.equal(wa.state_dict()[k], wb.state_dict()[k]) for k in wa.state_dict())
+    assert whole["test_mse"] == resumed["test_mse"]
+
+
+def wait_until_training(ray_session, coord, deadline_s=30):
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if all(m["state"] == "training" for m in ray_session.get(coord.status.remote())["members"]):
+            return
+        time.sleep(0.05)
+    raise AssertionError("members never started training")
+
+
+def test_member_killed_mid_epoch_is_restarted_and_the_run_goes_on(ray_session, tmp_path):
+    coord = start_coordinator(small_config(steps_per_epoch=60, members=2), tmp_path / "run")
+    ray_session.get(coord.run_generation.remote(0))
+    pending = coord.run_generation.remote(1)
+    wait_until_training(ray_session, coord)
+    victim = ray_session.get(coord.member_handles.remote())[2]
+    ray_session.kill(victim)
+    entry = ray_session.get(pending)
+    assert entry["events"] == {"2": "restarted"}
+    entry = ray_session.get(coord.run_generation.remote(2))
+    assert entry["events"] == {}
+    rows = rundir.read_rows(tmp_path / "run" / "history.parquet")
+    assert [r["event"] for r in rows if r["member"] == 2] == ["", "restarted", ""]
+    assert all(math.isfinite(r["score"]) for r in rows)
+    handles = ray_session.get(coord.member_handles.remote())
+    assert handles[2] != victim and member_weights_equal(handles)
+    status = ray_session.get(coord.status.remote())
+    assert status["members"][1]["flags"] == ["restarted@1"]
+    for h in handles.values():
+        ray_session.kill(h)
+    ray_session.kill(coord)
+
+
+def test_injected_nan_member_is_reset_from_the_best_and_flagged(ray_session, tmp_path):
+    coord = start_coordinator(small_config(), tmp_path / "run")
+    ray_session.get(coord.run_generation.remote(0))
+    handles = ray_session.get(coord.member_handles.remote())
+    weights = ray_session.get(handles[3].get_weights.remote())
+    ray_session.get(handles[3].set_weights.remote({k: np.full_like(v, np.nan) for k, v in weights.items()}))
+    entry = ray_session.get(coord.run_generation.remote(1))
+    assert entry["events"] == {"3": "nan_reset"} and entry["best"] != 3
+    assert member_weights_equal(handles)
+    entry = ray_session.get(coord.run_generation.remote(2))
+    rows = [r for r in rundir.read_rows(tmp_path / "run" / "history.parquet") if r["member"] == 3]
+    assert [r["event"] for r in rows] == ["", "nan_reset", ""]
+    assert math.isnan(rows[1]["score"]) and math.isfinite(rows[2]["score"])
+    assert "nan_reset@1" in ray_session.get(coord.status.remote())["members"][2]["flags"]
+    for h in handles.values():
+        ray_session.kill(h)
+    ray_session.kill(coord)
+
+
+def test_baseline_is_one_member_with_annealed_tau(ray_session, tmp_path):
+    cfg = small_config(baseline=True, members=1, temperature={"anneal_rate": 0.5, "tau_min": 0.1})
+    summary = run_population(cfg, tmp_path / "base", load_run_data(cfg))
+    rows = rundir.read_rows(tmp_path / "base" / "history.parquet")
+    assert [r["tau"] for r in rows] == pytest.approx([1.0, 0.5, 0.25])
+    assert {r["strategy"] for r in rows} == {"anneal"} and summary["baseline"] is True
+    assert 0 < summary["test_mse"] < 1
+    assert (tmp_path / "base" / "plots" / "tau.png").stat().st_size > 0
