@@ -127,7 +127,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor,
 
 
 @torch.no_grad()
-def test_mse(model: nn.Module, data: ImageSet, device: str | torch.device, batch_size: int = 500) -> float:
+def reconstruction_mse(model: nn.Module, data: ImageSet, device: str | torch.device, batch_size: int = 500) -> float:
     """Per-pixel mean squared error of deterministic reconstructions on [0,1] pixels over the whole set."""
     with _eval_mode(model):
         total = 0.0
@@ -214,7 +214,8 @@ def train_job(method: str, train: ImageSet, test: ImageSet, job_dir: Path, epoch
             publish(epoch=epoch, metrics={**parts, "seconds": history[-1]["seconds"]})
             if on_epoch is not None:
                 on_epoch(dict(status))
-        metrics = {**parts, "test_mse": test_mse(model, test, device), "train_seconds": sum(r["seconds"] for r in history)}
+        train_seconds = sum(r["seconds"] for r in history)
+        metrics = {**parts, "test_mse": reconstruction_mse(model, test, device), "train_seconds": train_seconds}
         save_model(job_dir / "model.pt", model, {"method": method, "metrics": metrics})
         save_reconstructions(model, test, job_dir / "reconstructions.png", device)
     except Exception as err:
