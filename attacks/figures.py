@@ -1,0 +1,68 @@
+"""The report's pictures: accuracy against eps, distortion curves, and sample grids (matplotlib's Figure
+API, which renders with Agg and never needs a display)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+from torchvision.utils import make_grid, save_image
+
+
+def sample_grid(images: dict[str, Tensor], path: Path) -> None:
+    """One row per entry (same count and shape each), top to bottom in insertion order."""
+    rows = [t for t in images.values() if t.numel() > 0]
+    if not rows:
+        return
+    n = min(len(r) for r in rows)
+    save_image(make_grid(torch.cat([r[:n] for r in rows]), nrow=n, padding=2, pad_value=0.5), path)
+
+
+def purification_plot(result: dict[str, Any], path: Path) -> None:
+    attacks = [a for a in result["setting"]["attacks"] if a in result]
+    fig = Figure(figsize=(5 * len(attacks), 4), layout="constrained")
+    for ax, attack in zip(fig.subplots(1, len(attacks), squeeze=False)[0], attacks):
+        rows = result[attack]
+        eps = [r["eps"] for r in rows]
+        for setting in ("cnn_alone", "non_adaptive", "adaptive", "worst_case"):
+            acc = [r[setting]["accuracy"] for r in rows]
+            err = [[a - r[setting]["ci95"][0] for a, r in zip(acc, rows)], [r[setting]["ci95"][1] - a for a, r in zip(acc, rows)]]
+            ax.errorbar(eps, acc, yerr=err, marker="o", capsize=3, label=setting.replace("_", " "))
+        ax.axhline(result["clean"]["purified"]["accuracy"], color="grey", ls=":", label="clean, purified")
+        ax.set(title=f"{attack.upper()} (L-inf)", xlabel="eps", ylabel="CNN accuracy", ylim=(0, 1.02))
+        ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120)
+
+
+def latent_pgd_plot(result: dict[str, Any], path: Path) -> None:
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax_ssim, ax_psnr = fig.subplots(1, 2)
+    for mode in ("untargeted", "targeted_black"):
+        rows = result[mode]["rows"]
+        eps = [r["eps"] for r in rows]
+        ax_ssim.plot(eps, [r["ssim"] for r in rows], marker="o", label=f"{mode} (AADDC {result[mode]['aaddc_ssim']:.3f})")
+        finite = [(e, r["psnr"]) for e, r in zip(eps, rows) if r["psnr"] != float("inf")]
+        ax_psnr.plot(*zip(*finite), marker="o", label=mode)
+    ax_ssim.axhline(result["setting"]["ssim_limit"], color="grey", ls="--", label="limit")
+    ax_ssim.set(title="SSIM to clean reconstruction", xlabel="latent L2 eps", ylim=(0, 1.02))
+    ax_psnr.set(title="PSNR to clean reconstruction (dB)", xlabel="latent L2 eps")
+    ax_ssim.legend(fontsize=8)
+    ax_psnr.legend(fontsize=8)
+    fig.savefig(path, dpi=120)
+
+
+def latent_plot(results: dict[str, dict[str, Any]], path: Path) -> None:
+    """MS-SSIM mean +- std against the L2 budget, for the latent and maximum-damage attacks."""
+    fig = Figure(figsize=(5 * len(results), 4), layout="constrained")
+    for ax, (name, result) in zip(fig.subplots(1, len(results), squeeze=False)[0], results.items()):
+        rows = result["rows"]
+        budgets = [r["budget_l2"] for r in rows]
+        for key in [k for k in rows[0] if k.startswith("ms_ssim_")]:
+            ax.errorbar(budgets, [r[key]["mean"] for r in rows], yerr=[r[key]["std"] for r in rows], marker="o", capsize=3,
+                        label=key.removeprefix("ms_ssim_").replace("_", " "))
+        ax.set(title=name, xlabel="input L2 budget", ylabel="MS-SSIM", ylim=(0, 1.02))
+        ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120)
