@@ -42,11 +42,14 @@ def purification(r: dict[str, Any]) -> list[str]:
              f"{_acc(r['clean']['purified'])}. Non-adaptive = the paper's setting (attack the CNN alone, then purify). "
              f"Adaptive = end to end through the purifier (purifier noise: {s['purifier_noise']}, "
              f"EOT samples: {s['eot_samples']}). "
-             f"PGD: {s['pgd_steps']} steps of {s['pgd_step_size']}, random start.", ""]
+             f"PGD: {s['pgd_steps']} steps of {s['pgd_step_size']}, random start. Fraction of images with a non-zero "
+             f"end-to-end gradient: {s['adaptive_gradient_nonzero']:.3f}.", ""]
     for attack in s["attacks"]:
         lines += [f"### {attack.upper()} (L-inf)", "", *_table(
             ["eps", "CNN alone", "non-adaptive (paper)", "adaptive", "worst case"],
             [[row["eps"], *(_acc(row[k]) for k in SETTINGS)] for row in r[attack]])]
+    lines += ["### Worst case over every attack at each eps", "",
+              *_table(["eps", "accuracy"], [[row["eps"], _acc(row["accuracy"])] for row in r["worst_case_all"]])]
     return lines
 
 

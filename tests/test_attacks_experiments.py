@@ -39,6 +39,9 @@ def test_purification_end_to_end(test_xy, stochastic):
         for row in res[attack]:
             assert all(_in_unit(row[s]) for s in ("cnn_alone", "non_adaptive", "adaptive", "worst_case"))
             assert row["worst_case"]["correct"] <= min(row["non_adaptive"]["correct"], row["adaptive"]["correct"])
+    for i, worst in enumerate(res["worst_case_all"]):
+        assert worst["accuracy"]["correct"] <= min(res[a][i]["worst_case"]["correct"] for a in ("fgsm", "pgd"))
+    assert res["setting"]["adaptive_gradient_nonzero"] == 1.0  # the toy purifier is differentiable everywhere
     assert res["images"]["clean"].shape == (8, 1, 32, 32)
 
 
