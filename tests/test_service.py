@@ -196,10 +196,11 @@ def test_live_coordinator_preferred_then_folder(ray_session, runs_root: Path) ->
 
     live_only = FakeCoordinator.options(name="coordinator:liveonly", namespace="popvae").remote(status("liveonly", 1, 2, 2))
     newest = FakeCoordinator.options(name="coordinator:newest", namespace="popvae").remote(status("newest", 42, 50, 3))
+    ray.get([live_only.status.remote(), newest.status.remote()])  # started: the service waits at most 0.25 s
     client = TestClient(create_app(runs_root, ray_address="auto"), raise_server_exceptions=False)
     assert client.get("/healthz").json()["ray"] == "connected"
     body = client.get("/population", params={"run": "newest"}).json()
-    assert body["source"] == "live" and body["epoch"] == 42 and body["note"] is None
+    assert body["source"] == "live" and body["epoch"] == 42 and body["note"] is None, body["note"]
     assert client.get("/population", params={"run": "liveonly"}).json()["source"] == "live"
     runs = {r["run_id"]: r for r in client.get("/runs").json()["runs"]}
     assert runs["liveonly"]["live"] and not runs["liveonly"]["has_folder"] and runs["newest"]["live"]
