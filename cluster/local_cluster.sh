@@ -38,6 +38,17 @@ wait_for_nodes() {
   return 1
 }
 
+# Waits until the status service answers /healthz, or fails after $1 seconds.
+wait_for_service() {
+  local deadline=$((SECONDS + $1))
+  while ((SECONDS < deadline)); do
+    "$PYTHON" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$SERVICE_PORT/healthz', timeout=2)" 2>/dev/null && return 0
+    sleep 0.5
+  done
+  echo "local_cluster: the status service did not come up (log in $STATE/logs/service.log)" >&2
+  return 1
+}
+
 # Starts "$@" in the background with its output in logs/$1.log and its PID in pids/$1.pid.
 launch() {
   local name=$1
@@ -80,6 +91,7 @@ start() {
   done
   launch service "$PYTHON" -c 'import sys; from cluster.service import serve; serve(sys.argv[1], port=int(sys.argv[2]), ray_address=sys.argv[3])' \
     "$RUNS_ROOT" "$SERVICE_PORT" "$ADDRESS"
+  wait_for_service 60 || { stop; return 1; }
   cat <<EOF
 Ray cluster  $ADDRESS  (head + 2 workers; RAY_AUTH_TOKEN in $STATE/auth_token)
 status       http://127.0.0.1:$SERVICE_PORT/population   runs under $RUNS_ROOT
