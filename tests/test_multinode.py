@@ -1,6 +1,7 @@
 """Several nodes, for real: cluster/local_cluster.sh starts a head, two workers and the status service as processes;
 `popvae train --address` runs a population across them while /population is polled; history.parquet shows that
-members ran on both worker nodes. Everything started here is stopped again, also on failure.
+members ran on both worker nodes; then cluster/train.py (the `ray submit` entry) joins the same cluster.
+Everything started here is stopped again, also on failure.
 
 Select or skip it with `-m multinode` / `-m "not multinode"` (about two minutes on two cores)."""
 
@@ -94,6 +95,13 @@ def test_population_trains_across_two_worker_nodes() -> None:
         used = {row["node_id"] for row in read_rows(run_dir / "history.parquet")}
         kinds = {name for node in used for name in ("worker1", "worker2") if name in nodes.get(node, {})}
         assert kinds == {"worker1", "worker2"}, (used, nodes)
+
+        # the `ray submit` / `ray job submit` entry: joins the cluster named by RAY_ADDRESS ("auto")
+        submit = [sys.executable, "cluster/train.py", "--dataset", "synthetic", "--members", "2", "--epochs", "1"]
+        submit += ["--steps-per-epoch", "2", "--run-dir", str(state / "runs" / "submitted"), "--quiet"]
+        done = subprocess.run(submit, env=env | {"RAY_ADDRESS": address}, cwd=REPO, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert read_rows(state / "runs" / "submitted" / "history.parquet")[0]["node_id"] in nodes
     finally:
         subprocess.run([str(SCRIPT), "stop"], env=env, cwd=REPO, timeout=180)
         shutil.rmtree(state, ignore_errors=True)

@@ -1,0 +1,24 @@
+"""Entry point for `ray submit cluster/cluster.yaml cluster/train.py -- ARGS` (and `ray job submit ... -- python
+cluster/train.py ARGS`): join the running cluster, then run exactly what `popvae train ARGS` runs.
+
+It exists because `ray submit` runs a script, not a console command, on the head node; joining first
+(address "auto") makes `popvae train` use that cluster instead of starting a Ray of its own.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import ray
+
+from cluster.cli import main
+from population.coordinator import NAMESPACE
+
+
+def run(argv: list[str]) -> int:
+    ray.init(address="auto", namespace=NAMESPACE, log_to_driver=False)
+    return main(["train", *argv])
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))
