@@ -57,11 +57,11 @@ def latent(name: str, r: dict[str, Any]) -> list[str]:
     s = r["setting"]
     keys = [k for k in r["rows"][0] if k.startswith("ms_ssim_")]
     header = ["L2 budget", *(f"MS-SSIM {k.removeprefix('ms_ssim_').replace('_', ' ')}" for k in keys)]
-    has_mlp = "latent_mlp_accuracy" in r["rows"][0]
-    has_hit = "latent_mlp_target_hit_rate" in r["rows"][0]
-    header += ["latent MLP accuracy"] * has_mlp + ["target hit rate"] * has_hit
-    rows = [[row["budget_l2"], *(_ms(row[k]) for k in keys), *([_acc(row["latent_mlp_accuracy"])] if has_mlp else []),
-             *([_acc(row["latent_mlp_target_hit_rate"])] if has_hit else [])] for row in r["rows"]]
+    has_mlp = "latent_mlp_accuracy_worst_case" in r["rows"][0]
+    header += ["latent MLP accuracy (worst over trials)", "per trial", "target hit rate per trial"] if has_mlp else []
+    rows = [[row["budget_l2"], *(_ms(row[k]) for k in keys),
+             *([_acc(row["latent_mlp_accuracy_worst_case"]), f"{100 * row['latent_mlp_accuracy_per_trial']:.1f}%",
+                f"{100 * row['latent_mlp_target_hit_rate_per_trial']:.1f}%"] if has_mlp else [])] for row in r["rows"]]
     intro = f"{s['n_images']} test images x {s['trials']} trials, PGD {s['pgd_steps']} steps; mean ± std."
     if "latent_mlp_clean_accuracy" in r:
         intro += f" Latent MLP clean accuracy {_acc(r['latent_mlp_clean_accuracy'])}."

@@ -56,7 +56,11 @@ def test_latent_and_max_damage(test_xy):
         for key in ("ms_ssim_target_vs_adv_rec", "ms_ssim_input_vs_adv_input", "ms_ssim_clean_rec_vs_adv_rec"):
             assert 0.0 <= row[key]["mean"] <= 1.0 and row[key]["std"] >= 0.0
         assert row["perturbation_l2"]["mean"] <= row["budget_l2"] + 1e-4
-        assert _in_unit(row["latent_mlp_accuracy"]) and _in_unit(row["latent_mlp_target_hit_rate"])
+        worst = row["latent_mlp_accuracy_worst_case"]
+        assert _in_unit(worst) and worst["n"] == 4  # one entry per image, not per trial
+        assert worst["accuracy"] <= row["latent_mlp_accuracy_per_trial"] <= 1.0
+        assert 0.0 <= row["latent_mlp_target_hit_rate_per_trial"] <= 1.0
+    assert lat["latent_mlp_clean_accuracy"]["n"] == 4
     assert big["latent_distance_to_target"]["mean"] < small["latent_distance_to_target"]["mean"]
     dmg = max_damage(ae, x, y, budgets=(1.0, 5.0), n_images=4, trials=2, steps=5)
     assert "ms_ssim_target_vs_adv_rec" not in dmg["rows"][0]
