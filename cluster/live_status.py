@@ -1,10 +1,9 @@
-"""The live coordinators, found by name through Ray; every failure becomes a note, never an exception.
+"""The live coordinators, found by name through Ray by one background thread; requests only read its results.
 
-The service must answer in milliseconds while the coordinator may be busy running a generation,
-so no request ever waits long on Ray: connecting happens in a background thread, each run's
-`status()` call is kept in flight and its last answer reused for `ttl` seconds (and, while a
-fresh one is pending, for up to `max_stale` seconds), and a request with nothing usable waits at
-most `wait_s` before the caller falls back to the run folder.
+The service must answer in milliseconds while a coordinator may be busy running a generation, and a
+request must never wait on Ray. So one daemon thread connects, lists the named coordinator actors, keeps
+one `status()` call in flight per run and stores each answer; `status(run_id)` is a dictionary lookup.
+Every Ray failure becomes a note that says why the caller has to fall back to the run folder.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cluster.api_models import RayState
@@ -23,130 +22,103 @@ PREFIX = "coordinator:"
 log = logging.getLogger(__name__)
 
 
-def actor_name(run_id: str) -> str:
-    return f"{PREFIX}{run_id}"
-
-
 @dataclass
-class _Entry:
+class _Poll:
     handle: Any = None
     ref: Any = None
     sent_at: float = 0.0
     value: dict[str, Any] | None = None
     value_at: float = float("-inf")
     note: str | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class LiveCoordinators:
-    """Status of coordinator actors in namespace "popvae" of the Ray cluster at `address` (None: no Ray)."""
+    """Coordinator actors (namespace "popvae", named "coordinator:<run_id>") of the Ray cluster at `address`.
+
+    `address` None means no Ray at all. Answers are refreshed every `interval` seconds and trusted for
+    `max_stale` seconds; a call unanswered after `call_timeout` seconds is abandoned and sent again.
+    """
 
     def __init__(
-        self,
-        address: str | None,
-        ttl: float = 0.5,
-        max_stale: float = 5.0,
-        wait_s: float = 0.25,
-        call_timeout: float = 5.0,
-        retry_s: float = 10.0,
+        self, address: str | None, interval: float = 0.5, max_stale: float = 5.0, call_timeout: float = 5.0, retry_s: float = 10.0
     ) -> None:
         self.address = address
-        self.ttl, self.max_stale, self.wait_s, self.call_timeout, self.retry_s = ttl, max_stale, wait_s, call_timeout, retry_s
+        self.interval, self.max_stale, self.call_timeout, self.retry_s = interval, max_stale, call_timeout, retry_s
         self._state: RayState = "disabled" if address is None else "connecting"
         self._error: str | None = None
-        self._entries: dict[str, _Entry] = {}
-        self._entries_lock = threading.Lock()
-        self._names: tuple[float, set[str]] = (float("-inf"), set())
-        self._names_lock = threading.Lock()
+        self._polls: dict[str, _Poll] = {}
         if address is not None:
-            threading.Thread(target=self._connect_loop, name="ray-connect", daemon=True).start()
+            threading.Thread(target=self._run, name="ray-coordinators", daemon=True).start()
 
     @property
     def state(self) -> RayState:
         return self._state
 
-    def _connect_loop(self) -> None:
-        import ray
-
-        while True:
-            try:
-                if not ray.is_initialized():
-                    ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.ERROR)
-                self._state, self._error = "connected", None
-                return
-            except Exception as e:  # any failure to connect means "not live", retried later
-                self._state, self._error = "unreachable", f"{type(e).__name__}: {e}".splitlines()[0]
-                log.warning("Ray at %s unreachable (%s); retrying in %.0fs", self.address, self._error, self.retry_s)
-                time.sleep(self.retry_s)
-
     def unavailable_reason(self) -> str | None:
         """Why no live status can be had at all, or None when Ray is connected."""
-        if self._state == "disabled":
-            return "no Ray address configured (--address or RAY_ADDRESS)"
-        if self._state == "connecting":
-            return f"still connecting to Ray at {self.address}"
-        if self._state == "unreachable":
-            return f"Ray at {self.address} unreachable: {self._error}"
-        return None
+        return {
+            "disabled": "no Ray address configured (--address or RAY_ADDRESS)",
+            "connecting": f"still connecting to Ray at {self.address}",
+            "unreachable": f"Ray at {self.address} unreachable: {self._error}",
+        }.get(self._state)
 
     def run_ids(self) -> set[str]:
-        """Runs whose coordinator actor is alive (cached for `ttl`)."""
-        if self._state != "connected":
-            return set()
-        with self._names_lock:
-            at, names = self._names
-            if time.monotonic() - at < self.ttl:
-                return names
-            try:
-                import ray
-
-                actors = ray.util.list_named_actors(all_namespaces=True)
-                names = {a["name"][len(PREFIX) :] for a in actors if a["namespace"] == NAMESPACE and a["name"].startswith(PREFIX)}
-            except Exception as e:
-                log.warning("listing named actors failed: %s", e)
-                names = set()
-            self._names = (time.monotonic(), names)
-            return names
+        """Runs whose coordinator actor was alive at the last poll."""
+        return set(self._polls)
 
     def status(self, run_id: str) -> tuple[dict[str, Any] | None, str | None]:
-        """(the coordinator's status dict, None) or (None, why it could not be had)."""
+        """(the coordinator's last status dict, None), or (None, why there is none)."""
         reason = self.unavailable_reason()
         if reason is not None:
             return None, reason
-        with self._entries_lock:
-            entry = self._entries.setdefault(run_id, _Entry())
-        with entry.lock:
-            return self._refresh(run_id, entry)
+        poll = self._polls.get(run_id)
+        if poll is None:
+            return None, f"no live coordinator for run {run_id!r}"
+        if poll.value is not None and time.monotonic() - poll.value_at < self.max_stale:
+            return poll.value, None
+        return None, poll.note or f"the coordinator of run {run_id!r} has not answered yet"
 
-    def _refresh(self, run_id: str, entry: _Entry) -> tuple[dict[str, Any] | None, str | None]:
+    def _run(self) -> None:
         import ray
 
-        now = time.monotonic()
-        if now - entry.value_at < self.ttl:
-            return entry.value, None
-        if entry.ref is not None and now - entry.sent_at > self.call_timeout:
-            entry.ref, entry.note = None, f"coordinator did not answer within {self.call_timeout:.0f}s"
-        if entry.ref is None:
+        while not ray.is_initialized():
             try:
-                if entry.handle is None:
-                    entry.handle = ray.get_actor(actor_name(run_id), namespace=NAMESPACE)
-                entry.ref, entry.sent_at = entry.handle.status.remote(), now
-            except Exception as e:  # ValueError when no such actor, RayActorError when it died
-                entry.handle = None
-                return self._stale_or(entry, now, f"no live coordinator for run {run_id!r} ({type(e).__name__})")
-        usable = entry.value is not None and now - entry.value_at < self.max_stale
-        ready, _ = ray.wait([entry.ref], timeout=0 if usable else self.wait_s)
-        if not ready:
-            return self._stale_or(entry, now, entry.note or f"coordinator did not answer within {self.wait_s:.2f}s")
-        ref, entry.ref = entry.ref, None
-        try:
-            entry.value, entry.value_at, entry.note = ray.get(ref, timeout=0), time.monotonic(), None
-        except Exception as e:
-            entry.handle = None
-            return self._stale_or(entry, now, f"coordinator call failed: {type(e).__name__}")
-        return entry.value, None
+                ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.ERROR)
+            except Exception as e:  # any failure to connect means "not live"; retried
+                self._state, self._error = "unreachable", f"{type(e).__name__}: {e}".splitlines()[0]
+                log.warning("Ray at %s unreachable (%s); retrying in %.0fs", self.address, self._error, self.retry_s)
+                time.sleep(self.retry_s)
+        self._state, self._error = "connected", None
+        while True:
+            started = time.monotonic()
+            try:
+                self._poll_once(ray)
+            except Exception as e:  # a GCS hiccup: keep the last answers (they age out), try again
+                log.warning("polling coordinators failed: %s", e)
+            time.sleep(max(0.0, self.interval - (time.monotonic() - started)))
 
-    def _stale_or(self, entry: _Entry, now: float, note: str) -> tuple[dict[str, Any] | None, str | None]:
-        if entry.value is not None and now - entry.value_at < self.max_stale:
-            return entry.value, None
-        return None, note
+    def _poll_once(self, ray: Any) -> None:
+        actors = ray.util.list_named_actors(all_namespaces=True)
+        alive = {a["name"][len(PREFIX) :] for a in actors if a["namespace"] == NAMESPACE and a["name"].startswith(PREFIX)}
+        polls = {run_id: self._polls.get(run_id) or _Poll() for run_id in alive}
+        now = time.monotonic()
+        for run_id, poll in polls.items():
+            if poll.ref is not None and now - poll.sent_at > self.call_timeout:
+                poll.ref, poll.handle, poll.note = None, None, f"the coordinator did not answer within {self.call_timeout:.0f}s"
+            if poll.ref is None:
+                try:
+                    poll.handle = poll.handle or ray.get_actor(f"{PREFIX}{run_id}", namespace=NAMESPACE)
+                    poll.ref, poll.sent_at = poll.handle.status.remote(), now
+                except Exception as e:  # it died between the listing and now
+                    poll.handle, poll.note = None, f"the coordinator is unreachable ({type(e).__name__})"
+        in_flight = {poll.ref: poll for poll in polls.values() if poll.ref is not None}
+        if in_flight:
+            ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=self.interval)
+            for ref in ready:
+                poll = in_flight[ref]
+                poll.ref = None
+                try:
+                    poll.value, poll.value_at, poll.note = ray.get(ref), time.monotonic(), None
+                except Exception as e:  # the actor died while answering
+                    poll.handle, poll.note = None, f"the coordinator's status call failed ({type(e).__name__})"
+        self._polls = polls  # one assignment: readers see the old or the new dict, never a half-built one

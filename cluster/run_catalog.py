@@ -6,9 +6,11 @@ the folder's `status.json` is used (with a note saying why) whenever the coordin
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import ValidationError
 
-from cluster.api_models import HistoryRow, Job, JobList, Population, RunStatus, RunSummary
+from cluster.api_models import HistoryRow, Job, JobList, Population, RunStatus, RunSummary, Source
 from cluster.live_status import LiveCoordinators
 from cluster.run_store import NotFound, RunStore, Unreadable
 
@@ -18,6 +20,7 @@ class Runs:
 
     def __init__(self, store: RunStore, live: LiveCoordinators) -> None:
         self.store, self.live = store, live
+        self._memo: dict[str, tuple[object, str | None, bytes]] = {}
 
     def resolve(self, run: str | None) -> str:
         if run is not None:
@@ -50,19 +53,37 @@ class Runs:
             out.append(RunSummary(run_id=run_id, live=run_id in live, has_folder=run_id in folders, **fields))
         return out
 
-    def population(self, run_id: str) -> Population:
+    def population_json(self, run_id: str) -> bytes:
+        """The /population body. It is polled far more often than it changes, so it is validated and serialised
+        once per snapshot (a new live answer or a rewritten status.json) and then served as bytes."""
+        source, snapshot, note = self._snapshot(run_id)
+        hit = self._memo.get(run_id)
+        if hit is not None and hit[0] is snapshot and hit[1] == note:
+            return hit[2]
+        body = self._population(run_id, source, snapshot, note).model_dump_json().encode()
+        self._memo[run_id] = (snapshot, note, body)
+        return body
+
+    def _snapshot(self, run_id: str) -> tuple[Source, dict[str, Any] | RunStatus, str | None]:
+        """The live coordinator's raw status when it answers, else the folder's (parsed, cached) status.json."""
         if run_id in self.live.run_ids():
             raw, note = self.live.status(run_id)
             if raw is not None:
-                try:
-                    return Population(**RunStatus.model_validate(raw).model_dump(), source="live")
-                except ValidationError:
-                    note = "the live coordinator's status did not match the schema"
+                return "live", raw, None
         else:
             note = self.live.unavailable_reason() or f"no live coordinator for run {run_id!r}"
         if not self.has_folder(run_id):
             raise Unreadable(f"run {run_id!r} has no folder under the runs root and its coordinator did not answer: {note}")
-        return Population(**self.store.status(run_id).model_dump(), source="run_folder", note=note)
+        return "run_folder", self.store.status(run_id), note
+
+    def _population(self, run_id: str, source: Source, snapshot: dict[str, Any] | RunStatus, note: str | None) -> Population:
+        if source == "live":
+            try:
+                return Population(**RunStatus.model_validate(snapshot).model_dump(), source="live")
+            except ValidationError:
+                note = "the live coordinator's status did not match the schema"
+                return Population(**self.store.status(run_id).model_dump(), source="run_folder", note=note)
+        return Population(**RunStatus.model_validate(snapshot).model_dump(), source="run_folder", note=note)
 
     def history(self, run_id: str, member: int | None, epoch_min: int | None, epoch_max: int | None) -> list[HistoryRow]:
         rows = self.store.history(run_id)

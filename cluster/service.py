@@ -15,7 +15,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cluster.api_models import (
@@ -88,8 +88,10 @@ def create_app(runs_root: Path, ray_address: str | None = None, token: str | Non
         return RunList(runs=runs.summaries())
 
     @app.get("/population", response_model=Population, **guarded, tags=["runs"])
-    def population(q: Annotated[RunQuery, Query()]) -> Population:
-        return runs.population(runs.resolve(q.run))
+    async def population(q: Annotated[RunQuery, Query()]) -> Response:
+        """The population now: from the live coordinator when one answers, else from status.json (see `source`)."""
+        # async (no thread hop): the hot path only reads memory and stats one file, it never waits on Ray
+        return Response(runs.population_json(runs.resolve(q.run)), media_type="application/json")
 
     @app.get("/population/history", response_model=HistoryPage, **guarded, tags=["runs"])
     def history(q: Annotated[HistoryQuery, Query()]) -> HistoryPage:

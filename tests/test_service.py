@@ -182,6 +182,15 @@ def test_status_table_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
     assert "cannot reach" in capsys.readouterr().err
 
 
+def _poll_until(get, done, seconds: float = 15.0):
+    """The service learns about coordinators from a background poll (every 0.5 s): wait for it."""
+    deadline = time.monotonic() + seconds
+    while not done(value := get()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert done(value), value
+    return value
+
+
 def test_live_coordinator_preferred_then_folder(ray_session, runs_root: Path) -> None:
     """A named actor standing in for the coordinator: live while it lives, the folder (with a note) after."""
     ray = ray_session
@@ -196,18 +205,16 @@ def test_live_coordinator_preferred_then_folder(ray_session, runs_root: Path) ->
 
     live_only = FakeCoordinator.options(name="coordinator:liveonly", namespace="popvae").remote(status("liveonly", 1, 2, 2))
     newest = FakeCoordinator.options(name="coordinator:newest", namespace="popvae").remote(status("newest", 42, 50, 3))
-    ray.get([live_only.status.remote(), newest.status.remote()])  # started: the service waits at most 0.25 s
     client = TestClient(create_app(runs_root, ray_address="auto"), raise_server_exceptions=False)
-    assert client.get("/healthz").json()["ray"] == "connected"
-    body = client.get("/population", params={"run": "newest"}).json()
-    assert body["source"] == "live" and body["epoch"] == 42 and body["note"] is None, body["note"]
+    _poll_until(lambda: client.get("/healthz").json(), lambda b: b["ray"] == "connected")
+    body = _poll_until(lambda: client.get("/population", params={"run": "newest"}).json(), lambda b: b["source"] == "live")
+    assert body["epoch"] == 42 and body["note"] is None
     assert client.get("/population", params={"run": "liveonly"}).json()["source"] == "live"
     runs = {r["run_id"]: r for r in client.get("/runs").json()["runs"]}
     assert runs["liveonly"]["live"] and not runs["liveonly"]["has_folder"] and runs["newest"]["live"]
     assert client.get("/jobs", params={"run": "liveonly"}).json()["jobs"] == []
     ray.kill(newest)
     ray.kill(live_only)
-    time.sleep(1.0)
-    body = client.get("/population", params={"run": "newest"}).json()
-    assert body["source"] == "run_folder" and body["epoch"] == 5 and "no live coordinator" in body["note"]
+    body = _poll_until(lambda: client.get("/population", params={"run": "newest"}).json(), lambda b: b["source"] == "run_folder")
+    assert body["epoch"] == 5 and "no live coordinator" in body["note"]
     assert client.get("/population", params={"run": "liveonly"}).status_code == 404
