@@ -34,7 +34,7 @@ dataset:
 
 # The demo: 5 members on Fashion-MNIST with a reduced budget, then the annealed baseline on the same budget.
 run: install
-	rm -rf $(RUN_DIR)
+	rm -rf $(RUN_DIR) $(RUN_DIR)-baseline
 	$(VENV)/bin/popvae train --dataset fashion-mnist --members 5 --epochs 6 --steps-per-epoch 40 \
 	  --batch-size 64 --run-dir $(RUN_DIR) --compare-baseline
 
@@ -45,7 +45,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 bench: install
-	$(PY) benchmarks/population.py
+	$(PY) -m benchmarks.population
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

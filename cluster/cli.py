@@ -54,9 +54,9 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("--exclude-classes", type=lambda s: [int(c) for c in s.split(",") if c], help="e.g. 0,5: train without them")
     p.add_argument("--baseline", action="store_true", help="train the standard GS-VAE: one member, tau annealed")
     p.add_argument("--no-reset-patience", action="store_true", help="keep counting patience after a feedback step")
-    p.add_argument("--compare-baseline", action="store_true", help="then train the baseline on the same budget and compare")
-    p.add_argument("--address", help="join this Ray cluster instead of starting one (or RAY_ADDRESS)")
-    p.add_argument("--num-cpus", type=int, help="CPUs for a Ray started here (default: all)")
+    p.add_argument("--compare-baseline", action="store_true",
+                   help="then train the baseline on the same budget into RUN_DIR-baseline and compare")
+    _cluster_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
@@ -100,7 +100,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     results = [("population", summary)]
     if args.compare_baseline and not cfg.baseline:
         base_cfg = parse_config({**cfg.model_dump(mode="json"), "baseline": True, "members": 1})
-        results.append(("baseline", _train_with_progress(base_cfg, run_dir / "baseline", data, False, args.quiet)))
+        results.append(("baseline", _train_with_progress(base_cfg, run_dir.with_name(f"{run_dir.name}-baseline"), data, False,
+                                                             args.quiet)))
     _print_results(results)
     return 0
 
@@ -128,7 +129,8 @@ def _train_with_progress(cfg: RunConfig, run_dir: Path, data: Any, resume: bool,
             events = f"  events {entry['events']}" if entry["events"] else ""
             progress.console.print(
                 f"epoch {entry['epoch'] + 1}/{cfg.epochs}  best member {entry['best']}  {cfg.select_on} loss "
-                f"{entry['best_loss']:.2f}  taus {taus}  {status['generation_seconds']:.1f}s{events}"
+                f"{entry['best_loss']:.2f}  taus {taus}  {status['generation_seconds']:.1f}s{events}",
+                soft_wrap=True,
             )
             progress.update(task, completed=entry["epoch"] + 1)
 
@@ -154,12 +156,239 @@ def _print_results(results: list[tuple[str, dict[str, Any]]]) -> None:
     Console().print(table)
 
 
+def _cluster_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", help="join this Ray cluster instead of starting one (or RAY_ADDRESS)")
+    p.add_argument("--num-cpus", type=int, help="CPUs for a Ray started here (default: all)")
+
+
+def _robust_parser(sub: Any) -> None:
+    p = sub.add_parser("robust", help="train robust autoencoders as jobs on the worker pool")
+    p.add_argument("--methods", required=True, help="comma-separated, e.g. gmm-dae,robust-gmm-dae,raven,vae-kl,dae-mmd")
+    p.add_argument("--dataset", default="fashion-mnist", help=f"one of {', '.join(DATASETS)}")
+    p.add_argument("--data-root", help="folder holding the dataset files")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps-per-epoch", type=int, help="cap the batches per epoch (default: a full pass)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-dir", type=Path, required=True, help="jobs go to RUN_DIR/jobs/<method>/")
+    p.add_argument("--workers", type=int, help="jobs running at once (default: one per method, at most the CPUs)")
+    _cluster_flags(p)
+
+
+def cmd_robust(args: argparse.Namespace) -> int:
+    from models.data import check_dataset_name, load_split
+    from population import rundir
+    from population.jobs import run_jobs
+    from population.robust import method_config, parse_methods
+    from population.run import ensure_ray
+
+    try:
+        methods = parse_methods(args.methods)
+        for name, value in (
+            ("epochs", args.epochs),
+            ("batch-size", args.batch_size),
+            ("steps-per-epoch", args.steps_per_epoch),
+            ("workers", args.workers),
+        ):
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name} must be >= 1, got {value}")
+        check_dataset_name(args.dataset)
+        jobs_root = args.run_dir / "jobs"
+        taken = [m for m in methods if (jobs_root / m).exists()]
+        if taken:
+            raise ConfigError(f"{jobs_root} already has jobs for {', '.join(taken)}; choose another --run-dir")
+        train, test = (load_split(args.dataset, split, args.data_root) for split in ("train", "test"))
+        for m in methods:
+            method_config(m, train.images.shape[1:])
+    except (ValueError, DatasetError) as err:  # ConfigError and pydantic's ValidationError are ValueErrors
+        return _fail(str(err).splitlines()[0])
+    run_config = args.run_dir / "config.json"
+    if not run_config.exists():
+        rundir.write_json(
+            run_config,
+            {
+                "kind": "robust",
+                "dataset": args.dataset,
+                "data_root": args.data_root,
+                "methods": methods,
+                "epochs": args.epochs,
+                "seed": args.seed,
+            },
+        )
+    jobs = [
+        {
+            "id": m,
+            "kind": "robust",
+            "method": m,
+            "dir": str(jobs_root / m),
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "steps_per_epoch": args.steps_per_epoch,
+            "seed": args.seed,
+        }
+        for m in methods
+    ]
+    ensure_ray(args.address, args.num_cpus)
+    import ray
+
+    workers = args.workers or max(1, min(len(jobs), int(ray.cluster_resources().get("CPU", 1))))
+    print(f"{len(jobs)} jobs on {workers} workers; status in {jobs_root}/<method>/status.json", file=sys.stderr)
+    results = run_jobs(jobs, train, test, workers, on_done=lambda job, r: print(f"{job['id']}: {r['state']}", file=sys.stderr))
+    _print_job_table(results)
+    return 0 if all(r["state"] == "done" for r in results.values()) else 1
+
+
+def _print_job_table(results: dict[str, dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="robust autoencoders (test MSE per pixel on [0,1], deterministic reconstructions)")
+    for col in ("method", "state", "test MSE", "train s", "error"):
+        table.add_column(col)
+    for method, r in results.items():
+        m = r.get("metrics") or {}
+        table.add_row(
+            method,
+            r["state"],
+            f"{m['test_mse']:.5f}" if "test_mse" in m else "",
+            f"{m['train_seconds']:.0f}" if "train_seconds" in m else "",
+            r.get("error") or "",
+        )
+    Console(width=160).print(table)
+
+
+def _evaluate_parser(sub: Any) -> None:
+    from attacks.report import EXPERIMENTS
+
+    p = sub.add_parser("evaluate", help="attack and evaluate a trained model (a run or job folder, or a checkpoint)")
+    p.add_argument("target", type=Path, metavar="RUN_OR_CHECKPOINT")
+    p.add_argument("--experiments", default=",".join(EXPERIMENTS), help=f"comma-separated from {', '.join(EXPERIMENTS)}")
+    p.add_argument("--subset", type=int, help="evaluate on this many random test images (seeded) instead of all")
+    p.add_argument("--dataset", help="default: the run's dataset, else fashion-mnist")
+    p.add_argument("--data-root", help="folder holding the dataset files")
+    p.add_argument("--seed", type=int, default=0)
+    _cluster_flags(p)
+
+
+def _run_config_near(checkpoint: Path) -> dict[str, Any]:
+    """The config.json of the run that holds `checkpoint` (a run folder or RUN/jobs/<id>/)."""
+    import json
+
+    for folder in (checkpoint.parent, checkpoint.parent.parent.parent):
+        path = folder / "config.json"
+        if path.is_file():
+            data = json.loads(path.read_text())
+            if "dataset" in data:
+                return data
+    return {}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    from attacks.report import EXPERIMENTS, load_evaluable
+    from models.data import check_dataset_name, load_split
+
+    try:
+        experiments = [e.strip() for e in args.experiments.split(",") if e.strip()]
+        unknown = sorted(set(experiments) - set(EXPERIMENTS))
+        if unknown or not experiments:
+            raise ConfigError(f"unknown experiments {unknown}; choose from {', '.join(EXPERIMENTS)}")
+        if args.subset is not None and args.subset < 1:
+            raise ConfigError(f"--subset must be >= 1, got {args.subset}")
+        _, meta = load_evaluable(args.target)
+        checkpoint = Path(meta["checkpoint"])
+        run_cfg = _run_config_near(checkpoint)
+        dataset = check_dataset_name(args.dataset or run_cfg.get("dataset", "fashion-mnist"))
+        root = args.data_root or run_cfg.get("data_root")
+        train, test = (load_split(dataset, split, root) for split in ("train", "test"))
+    except (ValueError, DatasetError, FileNotFoundError) as err:
+        return _fail(str(err).splitlines()[0])
+    run_dir = checkpoint.parent if checkpoint.name == "best.pt" else checkpoint.parent.parent.parent
+    job_id = f"evaluation-{time.strftime('%Y%m%d-%H%M%S')}"
+    job = {
+        "id": job_id,
+        "kind": "evaluation",
+        "method": checkpoint.parent.name,
+        "dir": str(run_dir / "jobs" / job_id),
+        "checkpoint": str(checkpoint),
+        "out_dir": str(checkpoint.parent),
+        "experiments": experiments,
+        "subset": args.subset,
+        "seed": args.seed,
+        "held_out": run_cfg.get("exclude_classes") or [],
+    }
+    if args.address or os.environ.get("RAY_ADDRESS"):  # a cluster is there: run it on the worker pool
+        from population.jobs import run_jobs
+        from population.run import ensure_ray
+
+        ensure_ray(args.address, args.num_cpus)
+        result = run_jobs([job], train, test, 1)[job_id]
+        if result["state"] != "done":
+            print(f"popvae: evaluation failed: {result['error']}", file=sys.stderr)
+            return 1
+    else:
+        from population.evaluation import run_evaluation_job
+
+        run_evaluation_job(job, train, test, "cuda" if _cuda() else "cpu", progress=True)
+    print(f"report: {checkpoint.parent / 'report.md'}")
+    print((checkpoint.parent / "report.md").read_text())
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _serve_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="the read-only REST status service")
+    p.add_argument("--runs-root", type=Path, default=Path("runs"), help="folder whose subfolders are runs")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (non-loopback needs $POPVAE_API_TOKEN)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--address", help="Ray cluster to find live coordinators in (or RAY_ADDRESS)")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from cluster.service import serve
+
+    if not args.runs_root.is_dir():
+        return _fail(f"--runs-root {args.runs_root} is not a folder")
+    serve(args.runs_root, args.host, args.port, args.address)
+    return 0
+
+
+def _status_parser(sub: Any) -> None:
+    p = sub.add_parser("status", help="print the population as a table, from the status service")
+    p.add_argument("--url", default="http://127.0.0.1:8000")
+    p.add_argument("--run", help="run id (default: the most recently updated)")
+    p.add_argument("--token", help="bearer token (default: $POPVAE_API_TOKEN)")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from cluster.status_table import print_status
+
+    return print_status(args.url, args.run, args.token)
+
+
+COMMANDS = {
+    "train": (_train_parser, cmd_train),
+    "robust": (_robust_parser, cmd_robust),
+    "evaluate": (_evaluate_parser, cmd_evaluate),
+    "serve": (_serve_parser, cmd_serve),
+    "status": (_status_parser, cmd_status),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="popvae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    _train_parser(sub)
+    for add_parser, _ in COMMANDS.values():
+        add_parser(sub)
     args = parser.parse_args(argv)
-    return {"train": cmd_train}[args.command](args)
+    return COMMANDS[args.command][1](args)
 
 
 if __name__ == "__main__":

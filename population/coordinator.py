@@ -25,8 +25,8 @@ from models.checkpoint import atomic_torch_save, save_model
 from models.registry import build
 from population import rundir
 from population.config import RunConfig
-from population.member import Member
 from population.temperature import annealed_tau, next_taus, strategy_for
+from population.worker import Placement
 
 NAMESPACE = "popvae"
 LOSS_PARTS = ("total", "reconstruction", "kl_z1", "kl_z2")
@@ -56,33 +56,16 @@ class CoordinatorState:
         self.generation_seconds: float | None = None
         self.last_broadcast: ray.ObjectRef | None = None
         self.run_state = "running"
-        self._placement = self._placement_group()
+        self.placement = Placement(n, config.device)
         self.members = {i: self._spawn(i) for i in self.strategies}
         if resume:
             self._restore()
         self._write_status()
 
-    # --- placement ---
-    def _placement_group(self) -> Any:
-        """One GPU bundle per member when the cluster has enough GPUs, else none (CPU slots)."""
-        if self.cfg.device == "cpu" or ray.cluster_resources().get("GPU", 0) < self.cfg.members:
-            return None
-        from ray.util.placement_group import placement_group
-
-        pg = placement_group([{"GPU": 1, "CPU": 1}] * self.cfg.members, strategy="PACK")
-        ray.get(pg.ready())
-        return pg
-
     def _spawn(self, i: int) -> Any:
-        if self._placement is not None:
-            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-            strategy = PlacementGroupSchedulingStrategy(self._placement, placement_group_bundle_index=i - 1)
-            return Member.options(num_cpus=1, num_gpus=1, scheduling_strategy=strategy).remote(
-                i, self.cfg, self.train_ref, self.val_ref, 1)
-        cpus = max(ray.cluster_resources().get("CPU", 1) / self.cfg.members, 0.01)
-        return Member.options(num_cpus=cpus, scheduling_strategy="SPREAD").remote(
-            i, self.cfg, self.train_ref, self.val_ref, int(cpus))
+        worker = self.placement.spawn(i - 1)
+        worker.host_member.remote(i, self.cfg, self.train_ref, self.val_ref)
+        return worker
 
     def member_handles(self) -> dict[int, Any]:
         return dict(self.members)

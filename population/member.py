@@ -1,7 +1,7 @@
-"""A population member: one model, its optimizer and its tau on one device, as a Ray actor.
+"""A population member: one model, its optimizer and its tau, hosted by a worker actor.
 
-The actor is thin: it holds state and calls `population.training`. Calls are keyed by generation,
-so a call Ray retries (at-least-once) returns the first result instead of training twice.
+Thin: it holds state and calls `population.training`. Calls are keyed by generation, so a call
+Ray retries (at-least-once) returns the first result instead of training twice.
 """
 
 from __future__ import annotations
@@ -82,5 +82,3 @@ class MemberState:
 def _node_id() -> str:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
 
-
-Member = ray.remote(max_restarts=0, max_task_retries=0)(MemberState)

@@ -1,0 +1,29 @@
+"""An evaluation as a job: load a checkpoint, run `attacks.report.evaluate`, keep a job status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from attacks.report import evaluate, load_evaluable
+from models.data import ImageSet
+from population.jobs import queued_status
+from population.rundir import now_iso, write_json
+
+
+def run_evaluation_job(job: dict[str, Any], train: ImageSet, test: ImageSet, device: str,
+                       progress: bool = False) -> dict[str, Any]:
+    """`job`: id, dir (its status folder), checkpoint, out_dir, experiments, subset, seed, held_out."""
+    status_path = Path(job["dir"]) / "status.json"
+    status = {**queued_status(job), "state": "running", "epochs": 1}
+    write_json(status_path, status)
+    try:
+        model, _ = load_evaluable(job["checkpoint"], map_location=device)
+        report = evaluate(model, train, test, job["experiments"], job.get("subset"), Path(job["out_dir"]), job.get("seed", 0),
+                          device, progress, held_out=job.get("held_out"))
+    except Exception as err:
+        write_json(status_path, {**status, "state": "failed", "error": f"{type(err).__name__}: {err}", "updated_at": now_iso()})
+        raise
+    metrics = {"report": str(Path(job["out_dir"]) / "report.json"), "experiments": job["experiments"]}
+    write_json(status_path, {**status, "state": "done", "epoch": 1, "metrics": metrics, "updated_at": now_iso()})
+    return report

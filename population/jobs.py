@@ -1,0 +1,58 @@
+"""Jobs on the worker pool: robust-AE training and evaluations, several at once, one per worker.
+
+Every job's folder gets a `queued` status before anything starts, so the status service sees the
+whole plan; a job that fails is recorded as failed and the others go on; a worker that dies is
+replaced in its slot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from models.data import ImageSet
+from population.rundir import now_iso, write_json
+from population.worker import Placement
+
+
+def queued_status(job: dict[str, Any]) -> dict[str, Any]:
+    return {"id": job["id"], "method": job.get("method"), "kind": job["kind"], "state": "queued", "error": None,
+            "epoch": 0, "epochs": job.get("epochs", 0), "created_at": now_iso(), "updated_at": now_iso(), "metrics": {}}
+
+
+def run_jobs(jobs: list[dict[str, Any]], train: ImageSet, test: ImageSet, workers: int, device: str = "auto",
+             on_done: Any = None) -> dict[str, dict[str, Any]]:
+    """Run `jobs` (dicts with id, kind, dir, ...) on `workers` workers; returns {id: {state, metrics|error}}."""
+    for job in jobs:
+        write_json(Path(job["dir"]) / "status.json", queued_status(job))
+    placement = Placement(workers, device)
+    slots = {k: placement.spawn(k) for k in range(workers)}
+    train_ref = ray.put((train.images, train.labels))  # once; every worker maps the same object
+    test_ref = ray.put((test.images, test.labels))
+    queue, running, results = list(jobs), {}, {}
+    idle = list(slots)
+    while queue or running:
+        while idle and queue:
+            slot, job = idle.pop(0), queue.pop(0)
+            running[slots[slot].run_job.remote(job, train_ref, test_ref, train.classes)] = (slot, job)
+        done, _ = ray.wait(list(running), num_returns=1)
+        slot, job = running.pop(done[0])
+        try:
+            results[job["id"]] = {"state": "done", "metrics": ray.get(done[0])}
+        except RayTaskError as err:  # the job raised; its status.json already says failed
+            cause = err.cause if err.cause is not None else err
+            results[job["id"]] = {"state": "failed", "error": f"{type(cause).__name__}: {cause}"}
+        except RayActorError as err:  # the worker died under the job
+            results[job["id"]] = {"state": "failed", "error": f"worker died: {err}".splitlines()[0]}
+            write_json(Path(job["dir"]) / "status.json",
+                       {**queued_status(job), "state": "failed", "error": results[job["id"]]["error"]})
+            slots[slot] = placement.spawn(slot)
+        if on_done is not None:
+            on_done(job, results[job["id"]])
+        idle.append(slot)
+    for handle in slots.values():
+        ray.kill(handle)
+    return results

@@ -1,0 +1,93 @@
+"""The worker pool: one Worker actor per device (a GPU bundle, or a share of the CPUs).
+
+A worker either hosts one population member or runs one job (robust-AE training, an evaluation);
+Ray runs an actor's calls one at a time, so it never does both at once. Data arrive as top-level
+ObjectRef arguments, so Ray hands every worker on a node the same object-store copy, zero-copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from models.data import ImageSet
+from population.config import RunConfig
+from population.member import MemberState
+
+
+class Worker:
+    def __init__(self, threads: int) -> None:
+        torch.set_num_threads(max(1, threads))  # Ray's CPU counts are logical: match torch to them
+        self.threads = max(1, threads)
+        self.member: MemberState | None = None
+
+    # --- hosting a population member ---
+    def host_member(self, index: int, config: RunConfig, train_images: np.ndarray, val_images: np.ndarray) -> None:
+        self.member = MemberState(index, config, train_images, val_images, self.threads)
+
+    def _m(self) -> MemberState:
+        if self.member is None:
+            raise RuntimeError("this worker hosts no member")
+        return self.member
+
+    def train_epoch(self, generation: int, tau: float) -> dict[str, Any]:
+        return self._m().train_epoch(generation, tau)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return self._m().get_weights()
+
+    def set_weights(self, weights: dict[str, np.ndarray], reset_optimizer: bool = False) -> None:
+        self._m().set_weights(weights, reset_optimizer)
+
+    def get_optimizer_state(self) -> dict[str, Any]:
+        return self._m().get_optimizer_state()
+
+    def set_optimizer_state(self, state: dict[str, Any]) -> None:
+        self._m().set_optimizer_state(state)
+
+    # --- running a job ---
+    def run_job(self, job: dict[str, Any], train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+                classes: tuple[str, ...]) -> dict[str, Any]:
+        """`job["kind"]` is "robust" (train one method into job["dir"]) or "evaluation"."""
+        self.member = None  # a worker runs a member or a job, never both
+        train_set, test_set = ImageSet(*train, classes), ImageSet(*test, classes)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if job["kind"] == "robust":
+            from population.robust import train_job
+
+            return train_job(job["method"], train_set, test_set, Path(job["dir"]), job["epochs"], job["batch_size"],
+                             job["steps_per_epoch"], job["seed"], device)
+        from population.evaluation import run_evaluation_job
+
+        return run_evaluation_job(job, train_set, test_set, device)
+
+
+RemoteWorker = ray.remote(max_restarts=0, max_task_retries=0)(Worker)
+
+
+class Placement:
+    """Where n workers go: one GPU bundle each (a placement group) when the cluster has a GPU per
+    worker, otherwise an equal share of the cluster's CPUs, spread across nodes."""
+
+    def __init__(self, n: int, device: str = "auto") -> None:
+        self.n = n
+        self.group = None
+        if device != "cpu" and ray.cluster_resources().get("GPU", 0) >= n:
+            from ray.util.placement_group import placement_group
+
+            self.group = placement_group([{"GPU": 1, "CPU": 1}] * n, strategy="PACK")
+            ray.get(self.group.ready())
+
+    def spawn(self, slot: int) -> Any:
+        """A new worker for slot 0..n-1 (a restarted worker takes its predecessor's slot)."""
+        if self.group is not None:
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            strategy = PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=slot)
+            return RemoteWorker.options(num_cpus=1, num_gpus=1, scheduling_strategy=strategy).remote(1)
+        cpus = max(ray.cluster_resources().get("CPU", 1) / self.n, 0.01)
+        return RemoteWorker.options(num_cpus=cpus, scheduling_strategy="SPREAD").remote(int(cpus))
