@@ -57,15 +57,17 @@ class CoordinatorState:
         self.last_broadcast: ray.ObjectRef | None = None
         self.run_state = "running"
         self.placement = Placement(n, config.device)
-        self.members = {i: self._spawn(i) for i in self.strategies}
+        spawned = {i: self._spawn(i) for i in self.strategies}
+        ray.get([ready for _, ready in spawned.values()])
+        self.members = {i: worker for i, (worker, _) in spawned.items()}
         if resume:
             self._restore()
         self._write_status()
 
-    def _spawn(self, i: int) -> Any:
+    def _spawn(self, i: int) -> tuple[Any, ray.ObjectRef]:
+        """A worker for member i, and the ref that resolves once the member is built."""
         worker = self.placement.spawn(i - 1)
-        worker.host_member.remote(i, self.cfg, self.train_ref, self.val_ref)
-        return worker
+        return worker, worker.host_member.remote(i, self.cfg, self.train_ref, self.val_ref)
 
     def member_handles(self) -> dict[int, Any]:
         return dict(self.members)
@@ -173,7 +175,8 @@ class CoordinatorState:
         self.state[i] = "restarting"
         self._write_status()
         ray.kill(self.members[i], no_restart=True)
-        self.members[i] = self._spawn(i)
+        self.members[i], ready = self._spawn(i)
+        ray.get(ready)
         if self.last_broadcast is not None:
             ray.get(self.members[i].set_weights.remote(self.last_broadcast))
 
