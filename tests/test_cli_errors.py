@@ -43,8 +43,9 @@ def test_unknown_dataset(capsys, tmp_path):
 
 
 def test_missing_dataset_files(capsys, tmp_path):
-    code, err = run_cli(capsys, "train", "--dataset", "fashion-mnist", "--data-root", str(tmp_path / "empty"),
-                        "--run-dir", str(tmp_path / "r"))
+    code, err = run_cli(
+        capsys, "train", "--dataset", "fashion-mnist", "--data-root", str(tmp_path / "empty"), "--run-dir", str(tmp_path / "r")
+    )
     assert code == 2 and "not found" in err and "dataset-fashion-mnist" in err
     assert not (tmp_path / "r").exists()
 
@@ -90,3 +91,23 @@ def test_existing_run_folder_and_resume_without_checkpoint(capsys, tmp_path):
 def test_exclude_classes_out_of_range(capsys, tmp_path):
     code, err = run_cli(capsys, *BASE, "--exclude-classes", "12", "--run-dir", str(tmp_path / "r"))
     assert code == 2 and "exclude_classes" in err and not (tmp_path / "r").exists()
+
+
+def test_robust_rejects_unknown_methods_and_bad_budgets(capsys, tmp_path):
+    code, err = run_cli(
+        capsys, "robust", "--methods", "gmm-dae,frobnicate", "--dataset", "synthetic", "--run-dir", str(tmp_path / "r")
+    )
+    assert code == 2 and "frobnicate" in err and not (tmp_path / "r").exists()
+    code, err = run_cli(
+        capsys, "robust", "--methods", "raven", "--epochs", "0", "--dataset", "synthetic", "--run-dir", str(tmp_path / "r")
+    )
+    assert code == 2 and "--epochs" in err and not (tmp_path / "r").exists()
+    code, err = run_cli(capsys, "robust", "--methods", "raven", "--dataset", "nope", "--run-dir", str(tmp_path / "r"))
+    assert code == 2 and "unknown dataset" in err and not (tmp_path / "r").exists()
+
+
+def test_evaluate_rejects_missing_targets_and_unknown_experiments(capsys, tmp_path):
+    code, err = run_cli(capsys, "evaluate", str(tmp_path / "nothing"))
+    assert code == 2 and "not found" in err
+    code, err = run_cli(capsys, "evaluate", str(tmp_path), "--experiments", "purification,telepathy")
+    assert code == 2 and "telepathy" in err

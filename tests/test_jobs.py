@@ -1,0 +1,44 @@
+"""Robust-AE and evaluation jobs on the worker pool (real Ray)."""
+
+from __future__ import annotations
+
+import json
+
+from models.data import synthetic
+from population import rundir
+from population.jobs import run_jobs
+
+
+def job(tmp_path, method, **over):
+    return {"id": method, "kind": "robust", "method": method, "dir": str(tmp_path / "jobs" / method), "epochs": 2,
+            "batch_size": 32, "steps_per_epoch": 3, "seed": 0, **over}
+
+
+def test_jobs_run_side_by_side_and_a_failing_one_does_not_stop_the_others(ray_session, tmp_path, monkeypatch):
+    monkeypatch.setenv("POPVAE_CACHE", str(tmp_path / "cache"))
+    train, test = synthetic(256, seed=0), synthetic(64, seed=1)
+    seen = []
+    jobs = [job(tmp_path, "gmm-dae"), job(tmp_path, "no-such-method"), job(tmp_path, "vae-kl")]
+    results = run_jobs(jobs, train, test, workers=2, on_done=lambda j, r: seen.append(j["id"]))
+    assert results["gmm-dae"]["state"] == "done" and results["vae-kl"]["state"] == "done"
+    assert results["no-such-method"]["state"] == "failed" and "no-such-method" in results["no-such-method"]["error"]
+    assert sorted(seen) == ["gmm-dae", "no-such-method", "vae-kl"]
+    for method in ("gmm-dae", "vae-kl"):
+        folder = tmp_path / "jobs" / method
+        status = rundir.read_json(folder / "status.json")
+        assert status["state"] == "done" and status["epoch"] == 2
+        assert 0 < status["metrics"]["test_mse"] < 1
+        assert len(rundir.read_rows(folder / "history.parquet")) == 2
+        assert (folder / "model.pt").exists() and (folder / "reconstructions.png").exists()
+    failed = rundir.read_json(tmp_path / "jobs" / "no-such-method" / "status.json")
+    assert failed["state"] == "failed" and "no-such-method" in failed["error"]
+
+    # an evaluation is a job on the same pool, reading the model a robust job wrote
+    evaluation = {"id": "evaluation-1", "kind": "evaluation", "dir": str(tmp_path / "jobs" / "evaluation-1"),
+                  "checkpoint": str(tmp_path / "jobs" / "gmm-dae" / "model.pt"), "out_dir": str(tmp_path / "jobs" / "gmm-dae"),
+                  "experiments": ["unseen"], "subset": 32, "seed": 0, "held_out": []}
+    result = run_jobs([evaluation], train, test, workers=1)["evaluation-1"]
+    assert result["state"] == "done", result
+    report = json.loads((tmp_path / "jobs" / "gmm-dae" / "report.json").read_text())
+    assert report["meta"]["test_images"] == 32 and 0 < report["reconstruction"]["mse"] < 1
+    assert rundir.read_json(tmp_path / "jobs" / "evaluation-1" / "status.json")["state"] == "done"
