@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import ray
-import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from models.checkpoint import load_model
@@ -20,7 +19,7 @@ from population import rundir
 from population.config import ConfigError, RunConfig, parse_config
 from population.coordinator import NAMESPACE, Coordinator, coordinator_name
 from population.plots import plot_history, save_reconstruction_grid
-from population.training import evaluate
+from population.training import evaluate, reconstruction_mse
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ def run_population(
 def summarize(run_dir: Path, data: RunData) -> dict[str, Any]:
     """Test-set scores of the best model, plots, and summary.json."""
     model, meta = load_model(run_dir / "best.pt")
-    scores = evaluate(model, data.test.images, 256, torch.device("cpu"))
+    scores = {**evaluate(model, data.test.images, 256, "cpu"), "mse": reconstruction_mse(model, data.test.images, "cpu")}
     rows = rundir.read_rows(run_dir / "history.parquet")
     plot_history(rows, run_dir / "plots")
     save_reconstruction_grid(model, data.test.images, run_dir / "plots" / "reconstructions.png")

@@ -1,4 +1,9 @@
-"""One epoch of training and the scores a run reports, for any registered model family.
+"""The one training loop, for population members and robust-AE jobs alike, and the scores a run reports.
+
+Adversarial schemes enter through model hooks, because crafting needs attacks/, which models/ may
+not import: a model with `adversarial_objective` (Robust GMM-DAE) trains on a batch crafted here in
+input space, and a model whose config sets `latent_adv` (Lu & Chen Algorithm 1) gets M latent PGD
+attacks and decoder-only updates after each regular step.
 
 Seeding is a pure function of (seed, member, epoch), so a resumed run draws exactly the batches and
 noise the uninterrupted run would have drawn.
@@ -7,12 +12,18 @@ noise the uninterrupted run would have drawn.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from attacks.pgd import fgsm, pgd
 from models.data import to_float
+
+# PGD's usual step rule: enough to cross the ball 2.5 times over the steps.
+PGD_STEP_FACTOR = 2.5
 
 
 def epoch_rng(seed: int, member: int, epoch: int) -> np.random.Generator:
@@ -20,49 +31,110 @@ def epoch_rng(seed: int, member: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([seed, member, epoch])
 
 
-def train_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    images: np.ndarray,
-    batch_size: int,
-    steps: int | None,
-    rng: np.random.Generator,
-    device: torch.device,
-) -> dict[str, float]:
-    """Train on shuffled batches; returns the mean of each named loss part over the epoch.
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Attacks run against the model in eval mode (BatchNorm statistics frozen); training mode comes back after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
-    Stops early (returning NaN parts) as soon as the loss is not finite, since nothing after
-    that step can be useful and the coordinator resets such a member from the best.
+
+def batch_indices(n: int, batch_size: int, steps: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """`steps` index batches without replacement, reshuffling whenever the data runs out (never a short batch)."""
+    size = min(batch_size, n)
+    order = rng.permutation(n)
+    pos = 0
+    for _ in range(steps):
+        if pos + size > n:
+            order, pos = rng.permutation(n), 0
+        yield np.sort(order[pos : pos + size])
+        pos += size
+
+
+def craft_adversarial(model: nn.Module, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """The Robust GMM-DAE's x_adv: FGSM with random start (or PGD) in L-inf maximising ||E(x+d) - E(x)||^2."""
+    c = model.config
+    with eval_mode(model):
+        objective = model.adversarial_objective(x)
+        if c.craft == "fgsm":
+            return fgsm(objective, x, c.eps, random_start=True, step_size=c.step_scale * c.eps, generator=generator)
+        return pgd(objective, x, c.eps, c.pgd_steps, PGD_STEP_FACTOR * c.eps / c.pgd_steps, generator=generator)
+
+
+def latent_adversarial_rounds(model: nn.Module, x: Tensor, generator: torch.Generator | None = None) -> float:
+    """Lu & Chen Algorithm 1's inner loop: M rounds of K-step latent L2 PGD from E(x), each followed by a decoder update.
+
+    Returns the mean adversarial reconstruction error the decoder was updated on.
+    """
+    c = model.config
+    losses = []
+    for _ in range(c.adv_rounds):
+        with eval_mode(model):
+            z0, objective = model.latent_attack_objective(x)
+            z_adv = pgd(objective, z0, c.adv_eps, c.adv_steps, PGD_STEP_FACTOR * c.adv_eps / c.adv_steps,
+                        norm="l2", clamp=None, generator=generator)
+        losses.append(float(model.adversarial_decoder_step(x, z_adv)))
+    return float(np.mean(losses))
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor,
+               generator: torch.Generator | None = None) -> dict[str, float]:
+    """One optimizer step on the model's loss (crafting x_adv first where the model trains adversarially).
+
+    A non-finite loss is returned without a step: the caller decides (a member is reset, a job fails).
     """
     model.train()
-    order = rng.permutation(len(images))
-    n_batches = math.ceil(len(images) / batch_size)
-    steps = n_batches if steps is None else steps
+    parts = model.loss(x, craft_adversarial(model, x, generator)) if hasattr(model, "adversarial_objective") else model.loss(x)
+    out = {name: float(value.detach()) for name, value in parts.items()}
+    if not math.isfinite(out["total"]):
+        return out
+    optimizer.zero_grad(set_to_none=True)
+    parts["total"].backward()
+    optimizer.step()
+    if getattr(model.config, "latent_adv", False):
+        out["adv_decoder"] = latent_adversarial_rounds(model, x, generator)
+    return out
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images: np.ndarray, batch_size: int, steps: int | None,
+                rng: np.random.Generator, device: str | torch.device,
+                generator: torch.Generator | None = None) -> dict[str, float]:
+    """Mean of each loss part over the epoch (`steps` batches, default one pass).
+
+    Stops at the first non-finite loss and returns NaN parts: nothing after it can be useful.
+    """
+    steps = steps or max(len(images) // batch_size, 1)
     sums: dict[str, float] = {}
-    for step in range(steps):
-        start = (step % n_batches) * batch_size
-        x = to_float(images[np.sort(order[start : start + batch_size])], device)
-        parts = model.loss(x)
-        if not torch.isfinite(parts["total"]):
-            return {k: math.nan for k in parts}
-        optimizer.zero_grad(set_to_none=True)
-        parts["total"].backward()
-        optimizer.step()
-        for k, v in parts.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
-    return {k: v / steps for k, v in sums.items()}
+    for idx in batch_indices(len(images), batch_size, steps, rng):
+        parts = train_step(model, optimizer, to_float(images[idx], device), generator)
+        if not math.isfinite(parts["total"]):
+            return {name: math.nan for name in parts}
+        for name, value in parts.items():
+            sums[name] = sums.get(name, 0.0) + value
+    return {name: total / steps for name, total in sums.items()}
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: np.ndarray, batch_size: int, device: torch.device) -> dict[str, float]:
-    """Loss parts (eval mode: no Gumbel noise unless the model's config asks) and the per-pixel
-    MSE of the reconstruction on [0,1] pixels, each averaged over every image."""
-    model.eval()
+def reconstruction_mse(model: nn.Module, images: np.ndarray, device: str | torch.device, batch_size: int = 500) -> float:
+    """Per-pixel mean squared error of deterministic reconstructions on [0,1] pixels over every image."""
+    with eval_mode(model):
+        total = 0.0
+        for start in range(0, len(images), batch_size):
+            x = to_float(images[start : start + batch_size], device)
+            total += float((model.reconstruct(x, sample=False) - x).pow(2).sum())
+    return total / images.size
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: np.ndarray, batch_size: int, device: str | torch.device) -> dict[str, float]:
+    """Loss parts in eval mode (no Gumbel noise unless the model's config asks), averaged over every image."""
     sums: dict[str, float] = {}
-    for start in range(0, len(images), batch_size):
-        x = to_float(images[start : start + batch_size], device)
-        parts = {k: float(v) * len(x) for k, v in model.loss(x).items()}
-        parts["mse"] = float(((model.reconstruct(x) - x) ** 2).mean()) * len(x)
-        for k, v in parts.items():
-            sums[k] = sums.get(k, 0.0) + v
+    with eval_mode(model):
+        for start in range(0, len(images), batch_size):
+            x = to_float(images[start : start + batch_size], device)
+            for k, v in model.loss(x).items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(x)
     return {k: v / len(images) for k, v in sums.items()}

@@ -6,10 +6,11 @@ import pydantic
 import pytest
 from PIL import Image
 
-import population.robust as robust
+import population.training as training
 from models.checkpoint import load_model
-from population.robust import METHODS, parse_methods, reconstruction_mse, train_job
+from population.robust import METHODS, parse_methods, train_job
 from population.rundir import read_json, read_rows, write_json
+from population.training import reconstruction_mse
 from tests.robust_data import fashion
 
 
@@ -44,9 +45,9 @@ def test_train_job_writes_its_folder(tmp_path) -> None:
 
     model, meta = load_model(job / "model.pt")
     assert meta["method"] == "gmm-dae" and model.family == "gmm-dae"
-    assert reconstruction_mse(model, test, "cpu") == pytest.approx(metrics["test_mse"], rel=1e-5)
-    with Image.open(job / "reconstructions.png") as img:  # 2 rows of 8 images with save_image's 2-pixel padding
-        assert img.size == (8 * 34 + 2, 2 * 34 + 2)
+    assert reconstruction_mse(model, test.images, "cpu") == pytest.approx(metrics["test_mse"], rel=1e-5)
+    with Image.open(job / "reconstructions.png") as img:  # 2 rows of 8 images, 1-pixel padding
+        assert img.size == (8 * 33 + 1, 2 * 33 + 1)
 
 
 def test_invalid_config_fails_the_job_and_reraises(tmp_path) -> None:
@@ -59,7 +60,7 @@ def test_invalid_config_fails_the_job_and_reraises(tmp_path) -> None:
 
 def test_failure_mid_training_keeps_progress_and_records_error(tmp_path, monkeypatch) -> None:
     calls = {"n": 0}
-    real_step = robust.train_step
+    real_step = training.train_step
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -67,7 +68,7 @@ def test_failure_mid_training_keeps_progress_and_records_error(tmp_path, monkeyp
             raise RuntimeError("worker lost its device")
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(robust, "train_step", flaky)
+    monkeypatch.setattr(training, "train_step", flaky)
     with pytest.raises(RuntimeError, match="lost its device"):
         train_job("dae-swt", fashion("train", 64), fashion("test", 8), tmp_path / "j", epochs=3, batch_size=16,
                   steps_per_epoch=2, seed=0, device="cpu")

@@ -10,7 +10,8 @@ from models.checkpoint import load_model, save_model
 from models.data import to_float
 from models.protocol import AutoEncoder
 from models.registry import build
-from population.robust import METHODS, craft_adversarial, latent_adversarial_rounds, method_config, train_job
+from population.robust import METHODS, method_config, train_job
+from population.training import craft_adversarial, latent_adversarial_rounds
 from tests.robust_data import fashion
 
 
