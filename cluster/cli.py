@@ -267,6 +267,7 @@ def _evaluate_parser(sub: Any) -> None:
     p.add_argument("--dataset", help="default: the run's dataset, else fashion-mnist")
     p.add_argument("--data-root", help="folder holding the dataset files")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="reduced attack budgets for a CPU (stated in the report)")
     _cluster_flags(p)
 
 
@@ -287,7 +288,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import os
     import time
 
-    from attacks.report import EXPERIMENTS, load_evaluable
+    from attacks.report import EXPERIMENTS, QUICK_SETTINGS, load_evaluable
     from models.data import check_dataset_name, load_split
 
     try:
@@ -318,6 +319,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "subset": args.subset,
         "seed": args.seed,
         "held_out": run_cfg.get("exclude_classes") or [],
+        "settings": QUICK_SETTINGS if args.quick else None,
     }
     if args.address or os.environ.get("RAY_ADDRESS"):  # a cluster is there: run it on the worker pool
         from population.jobs import run_jobs

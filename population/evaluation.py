@@ -13,14 +13,14 @@ from population.rundir import now_iso, write_json
 
 def run_evaluation_job(job: dict[str, Any], train: ImageSet, test: ImageSet, device: str,
                        progress: bool = False) -> dict[str, Any]:
-    """`job`: id, dir (its status folder), checkpoint, out_dir, experiments, subset, seed, held_out."""
+    """`job`: id, dir (its status folder), checkpoint, out_dir, experiments, subset, seed, held_out, settings."""
     status_path = Path(job["dir"]) / "status.json"
     status = {**queued_status(job), "state": "running", "epochs": 1}
     write_json(status_path, status)
     try:
         model, _ = load_evaluable(job["checkpoint"], map_location=device)
         report = evaluate(model, train, test, job["experiments"], job.get("subset"), Path(job["out_dir"]), job.get("seed", 0),
-                          device, progress, held_out=job.get("held_out"))
+                          device, progress, held_out=job.get("held_out"), settings=job.get("settings"))
     except Exception as err:
         write_json(status_path, {**status, "state": "failed", "error": f"{type(err).__name__}: {err}", "updated_at": now_iso()})
         raise
