@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 RUN_DIR ?= runs/demo
 
-.PHONY: install run test lint bench dataset clean
+.PHONY: install run test lint bench system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,17 +18,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP) dataset
+install: $(STAMP) system-deps
 
-# The embedded default dataset: Debian's dataset-fashion-mnist (no download at run time).
-dataset:
-	@if [ ! -f $(FMNIST) ]; then \
+# System packages from Debian, installed when missing and apt is usable (as root):
+# dataset-fashion-mnist, the embedded default dataset (no download at run time), and
+# docker-compose, which the tests use to validate docker/docker-compose.yml.
+system-deps:
+	@missing=""; \
+	[ -f $(FMNIST) ] || missing="$$missing dataset-fashion-mnist"; \
+	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
-	     (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null)) && \
-	    echo "installed dataset-fashion-mnist"; \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null)) && \
+	    echo "installed:$$missing"; \
 	  else \
-	    echo "Fashion-MNIST not found at $(FMNIST): install the Debian package dataset-fashion-mnist (as root), or pass --data-root to popvae" >&2; \
+	    echo "missing Debian packages:$$missing (install them as root; without Fashion-MNIST pass --data-root to popvae)" >&2; \
 	  fi; \
 	fi
 
