@@ -137,7 +137,7 @@ class Job(_Snapshot):
     """Exactly `jobs/<id>/status.json`."""
 
     id: str
-    method: str
+    method: str | None = None
     kind: Literal["robust", "evaluation"]
     state: Literal["queued", "running", "done", "failed"]
     error: str | None = None

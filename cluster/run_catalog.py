@@ -22,13 +22,14 @@ class Runs:
         self.store, self.live = store, live
         self._memo: dict[str, tuple[object, str | None, bytes]] = {}
 
-    def resolve(self, run: str | None) -> str:
+    def resolve(self, run: str | None, population: bool = False) -> str:
+        """`run` if it exists; else the newest run (with `population`: the newest that has a population status)."""
         if run is not None:
             if run in self.live.run_ids():
                 return run
             self.store.run_dir(run)
             return run
-        newest = self.store.run_ids() or sorted(self.live.run_ids())
+        newest = self.store.run_ids(population_only=population) or sorted(self.live.run_ids())
         if not newest:
             raise NotFound(f"no runs under {self.store.root}")
         return newest[0]
@@ -100,7 +101,7 @@ class Runs:
     def _is_member(self, run_id: str, member: int) -> bool:
         try:
             return any(m.index == member for m in self.store.status(run_id).members)
-        except Unreadable:
+        except (NotFound, Unreadable):
             return False
 
     def jobs(self, run_id: str) -> JobList:

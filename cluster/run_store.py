@@ -92,8 +92,9 @@ class RunStore:
             raise NotFound(f"run {run_id!r} not found")
         return path
 
-    def run_ids(self) -> list[str]:
-        """Runs, most recently updated first (by the mtime of status.json, else config.json)."""
+    def run_ids(self, population_only: bool = False) -> list[str]:
+        """Runs, most recently updated first (by the mtime of status.json, else config.json); with
+        `population_only`, only runs that have a population status (robust-job runs have none)."""
         found: list[tuple[float, str]] = []
         try:
             children = list(self.root.iterdir())
@@ -102,7 +103,7 @@ class RunStore:
         for child in children:
             if not _ID_RE.match(child.name):
                 continue
-            for name in ("status.json", "config.json"):
+            for name in ("status.json",) if population_only else ("status.json", "config.json"):
                 try:
                     found.append((-(child / name).stat().st_mtime, child.name))
                     break
@@ -113,7 +114,7 @@ class RunStore:
     def status(self, run_id: str) -> RunStatus:
         path = self.run_dir(run_id) / "status.json"
         if not path.exists():
-            raise Unreadable(f"run {run_id!r} has not written status.json yet")
+            raise NotFound(f"run {run_id!r} has no population status (status.json), or not yet")
         return self._cache.get(path, "status", lambda p: _parse(p, read_json, _status))
 
     def history(self, run_id: str) -> list[HistoryRow]:

@@ -91,12 +91,12 @@ def create_app(runs_root: Path, ray_address: str | None = None, token: str | Non
     async def population(q: Annotated[RunQuery, Query()]) -> Response:
         """The population now: from the live coordinator when one answers, else from status.json (see `source`)."""
         # async (no thread hop): the hot path only reads memory and stats one file, it never waits on Ray
-        return Response(runs.population_json(runs.resolve(q.run)), media_type="application/json")
+        return Response(runs.population_json(runs.resolve(q.run, population=True)), media_type="application/json")
 
     @app.get("/population/history", response_model=HistoryPage, **guarded, tags=["runs"])
     def history(q: Annotated[HistoryQuery, Query()]) -> HistoryPage:
         """Rows of history.parquet, filtered (an inverted epoch range matches nothing), then paged."""
-        run_id = runs.resolve(q.run)
+        run_id = runs.resolve(q.run, population=True)
         rows = runs.history(run_id, q.member, q.epoch_min, q.epoch_max)
         return HistoryPage(
             run_id=run_id, total=len(rows), offset=q.offset, limit=q.limit, rows=rows[q.offset : q.offset + q.limit]

@@ -96,10 +96,22 @@ def make_run(
     return run
 
 
+def make_robust_run(root: Path, run_id: str, jobs: tuple[str, ...], mtime: float) -> Path:
+    """A run of robust-AE jobs only: config.json and jobs/, no population status."""
+    run = root / run_id
+    write_json(run / "config.json", {"kind": "robust", "methods": list(jobs)})
+    for job_id in jobs:
+        write_json(run / "jobs" / job_id / "status.json", job(job_id) | {"method": None, "metrics": {"mse": float("nan")}})
+    os.utime(run / "config.json", (mtime, mtime))
+    return run
+
+
 def make_runs(root: Path) -> Path:
-    """Three runs: `older`, `newest` (with two jobs), and `broken` (corrupt status.json, oldest)."""
+    """Four runs: `robust` (jobs only, the newest of all), `newest` population (with two jobs), `older`, and
+    `broken` (corrupt status.json, oldest)."""
     make_run(root, "older", mtime=1_000_000)
     make_run(root, "newest", epochs=5, members=3, jobs=("job-a", "job-b"), mtime=3_000_000)
+    make_robust_run(root, "robust", ("gmm_dae",), mtime=4_000_000)
     broken = make_run(root, "broken", mtime=500_000)
     (broken / "status.json").write_text("{not json")
     os.utime(broken / "status.json", (500_000, 500_000))

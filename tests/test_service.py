@@ -38,12 +38,12 @@ def test_healthz(client: TestClient) -> None:
 
 def test_runs_newest_first_and_corrupt_run_listed(client: TestClient) -> None:
     runs = client.get("/runs").json()["runs"]
-    assert [r["run_id"] for r in runs] == ["newest", "older", "broken"]
-    assert runs[0]["epoch"] == 5 and runs[0]["live"] is False and runs[0]["has_folder"] is True
-    assert runs[2]["state"] is None
+    assert [r["run_id"] for r in runs] == ["robust", "newest", "older", "broken"]
+    assert runs[1]["epoch"] == 5 and runs[1]["live"] is False and runs[1]["has_folder"] is True
+    assert runs[0]["state"] is None and runs[3]["state"] is None
 
 
-def test_population_defaults_to_newest_run_from_folder(client: TestClient) -> None:
+def test_population_defaults_to_newest_population_run_from_folder(client: TestClient) -> None:
     body = client.get("/population").json()
     assert body["run_id"] == "newest" and body["source"] == "run_folder" and "no Ray address" in body["note"]
     assert body["epoch"] == 5 and body["generation_seconds"] == 1.25 and body["best_member"] == 1
@@ -59,6 +59,8 @@ def test_population_defaults_to_newest_run_from_folder(client: TestClient) -> No
         ("/population", {"run": "nope"}, 404),
         ("/population", {"run": "../etc"}, 422),
         ("/population", {"run": "broken"}, 503),
+        ("/population", {"run": "robust"}, 404),
+        ("/population/history", {"run": "robust", "member": 1}, 404),
         ("/population", {"runs": "older"}, 422),
         ("/population/history", {"member": 99}, 404),
         ("/population/history", {"member": 0}, 422),
@@ -90,13 +92,15 @@ def test_history_filters_and_pages(client: TestClient) -> None:
 
 
 def test_jobs_list_and_get(client: TestClient, runs_root: Path) -> None:
-    listed = client.get("/jobs").json()
+    robust = client.get("/jobs").json()  # the newest run of any kind; NaN metrics arrive as null
+    assert robust["run_id"] == "robust" and robust["jobs"][0]["metrics"] == {"mse": None} and robust["jobs"][0]["method"] is None
+    listed = client.get("/jobs", params={"run": "newest"}).json()
     assert listed["run_id"] == "newest" and [j["id"] for j in listed["jobs"]] == ["job-a", "job-b"]
     assert client.get("/jobs", params={"run": "older"}).json()["jobs"] == []
     assert client.get("/jobs/job-b").json()["metrics"] == {"mse": 0.01}
     assert client.get("/jobs/job-a", params={"run": "newest"}).json()["kind"] == "robust"
     (runs_root / "newest" / "jobs" / "job-b" / "status.json").write_text("[]")
-    listed = client.get("/jobs").json()
+    listed = client.get("/jobs", params={"run": "newest"}).json()
     assert [j["id"] for j in listed["jobs"]] == ["job-a"] and listed["unreadable"] == ["job-b"]
     assert client.get("/jobs/job-b").status_code == 503
 
