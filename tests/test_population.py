@@ -128,3 +128,31 @@ def test_baseline_is_one_member_with_annealed_tau(ray_session, tmp_path):
     assert {r["strategy"] for r in rows} == {"anneal"} and summary["baseline"] is True
     assert 0 < summary["test_mse"] < 1
     assert (tmp_path / "base" / "plots" / "tau.png").stat().st_size > 0
+
+
+def test_member_past_the_timeout_is_dropped_from_the_generation_and_back_in_the_next(ray_session, tmp_path):
+    cfg = small_config(members=2, steps_per_epoch=20)
+    coord = start_coordinator(cfg, tmp_path / "run")
+    first = ray_session.get(coord.run_generation.remote(0))
+    epoch_s = first["seconds"]["train"]
+    slow_cfg = small_config(members=2, steps_per_epoch=20, member_timeout_s=max(3 * epoch_s, 2.0))
+    coord2 = start_coordinator(slow_cfg, tmp_path / "b")
+    for h in ray_session.get(coord.member_handles.remote()).values():  # free the CPUs for the second population
+        ray_session.kill(h)
+    ray_session.get(coord2.run_generation.remote(0))
+    busy = ray_session.get(coord2.member_handles.remote())[2]
+    backlog = [busy.train_epoch.remote(100 + k, 1.0) for k in range(30)]  # member 2 is now ~30 epochs behind
+    entry = ray_session.get(coord2.run_generation.remote(1))
+    assert entry["events"] == {"2": "dropped"} and entry["best"] == 1
+    rows = rundir.read_rows(tmp_path / "b" / "history.parquet")
+    assert [r["event"] for r in rows if r["member"] == 2] == ["", "dropped"]
+    assert "dropped@1" in ray_session.get(coord2.status.remote())["members"][1]["flags"]
+    with pytest.raises(ray_session.exceptions.RayActorError):  # the slow worker was killed, its backlog with it
+        ray_session.get(backlog[-1])
+    entry = ray_session.get(coord2.run_generation.remote(2))  # the restarted member is back, from the best weights
+    assert entry["events"] == {}
+    assert ray_session.get(coord2.status.remote())["members"][1]["state"] == "idle"
+    for h in ray_session.get(coord2.member_handles.remote()).values():
+        ray_session.kill(h)
+    ray_session.kill(coord)
+    ray_session.kill(coord2)
