@@ -54,8 +54,11 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("--exclude-classes", type=lambda s: [int(c) for c in s.split(",") if c], help="e.g. 0,5: train without them")
     p.add_argument("--baseline", action="store_true", help="train the standard GS-VAE: one member, tau annealed")
     p.add_argument("--no-reset-patience", action="store_true", help="keep counting patience after a feedback step")
-    p.add_argument("--compare-baseline", action="store_true",
-                   help="then train the baseline on the same budget into RUN_DIR-baseline and compare")
+    p.add_argument(
+        "--compare-baseline",
+        action="store_true",
+        help="then train the baseline on the same budget into RUN_DIR-baseline and compare",
+    )
     _cluster_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
@@ -100,8 +103,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     results = [("population", summary)]
     if args.compare_baseline and not cfg.baseline:
         base_cfg = parse_config({**cfg.model_dump(mode="json"), "baseline": True, "members": 1})
-        results.append(("baseline", _train_with_progress(base_cfg, run_dir.with_name(f"{run_dir.name}-baseline"), data, False,
-                                                             args.quiet)))
+        results.append(
+            ("baseline", _train_with_progress(base_cfg, run_dir.with_name(f"{run_dir.name}-baseline"), data, False, args.quiet))
+        )
     _print_results(results)
     return 0
 

@@ -13,6 +13,7 @@
 #
 # Settings (environment): POPVAE_CLUSTER_DIR (/tmp/popvae-lc), POPVAE_RAY_PORT (6390),
 # POPVAE_SERVICE_PORT (8390), POPVAE_RUNS_ROOT ($POPVAE_CLUSTER_DIR/runs), POPVAE_WORKER_CPUS (1),
+# POPVAE_SERVICE_NICE (0; e.g. 10 gives training CPU priority over the status service),
 # PYTHON (python3 on PATH; the project must be importable), RAY_AUTH_TOKEN (generated if unset).
 set -euo pipefail
 
@@ -21,6 +22,7 @@ PORT=${POPVAE_RAY_PORT:-6390}
 SERVICE_PORT=${POPVAE_SERVICE_PORT:-8390}
 RUNS_ROOT=${POPVAE_RUNS_ROOT:-$STATE/runs}
 WORKER_CPUS=${POPVAE_WORKER_CPUS:-1}
+SERVICE_NICE=${POPVAE_SERVICE_NICE:-0}
 PYTHON=${PYTHON:-python3}
 ADDRESS=127.0.0.1:$PORT
 
@@ -89,7 +91,7 @@ start() {
       "${common[@]}" $(node_ports "$k")
     wait_for_nodes $((k + 1)) 60 || { stop; return 1; }
   done
-  launch service "$PYTHON" -c 'import sys; from cluster.service import serve; serve(sys.argv[1], port=int(sys.argv[2]), ray_address=sys.argv[3])' \
+  launch service nice -n "$SERVICE_NICE" "$PYTHON" -c 'import sys; from cluster.service import serve; serve(sys.argv[1], port=int(sys.argv[2]), ray_address=sys.argv[3])' \
     "$RUNS_ROOT" "$SERVICE_PORT" "$ADDRESS"
   wait_for_service 60 || { stop; return 1; }
   cat <<EOF

@@ -78,13 +78,12 @@ class Runs:
         return "run_folder", self.store.status(run_id), note
 
     def _population(self, run_id: str, source: Source, snapshot: dict[str, Any] | RunStatus, note: str | None) -> Population:
-        if source == "live":
-            try:
-                return Population(**RunStatus.model_validate(snapshot).model_dump(), source="live")
-            except ValidationError:
-                note = "the live coordinator's status did not match the schema"
-                return Population(**self.store.status(run_id).model_dump(), source="run_folder", note=note)
-        return Population(**RunStatus.model_validate(snapshot).model_dump(), source="run_folder", note=note)
+        try:
+            status = RunStatus.model_validate(snapshot)
+        except ValidationError:  # only a live answer can fail here: status.json was validated when it was read
+            source, note = "run_folder", "the live coordinator's status did not match the schema"
+            status = self.store.status(run_id)
+        return Population(**status.model_dump(), source=source, note=note)
 
     def history(self, run_id: str, member: int | None, epoch_min: int | None, epoch_max: int | None) -> list[HistoryRow]:
         rows = self.store.history(run_id)

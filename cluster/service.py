@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -38,7 +39,7 @@ TOKEN_ENV = "POPVAE_API_TOKEN"
 
 _ERRORS = {
     404: {"model": ErrorBody, "description": "unknown run, member or job"},
-    503: {"model": ErrorBody, "description": "the run's files are unreadable or not written yet"},
+    503: {"model": ErrorBody, "description": "the run's files are unreadable, or a run without folder has a silent coordinator"},
 }
 _UNAUTHORIZED = {401: {"model": ErrorBody, "description": "missing or wrong bearer token"}}
 
@@ -46,10 +47,8 @@ _UNAUTHORIZED = {401: {"model": ErrorBody, "description": "missing or wrong bear
 _BEARER = HTTPBearer(auto_error=False, description=f"required when the service was started with {TOKEN_ENV} set")
 
 
-def _bearer_guard(token: str | None):
+def _bearer_guard(token: str) -> Callable[..., None]:
     def guard(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> None:
-        if token is None:
-            return
         if creds is None or not secrets.compare_digest(creds.credentials.encode(), token.encode()):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
