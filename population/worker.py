@@ -69,6 +69,12 @@ class Worker:
 RemoteWorker = ray.remote(max_restarts=0, max_task_retries=0)(Worker)
 
 
+def cpu_share(cluster_cpus: float, largest_node_cpus: float, n: int) -> float:
+    """CPUs for each of n workers: an equal share of the cluster, but never more than one node holds (an
+    actor cannot span nodes, so a larger request would wait for ever)."""
+    return max(min(cluster_cpus / n, largest_node_cpus), 0.01)
+
+
 class Placement:
     """Where n workers go: one GPU bundle each (a placement group) when the cluster has a GPU per
     worker, otherwise an equal share of the cluster's CPUs, spread across nodes."""
@@ -89,5 +95,6 @@ class Placement:
 
             strategy = PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=slot)
             return RemoteWorker.options(num_cpus=1, num_gpus=1, scheduling_strategy=strategy).remote(1)
-        cpus = max(ray.cluster_resources().get("CPU", 1) / self.n, 0.01)
-        return RemoteWorker.options(num_cpus=cpus, scheduling_strategy="SPREAD").remote(int(cpus))
+        nodes = [node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"]]
+        cpus = cpu_share(ray.cluster_resources().get("CPU", 1.0), max(nodes, default=1.0), self.n)
+        return RemoteWorker.options(num_cpus=cpus, scheduling_strategy="SPREAD").remote(max(int(cpus), 1))

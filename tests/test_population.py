@@ -14,6 +14,7 @@ from population import rundir
 from population.config import parse_config
 from population.coordinator import NAMESPACE, Coordinator
 from population.run import load_run_data, member_weights_equal, run_population
+from population.worker import cpu_share
 
 SMALL_MODEL = {"widths": [8, 16, 16, 16], "z1_vars": 4, "z1_categories": 4, "z2_vars": 2, "z2_categories": 4}
 
@@ -156,3 +157,10 @@ def test_member_past_the_timeout_is_dropped_from_the_generation_and_back_in_the_
         ray_session.kill(h)
     ray_session.kill(coord)
     ray_session.kill(coord2)
+
+
+def test_cpu_share_never_asks_more_than_one_node_holds() -> None:
+    # one member on head + two 1-CPU workers: 3 CPUs in all, but no node can host a 3-CPU actor
+    assert cpu_share(3.0, 1.0, 1) == 1.0
+    assert cpu_share(8.0, 4.0, 4) == 2.0
+    assert cpu_share(2.0, 2.0, 5) == pytest.approx(0.4)
