@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cluster.ports import free_base_port
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "cluster" / "local_cluster.sh"
 RUN_ID = "bench"
@@ -132,18 +134,6 @@ def drive_load(
     return stats
 
 
-def _free_base_port() -> int:
-    def free(port: int) -> bool:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return True
-            except OSError:
-                return False
-
-    return next(b for b in range(43000, 60000, 1000) if all(free(b + o) for o in (0, 1, 10, 11, 12, 20, 21, 22, 999)))
-
-
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -195,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     state = Path(tempfile.mkdtemp(prefix="pvbench-", dir="/tmp"))
-    base = _free_base_port()
+    base = free_base_port(43000)
+    if base is None:
+        raise SystemExit("benchmarks/status.py: no free port range on loopback")
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env |= {"PATH": f"{bin_dir}{os.pathsep}{env['PATH']}", "PYTHON": sys.executable, "POPVAE_CLUSTER_DIR": str(state)}

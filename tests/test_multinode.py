@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cluster.ports import free_base_port
 from population.rundir import read_rows
 
 pytestmark = pytest.mark.multinode
@@ -27,23 +27,6 @@ pytestmark = pytest.mark.multinode
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "cluster" / "local_cluster.sh"
 BIN = Path(sys.executable).parent
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
-def _base_port() -> int:
-    """A base port whose neighbours the script uses (base+0..+62, +100..+699) look free, away from Ray's 6379."""
-    for base in range(41000, 60000, 1000):
-        if all(_port_free(base + off) for off in (0, 1, 10, 11, 12, 20, 21, 22, 30, 31, 32, 40, 41, 42, 50, 60, 999)):
-            return base
-    pytest.skip("no free port range on loopback")
 
 
 def _node_resources(address: str, env: dict[str, str]) -> dict[str, dict[str, float]]:
@@ -57,7 +40,9 @@ def _node_resources(address: str, env: dict[str, str]) -> dict[str, dict[str, fl
 
 def test_population_trains_across_two_worker_nodes() -> None:
     state = Path(tempfile.mkdtemp(prefix="pvlc-", dir="/tmp"))  # short: Ray's unix sockets live under it
-    base = _base_port()
+    base = free_base_port()
+    if base is None:
+        pytest.skip("no free port range on loopback")
     address, url = f"127.0.0.1:{base}", f"http://127.0.0.1:{base + 999}"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
