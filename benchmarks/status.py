@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-requests", type=int, default=200_000)
     parser.add_argument("--max-seconds", type=float, default=480.0)
     parser.add_argument("--nice", type=int, default=0, help="CPU niceness of the status service and the load generator")
+    parser.add_argument("--idle", action="store_true", help="run the status service and the load generator as SCHED_IDLE")
     args = parser.parse_args(argv)
 
     state = Path(tempfile.mkdtemp(prefix="pvbench-", dir="/tmp"))
@@ -204,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         train = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         service_pid = int((state / "pids" / "service.pid").read_text())
         os.nice(args.nice)  # after spawning the trainer: only this process (the clients) is deprioritised
+        if args.idle:  # every thread of the service, and this process (its threads inherit it)
+            for tid in [*(int(t.name) for t in Path(f"/proc/{service_pid}/task").iterdir()), 0]:
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
         load_on, stop = threading.Event(), threading.Event()
         epochs: dict[int, tuple[float, bool]] = {}
         watcher = threading.Thread(target=_watch, args=(run_dir / "status.json", train, load_on, stop, epochs), daemon=True)
@@ -238,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([sys.executable, *sys.argv]),
         "machine": {"cpus": os.cpu_count(), "note": "shared machine; load generator, service and training on the same cores"},
         "niceness_of_service_and_load_generator": args.nice,
+        "sched_idle_service_and_load_generator": args.idle,
         "population": {
             "members": args.members,
             "epochs": args.epochs,
