@@ -89,16 +89,21 @@ class CoordinatorState:
         for i, loss in losses.items():
             if not math.isfinite(loss) and results.get(i) is not None:
                 events[i] = "nan_reset"
-        if not any(math.isfinite(v) for v in losses.values()):
-            self.run_state = "failed"
-            self._write_status()
-            raise RuntimeError(f"generation {epoch}: no member produced a finite loss")
-        if self.cfg.baseline:
-            best, decided = 1, {1: (annealed_tau(epoch + 1, self.cfg.temperature), 0, False)}
-        else:
-            best, moves = next_taus(self.taus, self.patience, losses, self.cfg.temperature)
-            decided = {i: (m.tau, m.patience, m.feedback_applied) for i, m in moves.items()}
-        best_ref = self._broadcast(best, events)
+        candidates = dict(losses)
+        while True:
+            if not any(math.isfinite(v) for v in candidates.values()):
+                self.run_state = "failed"
+                self._write_status()
+                raise RuntimeError(f"generation {epoch}: no member produced a finite loss and kept its weights")
+            best, decided = self._select(epoch, candidates)
+            best_ref = self.members[best].get_weights.remote()
+            try:
+                ray.get(best_ref)  # the best may have died since it reported: then the next best is broadcast
+                break
+            except RayError:
+                self._restart(best)
+                events[best], candidates[best] = "restarted", math.nan
+        self._broadcast(best, best_ref, events)
         others = [i for i in self.members if i != best]
         for i, (tau, patience, _) in decided.items():
             self.taus[i], self.patience[i] = tau, patience
@@ -157,10 +162,16 @@ class CoordinatorState:
             events[i], results[i] = "dropped", None
         return results, events
 
-    def _broadcast(self, best: int, events: dict[int, str]) -> ray.ObjectRef:
-        """Put the best weights in the object store once; every other member reads that one object.
-        A member that dies meanwhile is restarted from it."""
-        best_ref = self.members[best].get_weights.remote()
+    def _select(self, epoch: int, losses: dict[int, float]) -> tuple[int, dict[int, tuple[float, int, bool]]]:
+        """The best member and every member's (next tau, patience, feedback applied)."""
+        if self.cfg.baseline:
+            return 1, {1: (annealed_tau(epoch + 1, self.cfg.temperature), 0, False)}
+        best, moves = next_taus(self.taus, self.patience, losses, self.cfg.temperature)
+        return best, {i: (m.tau, m.patience, m.feedback_applied) for i, m in moves.items()}
+
+    def _broadcast(self, best: int, best_ref: ray.ObjectRef, events: dict[int, str]) -> None:
+        """The best weights went into the object store once (`best_ref`); every other member reads that one
+        object. A member that dies meanwhile is restarted from it."""
         self.last_broadcast = best_ref
         calls = {i: self.members[i].set_weights.remote(best_ref, events.get(i) == "nan_reset") for i in self.members if i != best}
         for i, call in calls.items():
@@ -169,7 +180,6 @@ class CoordinatorState:
             except RayError:
                 self._restart(i)
                 events[i] = "restarted"
-        return best_ref
 
     def _restart(self, i: int) -> None:
         self.state[i] = "restarting"

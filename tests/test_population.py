@@ -121,6 +121,41 @@ def test_injected_nan_member_is_reset_from_the_best_and_flagged(ray_session, tmp
     ray_session.kill(coord)
 
 
+def test_best_member_dying_after_it_reported_hands_the_broadcast_to_the_next_best(ray_session, tmp_path):
+    cfg = small_config(steps_per_epoch=20)
+    reference = start_coordinator(cfg, tmp_path / "ref")  # the same seed: members 1 and 2 train identically
+    for epoch in (0, 1):
+        ray_session.get(reference.run_generation.remote(epoch))
+    scores = {r["member"]: r["score"] for r in rundir.read_rows(tmp_path / "ref" / "history.parquet") if r["epoch"] == 1}
+    for h in ray_session.get(reference.member_handles.remote()).values():
+        ray_session.kill(h)
+    victim, heir = sorted((1, 2), key=lambda i: scores[i])
+
+    coord = start_coordinator(cfg, tmp_path / "run")
+    ray_session.get(coord.run_generation.remote(0))
+    handles = ray_session.get(coord.member_handles.remote())
+    nan = ray_session.put({k: np.full_like(v, np.nan) for k, v in ray_session.get(handles[3].get_weights.remote()).items()})
+    backlog = [handles[3].train_epoch.remote(100 + k, 1.0) for k in range(10)]  # member 3 reports late, and NaN
+    handles[3].set_weights.remote(nan)
+    pending = coord.run_generation.remote(1)
+    wait_until_training(ray_session, coord)
+    time.sleep(1.0)  # the coordinator has sent train_epoch(1): a call queued now runs after it
+    ray_session.get(handles[victim].get_optimizer_state.remote())
+    _, still_queued = ray_session.wait(backlog, num_returns=len(backlog), timeout=0)
+    assert still_queued  # member 3 has not reported yet: the barrier is still open
+    ray_session.kill(handles[victim])  # reported, not yet broadcast: the best's weights are gone
+    entry = ray_session.get(pending)
+    assert entry["best"] == heir
+    assert entry["events"] == {str(victim): "restarted", "3": "nan_reset"}
+    handles = ray_session.get(coord.member_handles.remote())
+    assert member_weights_equal(handles)
+    assert ray_session.get(coord.run_generation.remote(2))["events"] == {}
+    for h in handles.values():
+        ray_session.kill(h)
+    ray_session.kill(coord)
+    ray_session.kill(reference)
+
+
 def test_baseline_is_one_member_with_annealed_tau(ray_session, tmp_path):
     cfg = small_config(baseline=True, members=1, temperature={"anneal_rate": 0.5, "tau_min": 0.1})
     summary = run_population(cfg, tmp_path / "base", load_run_data(cfg))
