@@ -44,6 +44,19 @@ def _fail(message: str) -> int:
     return EXIT_BAD_INPUT
 
 
+def _run_failed(err: Exception, run_dir: Path) -> int:
+    """A run that stopped on the cluster: its cause in one line (not Ray's wrapped traceback), exit 1."""
+    cause = getattr(err, "cause", None)
+    lines = [ln.strip() for ln in str(cause if isinstance(cause, Exception) else err).splitlines() if ln.strip()]
+    raised = [ln for ln in lines if ln.split(":", 1)[0].endswith(("Error", "Exception")) and ":" in ln]
+    print(f"popvae: run failed: {(raised or lines or [type(err).__name__])[-1]}", file=sys.stderr)
+    if (run_dir / "checkpoints" / "latest.pt").is_file():
+        print(f"popvae: {run_dir} keeps what finished; continue with: popvae train --resume {run_dir}", file=sys.stderr)
+    else:
+        print(f"popvae: no epoch finished; remove {run_dir} to start again", file=sys.stderr)
+    return 1
+
+
 def _train_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="train a population of GS-VAEs (or the annealed baseline)")
     p.add_argument("--run-dir", type=Path, help="folder for this run (must be new or empty)")
@@ -98,14 +111,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         data = runs.load_run_data(cfg)
     except (ConfigError, DatasetError) as err:
         return _fail(str(err))
+    from ray.exceptions import RayError
+
     runs.ensure_ray(args.address, args.num_cpus)
-    summary = _train_with_progress(cfg, run_dir, data, bool(args.resume), args.quiet)
-    results = [("population", summary)]
-    if args.compare_baseline and not cfg.baseline:
-        base_cfg = parse_config({**cfg.model_dump(mode="json"), "baseline": True, "members": 1})
-        results.append(
-            ("baseline", _train_with_progress(base_cfg, run_dir.with_name(f"{run_dir.name}-baseline"), data, False, args.quiet))
-        )
+    results = []
+    try:
+        results.append(("population", _train_with_progress(cfg, run_dir, data, bool(args.resume), args.quiet)))
+        if args.compare_baseline and not cfg.baseline:
+            base_cfg = parse_config({**cfg.model_dump(mode="json"), "baseline": True, "members": 1})
+            run_dir = run_dir.with_name(f"{run_dir.name}-baseline")
+            results.append(("baseline", _train_with_progress(base_cfg, run_dir, data, False, args.quiet)))
+    except RayError as err:
+        return _run_failed(err, run_dir)
     _print_results(results)
     return 0
 

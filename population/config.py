@@ -38,6 +38,7 @@ class RunConfig(BaseModel):
     model: GSVAEConfig = GSVAEConfig()
     temperature: TemperatureConfig = TemperatureConfig()
     member_timeout_s: float = Field(1800.0, gt=0)  # the generation barrier's limit per member
+    placement_timeout_s: float = Field(300.0, gt=0)  # how long a (re)started member may wait for a slot on the cluster
     checkpoint_every: int = Field(1, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     synthetic_size: int = Field(512, ge=16)

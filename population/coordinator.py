@@ -56,10 +56,10 @@ class CoordinatorState:
         self.generation_seconds: float | None = None
         self.last_broadcast: ray.ObjectRef | None = None
         self.run_state = "running"
-        self.placement = Placement(n, config.device)
+        self.placement = Placement(n, config.device, config.placement_timeout_s)
         spawned = {i: self._spawn(i) for i in self.strategies}
-        ray.get([ready for _, ready in spawned.values()])
         self.members = {i: worker for i, (worker, _) in spawned.items()}
+        self._await_placed({i: ready for i, (_, ready) in spawned.items()})
         if resume:
             self._restore()
         self._write_status()
@@ -68,6 +68,22 @@ class CoordinatorState:
         """A worker for member i, and the ref that resolves once the member is built."""
         worker = self.placement.spawn(i - 1)
         return worker, worker.host_member.remote(i, self.cfg, self.train_ref, self.val_ref)
+
+    def _await_placed(self, ready: dict[int, ray.ObjectRef]) -> None:
+        """Wait for members to be built, but not for ever: a cluster that lost a node may have no slot left for a
+        replacement, and a run that hangs silently is worse than one that stops and can be resumed."""
+        done, waiting = ray.wait(list(ready.values()), num_returns=len(ready), timeout=self.cfg.placement_timeout_s)
+        ray.get(done)
+        if waiting:
+            missing = sorted(i for i, ref in ready.items() if ref in waiting)
+            for i in missing:
+                ray.kill(self.members[i], no_restart=True)
+            self.run_state = "failed"
+            self._write_status()
+            raise RuntimeError(
+                f"members {missing} found no slot on the cluster within {self.cfg.placement_timeout_s:g} s "
+                f"(each needs {self.placement.describe()}; free now: {_devices(ray.available_resources())})"
+            )
 
     def member_handles(self) -> dict[int, Any]:
         return dict(self.members)
@@ -186,7 +202,7 @@ class CoordinatorState:
         self._write_status()
         ray.kill(self.members[i], no_restart=True)
         self.members[i], ready = self._spawn(i)
-        ray.get(ready)
+        self._await_placed({i: ready})
         if self.last_broadcast is not None:
             ray.get(self.members[i].set_weights.remote(self.last_broadcast))
 
@@ -255,6 +271,10 @@ class CoordinatorState:
 
     def _write_status(self) -> None:
         rundir.write_json(self.run_dir / "status.json", self.status())
+
+
+def _devices(resources: dict[str, float]) -> str:
+    return ", ".join(f"{resources.get(k, 0):g} {k}" for k in ("CPU", "GPU"))
 
 
 def _finite_or_none(obj: Any) -> Any:

@@ -79,14 +79,23 @@ class Placement:
     """Where n workers go: one GPU bundle each (a placement group) when the cluster has a GPU per
     worker, otherwise an equal share of the cluster's CPUs, spread across nodes."""
 
-    def __init__(self, n: int, device: str = "auto") -> None:
+    def __init__(self, n: int, device: str = "auto", timeout_s: float = 300.0) -> None:
         self.n = n
         self.group = None
+        self.cpus = 0.0
         if device != "cpu" and ray.cluster_resources().get("GPU", 0) >= n:
             from ray.util.placement_group import placement_group
 
             self.group = placement_group([{"GPU": 1, "CPU": 1}] * n, strategy="PACK")
-            ray.get(self.group.ready())
+            try:
+                ray.get(self.group.ready(), timeout=timeout_s)
+            except ray.exceptions.GetTimeoutError:
+                ray.util.remove_placement_group(self.group)
+                raise RuntimeError(f"no room for {n} bundles of 1 GPU + 1 CPU within {timeout_s:g} s") from None
+
+    def describe(self) -> str:
+        """What one worker asks the cluster for."""
+        return "1 GPU and 1 CPU" if self.group is not None else f"{self.cpus:.2f} CPUs"
 
     def spawn(self, slot: int) -> Any:
         """A new worker for slot 0..n-1 (a restarted worker takes its predecessor's slot)."""
@@ -96,5 +105,5 @@ class Placement:
             strategy = PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=slot)
             return RemoteWorker.options(num_cpus=1, num_gpus=1, scheduling_strategy=strategy).remote(1)
         nodes = [node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"]]
-        cpus = cpu_share(ray.cluster_resources().get("CPU", 1.0), max(nodes, default=1.0), self.n)
-        return RemoteWorker.options(num_cpus=cpus, scheduling_strategy="SPREAD").remote(max(int(cpus), 1))
+        self.cpus = cpu_share(ray.cluster_resources().get("CPU", 1.0), max(nodes, default=1.0), self.n)
+        return RemoteWorker.options(num_cpus=self.cpus, scheduling_strategy="SPREAD").remote(max(int(self.cpus), 1))
