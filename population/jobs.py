@@ -24,12 +24,15 @@ def queued_status(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_jobs(jobs: list[dict[str, Any]], train: ImageSet, test: ImageSet, workers: int, device: str = "auto",
-             on_done: Any = None) -> dict[str, dict[str, Any]]:
-    """Run `jobs` (dicts with id, kind, dir, ...) on `workers` workers; returns {id: {state, metrics|error}}."""
+             on_done: Any = None, placement_timeout_s: float = 300.0) -> dict[str, dict[str, Any]]:
+    """Run `jobs` (dicts with id, kind, dir, ...) on `workers` workers; returns {id: {state, metrics|error}}.
+
+    Workers that find no slot on the cluster within `placement_timeout_s` are given up; the jobs run on
+    the others, and if none is left the remaining jobs fail with the reason instead of waiting for ever."""
     for job in jobs:
         write_json(Path(job["dir"]) / "status.json", queued_status(job))
-    placement = Placement(workers, device)
-    slots = {k: placement.spawn(k) for k in range(workers)}
+    placement = Placement(workers, device, placement_timeout_s)
+    slots = _placed({k: placement.spawn(k) for k in range(workers)}, placement_timeout_s)
     train_ref = ray.put((train.images, train.labels))  # once; every worker maps the same object
     test_ref = ray.put((test.images, test.labels))
     queue, running, results = list(jobs), {}, {}
@@ -38,6 +41,11 @@ def run_jobs(jobs: list[dict[str, Any]], train: ImageSet, test: ImageSet, worker
         while idle and queue:
             slot, job = idle.pop(0), queue.pop(0)
             running[slots[slot].run_job.remote(job, train_ref, test_ref, train.classes)] = (slot, job)
+        if not running:  # jobs left but no worker: every slot was lost and none could be replaced
+            why = f"no worker found a slot on the cluster within {placement_timeout_s:g} s (each needs {placement.describe()})"
+            for job in queue:
+                _fail(job, why, results, on_done)
+            break
         done, _ = ray.wait(list(running), num_returns=1)
         slot, job = running.pop(done[0])
         try:
@@ -45,14 +53,30 @@ def run_jobs(jobs: list[dict[str, Any]], train: ImageSet, test: ImageSet, worker
         except RayTaskError as err:  # the job raised; its status.json already says failed
             cause = err.cause if err.cause is not None else err
             results[job["id"]] = {"state": "failed", "error": f"{type(cause).__name__}: {cause}"}
-        except RayActorError as err:  # the worker died under the job
-            results[job["id"]] = {"state": "failed", "error": f"worker died: {err}".splitlines()[0]}
-            write_json(Path(job["dir"]) / "status.json",
-                       {**queued_status(job), "state": "failed", "error": results[job["id"]]["error"]})
-            slots[slot] = placement.spawn(slot)
+        except RayActorError as err:  # the worker died under the job: record it, replace the worker
+            _fail(job, f"worker died: {err}".splitlines()[0], results, None)
+            slots.pop(slot)
+            slots.update(_placed({slot: placement.spawn(slot)}, placement_timeout_s))
         if on_done is not None:
             on_done(job, results[job["id"]])
-        idle.append(slot)
+        if slot in slots:
+            idle.append(slot)
     for handle in slots.values():
         ray.kill(handle)
     return results
+
+
+def _placed(candidates: dict[int, Any], timeout_s: float) -> dict[int, Any]:
+    """The workers among `candidates` that started within `timeout_s`; the others are killed."""
+    probes = {worker.node_id.remote(): k for k, worker in candidates.items()}
+    ready, waiting = ray.wait(list(probes), num_returns=len(probes), timeout=timeout_s)
+    for ref in waiting:
+        ray.kill(candidates[probes[ref]])
+    return {probes[ref]: candidates[probes[ref]] for ref in ready}
+
+
+def _fail(job: dict[str, Any], error: str, results: dict[str, dict[str, Any]], on_done: Any) -> None:
+    results[job["id"]] = {"state": "failed", "error": error}
+    write_json(Path(job["dir"]) / "status.json", {**queued_status(job), "state": "failed", "error": error})
+    if on_done is not None:
+        on_done(job, results[job["id"]])

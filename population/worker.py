@@ -25,6 +25,10 @@ class Worker:
         self.threads = max(1, threads)
         self.member: MemberState | None = None
 
+    def node_id(self) -> str:
+        """Answers once the worker is placed and started (and says where)."""
+        return ray.get_runtime_context().get_node_id()
+
     # --- hosting a population member ---
     def host_member(self, index: int, config: RunConfig, train_images: np.ndarray, val_images: np.ndarray) -> None:
         self.member = MemberState(index, config, train_images, val_images, self.threads)

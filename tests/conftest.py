@@ -20,3 +20,17 @@ def ray_session():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="popvae")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def all_cpus_taken(ray_session):
+    """An actor holding every CPU of the session, so that nothing else can be placed until the test ends."""
+
+    class Hog:
+        def ping(self) -> bool:
+            return True
+
+    hog = ray_session.remote(num_cpus=ray_session.cluster_resources()["CPU"])(Hog).remote()
+    ray_session.get(hog.ping.remote())
+    yield
+    ray_session.kill(hog)

@@ -42,3 +42,15 @@ def test_jobs_run_side_by_side_and_a_failing_one_does_not_stop_the_others(ray_se
     report = json.loads((tmp_path / "jobs" / "gmm-dae" / "report.json").read_text())
     assert report["meta"]["test_images"] == 32 and 0 < report["reconstruction"]["mse"] < 1
     assert rundir.read_json(tmp_path / "jobs" / "evaluation-1" / "status.json")["state"] == "done"
+
+
+def test_jobs_fail_with_the_reason_when_no_worker_finds_a_slot(ray_session, tmp_path, all_cpus_taken):
+    train, test = synthetic(64, seed=0), synthetic(32, seed=1)
+    seen = []
+    results = run_jobs([job(tmp_path, "vae-kl"), job(tmp_path, "dae-mmd")], train, test, workers=2,
+                       on_done=lambda j, r: seen.append(j["id"]), placement_timeout_s=2.0)
+    assert sorted(seen) == ["dae-mmd", "vae-kl"]
+    for method in ("vae-kl", "dae-mmd"):
+        assert results[method]["state"] == "failed"
+        assert results[method]["error"].startswith("no worker found a slot on the cluster within 2 s")
+        assert rundir.read_json(tmp_path / "jobs" / method / "status.json")["state"] == "failed"

@@ -197,13 +197,7 @@ def test_member_past_the_timeout_is_dropped_from_the_generation_and_back_in_the_
     ray_session.kill(coord2)
 
 
-def test_member_that_finds_no_slot_fails_the_run_with_the_reason_instead_of_hanging(ray_session, tmp_path):
-    class Hog:
-        def ping(self) -> bool:
-            return True
-
-    hog = ray_session.remote(num_cpus=ray_session.cluster_resources()["CPU"])(Hog).remote()
-    ray_session.get(hog.ping.remote())  # every CPU of the session is now taken
+def test_member_that_finds_no_slot_fails_the_run_with_the_reason_instead_of_hanging(ray_session, tmp_path, all_cpus_taken):
     cfg = small_config(members=2, placement_timeout_s=2.0)
     coord = start_coordinator(cfg, tmp_path / "run")
     with pytest.raises(ray_session.exceptions.RayActorError, match="found no slot on the cluster within 2 s"):
@@ -219,9 +213,6 @@ def test_member_that_finds_no_slot_fails_the_run_with_the_reason_instead_of_hang
     assert done.returncode == 1
     assert "popvae: run failed: RuntimeError: members [1, 2] found no slot on the cluster within 2 s" in done.stderr
     assert "Traceback" not in done.stderr
-    ray_session.kill(hog)
-    time.sleep(1.0)
-    assert ray_session.available_resources().get("CPU", 0) == ray_session.cluster_resources()["CPU"]  # nothing left behind
 
 
 def test_cpu_share_never_asks_more_than_one_node_holds() -> None:
