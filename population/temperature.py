@@ -16,6 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Strategy = Literal["fixed", "linear_increase", "linear_decrease", "exp_increase", "exp_decrease", "anneal"]
 
 
+# Rates left unset take these, per scale, so that members 2-5 move at +0.1, -0.1, x1.1 and /1.1 per epoch
+# under either scale (under "paper" they are divided by s(i) = 1, 2, 3, 4).
+SCALE_DEFAULTS = {
+    "paper": {"l_dec": 0.05, "r_inc": 1.1 / 3, "r_dec": 1.1 / 4},
+    "reference": {"l_dec": 0.1, "r_inc": 1.1, "r_dec": 1.1},
+}
+# The smallest s(i) that uses each exponential rate: member 4 (exp_increase) and member 5 (exp_decrease).
+_FIRST_S = {"paper": {"r_inc": 3, "r_dec": 4}, "reference": {"r_inc": 1, "r_dec": 1}}
+
+
 class TemperatureConfig(BaseModel):
     """Every knob of Algorithms 2-3. Defaults: the paper's s(i) = i - 1 with rates chosen so that
     members 2-5 move at +0.1, -0.1, x1.1 and /1.1 per epoch (see the README)."""
@@ -27,17 +37,32 @@ class TemperatureConfig(BaseModel):
     tau_max: float = Field(2.0, gt=0)
     scale: Literal["paper", "reference"] = "paper"  # s(i) = i - 1, or s(i) = 1
     l_inc: float = Field(0.1, ge=0)
-    l_dec: float = Field(0.05, ge=0)
-    r_inc: float = Field(1.1 / 3, gt=0)
-    r_dec: float = Field(1.1 / 4, gt=0)
+    l_dec: float = Field(SCALE_DEFAULTS["paper"]["l_dec"], ge=0)  # unset: SCALE_DEFAULTS[scale]
+    r_inc: float = Field(SCALE_DEFAULTS["paper"]["r_inc"], gt=0)
+    r_dec: float = Field(SCALE_DEFAULTS["paper"]["r_dec"], gt=0)
     lr_tau: float = Field(0.01, ge=0)
     patience: int = Field(2, ge=1)  # p_thresh
     reset_patience: bool = True  # reset the counter after an adjustment, as the reference code does
     feedback_sign: Literal[1, -1] = 1  # +1: the paper's tau += lr*(L - L_best); -1: a reference variant
     anneal_rate: float = Field(0.9, gt=0, le=1)  # baseline: tau_t = max(tau_min, tau0 * r^t)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _scale_defaults(cls, data: object) -> object:
+        if isinstance(data, dict):
+            defaults = SCALE_DEFAULTS.get(data.get("scale", "paper"), {})
+            data = {**defaults, **{k: v for k, v in data.items() if v is not None}}
+        return data
+
     @model_validator(mode="after")
     def _ordered(self) -> TemperatureConfig:
+        for rate, strategy in (("r_inc", "exp_increase"), ("r_dec", "exp_decrease")):
+            s = _FIRST_S[self.scale][rate]
+            if s * getattr(self, rate) <= 1:
+                raise ValueError(
+                    f"{rate} = {getattr(self, rate):g} with scale {self.scale!r} makes {strategy} go the wrong way "
+                    f"(s(i) * {rate} = {s * getattr(self, rate):g} must exceed 1)"
+                )
         if self.tau_min > self.tau_max:
             raise ValueError(f"tau_min ({self.tau_min}) must not exceed tau_max ({self.tau_max})")
         if not self.tau_min <= self.tau0 <= self.tau_max:

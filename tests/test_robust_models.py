@@ -91,3 +91,12 @@ def test_checkpoint_round_trip_and_protocol(method: str, tmp_path) -> None:
     with torch.no_grad():
         assert torch.equal(loaded.reconstruct(x), model.reconstruct(x))
         assert loaded.encode(x).shape == (4, config.latent_dim)
+
+
+def test_gmm_dae_latent_noise_is_for_training_only() -> None:
+    model = build("gmm-dae", {"z_noise": 0.5})
+    x = _batch(8)
+    model.train()
+    assert model.loss(x)["reconstruction"] != model.loss(x)["reconstruction"]  # noisy z before decoding
+    model.eval()
+    assert model.loss(x)["reconstruction"] == model.loss(x)["reconstruction"]

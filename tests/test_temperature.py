@@ -54,11 +54,23 @@ def test_paper_scale_sequences(member, expected):
 
 
 def test_reference_scale_moves_every_member_at_the_same_rate():
-    cfg = TemperatureConfig(scale="reference", l_inc=0.1, l_dec=0.1, r_inc=1.1, r_dec=1.1)
+    cfg = TemperatureConfig(scale="reference")  # its own default rates, not the paper scale's
+    assert (cfg.l_dec, cfg.r_inc, cfg.r_dec) == (0.1, 1.1, 1.1)
     assert run(3, 2, cfg) == pytest.approx([1.0, 0.9, 0.8])
     assert run(7, 2, cfg) == pytest.approx([1.0, 0.9, 0.8])
     assert run(4, 2, cfg) == pytest.approx([1.0, 1.1, 1.21])
     assert run(9, 1, cfg) == pytest.approx([1.0, 1 / 1.1])
+
+
+@pytest.mark.parametrize("over", [
+    {"scale": "reference", "r_inc": 1.1 / 3},  # the paper scale's rate: member 4 would shrink tau
+    {"scale": "reference", "r_dec": 0.9},  # member 5 would grow tau
+    {"r_inc": 0.3},  # paper scale: member 4 has s = 3, and 3 * 0.3 < 1
+    {"r_dec": 0.25},  # paper scale: member 5 has s = 4, and 4 * 0.25 = 1 does not move
+])
+def test_rates_that_reverse_an_exponential_strategy_are_rejected(over):
+    with pytest.raises(ValueError, match="go the wrong way"):
+        TemperatureConfig(**over)
 
 
 def test_annealing_baseline_is_floored():
