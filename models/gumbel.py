@@ -30,5 +30,7 @@ def bce_per_image(recon: Tensor, x: Tensor) -> Tensor:
     Written out rather than F.binary_cross_entropy, which raises on NaN input: a diverged member
     must yield a NaN loss the coordinator can see and repair, not a crashed actor.
     """
-    r = recon.clamp(1e-6, 1 - 1e-6)
+    # Clamp the value (log(0) would be -inf) but not the gradient: a pixel saturated on the wrong side must
+    # still be pushed back, which a plain clamp (zero gradient outside the range) would not do.
+    r = recon - (recon - recon.clamp(1e-6, 1 - 1e-6)).detach()
     return -(x * r.log() + (1 - x) * (1 - r).log()).flatten(1).sum(1)

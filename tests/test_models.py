@@ -10,7 +10,7 @@ import torch
 
 from models.checkpoint import load_model, save_model
 from models.data import FASHION_MNIST_ROOT, DatasetError, load_split, synthetic, train_val_split
-from models.gumbel import kl_to_uniform
+from models.gumbel import bce_per_image, kl_to_uniform
 from models.registry import build
 
 SMALL = {"widths": [8, 16, 16, 16], "z1_vars": 4, "z1_categories": 4, "z2_vars": 2, "z2_categories": 4}
@@ -55,6 +55,14 @@ def test_kl_to_uniform_is_zero_for_uniform_and_log_k_for_one_hot():
     one_hot = torch.full((1, 3, 8), -1e4)
     one_hot[..., 0] = 0
     assert kl_to_uniform(one_hot).item() == pytest.approx(3 * math.log(8), rel=1e-4)
+
+
+def test_bce_is_finite_at_saturation_and_still_pushes_a_wrongly_saturated_pixel_back():
+    recon = torch.tensor([[1.0, 0.9999999, 0.3]], requires_grad=True)  # pixels 0-1 saturated on the wrong side
+    loss = bce_per_image(recon, torch.zeros(1, 3))
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and (recon.grad > 0).all()
+    assert torch.isnan(bce_per_image(torch.tensor([[float("nan")]]), torch.zeros(1, 1))).all()  # divergence stays visible
 
 
 def test_gumbel_noise_only_in_training_unless_asked():
