@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from models.data import DATASETS, DatasetError
 from population.config import ConfigError, RunConfig, load_config_file, parse_config
@@ -64,7 +66,7 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("--config", type=Path, help="JSON or YAML file of settings; flags override it")
     for flag, (_, typ, help_) in TRAIN_FLAGS.items():
         p.add_argument(flag, type=typ, help=help_)
-    p.add_argument("--exclude-classes", type=lambda s: [int(c) for c in s.split(",") if c], help="e.g. 0,5: train without them")
+    p.add_argument("--exclude-classes", type=_class_list, help="e.g. 0,5: train without them")
     p.add_argument("--baseline", action="store_true", help="train the standard GS-VAE: one member, tau annealed")
     p.add_argument("--no-reset-patience", action="store_true", help="keep counting patience after a feedback step")
     p.add_argument(
@@ -111,9 +113,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         data = runs.load_run_data(cfg)
     except (ConfigError, DatasetError) as err:
         return _fail(str(err))
+    import ray
     from ray.exceptions import RayError
 
     runs.ensure_ray(args.address, args.num_cpus)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if cfg.device == "cuda" and gpus < cfg.members:
+        return _fail(f"device cuda needs a GPU per member: the Ray cluster has {gpus:g} GPUs for {cfg.members} members")
     results = []
     try:
         results.append(("population", _train_with_progress(cfg, run_dir, data, bool(args.resume), args.quiet)))
@@ -214,6 +220,10 @@ def cmd_robust(args: argparse.Namespace) -> int:
             if value is not None and value < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {value}")
         check_dataset_name(args.dataset)
+        if (blocker := rundir.file_in_the_way(args.run_dir)) is not None:
+            raise ConfigError(f"--run-dir {args.run_dir}: {blocker} is a file, not a folder")
+        if (args.run_dir / "history.parquet").exists():
+            raise ConfigError(f"--run-dir {args.run_dir} holds a population run; give robust jobs their own folder")
         jobs_root = args.run_dir / "jobs"
         taken = [m for m in methods if (jobs_root / m).exists()]
         if taken:
@@ -370,15 +380,21 @@ def _serve_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="the read-only REST status service")
     p.add_argument("--runs-root", type=Path, default=Path("runs"), help="folder whose subfolders are runs")
     p.add_argument("--host", default="127.0.0.1", help="bind address (non-loopback needs $POPVAE_API_TOKEN)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--address", help="Ray cluster to find live coordinators in (or RAY_ADDRESS)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from cluster.service import serve
+    from cluster.service import TOKEN_ENV, is_loopback, serve
 
     if not args.runs_root.is_dir():
         return _fail(f"--runs-root {args.runs_root} is not a folder")
+    if not is_loopback(args.host) and not os.environ.get(TOKEN_ENV):
+        return _fail(f"refusing to bind {args.host} without a bearer token: set {TOKEN_ENV}")
+    try:  # uvicorn would report a busy port only after startup, with its own exit code
+        socket.create_server((args.host, args.port)).close()
+    except OSError as err:
+        return _fail(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}")
     serve(args.runs_root, args.host, args.port, args.address)
     return 0
 
@@ -405,8 +421,30 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit 2) rather than the whole usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _class_list(text: str) -> list[int]:
+    """`--exclude-classes 0,5`."""
+    try:
+        return [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected class numbers separated by commas, got {text!r}") from None
+
+
+def _port(text: str) -> int:
+    port = int(text) if text.isdigit() else -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number in 1..65535, got {text!r}")
+    return port
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="popvae", description=__doc__)
+    parser = _Parser(prog="popvae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for add_parser, _ in COMMANDS.values():
         add_parser(sub)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,15 @@ def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any] | None =
     )
 
 
+def load_error(err: BaseException) -> str:
+    """One line on why a file would not load. torch's own text for a file that is not a weights-only
+    pickle suggests weights_only=False, which is the wrong advice for a damaged file."""
+    if isinstance(err, pickle.UnpicklingError):
+        return "damaged, or not a file written by torch.save"
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model from `save_model`'s file; returns (model in eval mode, meta)."""
     path = Path(path)
@@ -53,13 +63,12 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
-        family, config = blob["family"], json.loads(blob["config"])
-    except Exception as err:  # torch raises many types for a damaged file
-        raise ValueError(f"checkpoint {path} is unreadable or not a popvae model: {err}") from err
-    model = build(family, config)
-    model.load_state_dict(blob["state_dict"])
+        model = build(blob["family"], json.loads(blob["config"]))
+        model.load_state_dict(blob["state_dict"])
+        meta = json.loads(blob.get("meta", "{}"))
+    except Exception as err:  # torch, json, pydantic and load_state_dict raise many types for a damaged file
+        raise ValueError(f"checkpoint {path} is unreadable or not a popvae model: {load_error(err)}") from None
     model.eval()
-    meta = json.loads(blob.get("meta", "{}"))
     if "tau" in meta and hasattr(model, "tau"):  # the temperature lives outside the weights
         model.tau = float(meta["tau"])
     return model, meta

@@ -153,7 +153,7 @@ def _torchvision(name: str, root: Path, split: str) -> ImageSet:
             ds = tvd.CelebA(root, split="train" if train else "test", target_type=[], download=False)
             images = np.stack([np.asarray(ds[i][0].crop((19, 39, 159, 179))).transpose(2, 0, 1) for i in range(len(ds))])
             labels = np.zeros(len(images))
-    except (RuntimeError, OSError) as err:
+    except (RuntimeError, OSError, AssertionError, ValueError) as err:  # torchvision asserts on bad IDX magic
         msg = f"{name} not found or unreadable under {root} ({err}); download it there first or pass --data-root"
         raise DatasetError(msg) from err
     classes = tuple(getattr(ds, "classes", None) or [str(c) for c in range(int(np.max(labels)) + 1)])

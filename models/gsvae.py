@@ -4,7 +4,7 @@ two mirrored decoders whose mean is the reconstruction."""
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from models.gumbel import bce_per_image, gumbel_softmax, kl_to_uniform
@@ -13,7 +13,7 @@ from models.registry import register
 
 
 class GSVAEConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     in_channels: int = Field(1, ge=1)
     image_size: int = Field(32, ge=16)
@@ -25,6 +25,14 @@ class GSVAEConfig(BaseModel):
     eval_noise: bool = False  # evaluation is deterministic unless asked; reports say which
     lr: float = Field(1e-3, gt=0)
 
+    @model_validator(mode="after")
+    def _fits(self) -> GSVAEConfig:
+        if not self.widths or min(self.widths) < 1:
+            raise ValueError(f"widths must be one or more positive channel counts, got {list(self.widths)}")
+        if feature_side(self.image_size, len(self.widths)) < 1:
+            raise ValueError(f"image_size {self.image_size} is too small for {len(self.widths)} stride-2 layers")
+        return self
+
 
 @register("gsvae", GSVAEConfig)
 class GSVAE(nn.Module):
@@ -34,8 +42,6 @@ class GSVAE(nn.Module):
         super().__init__()
         self.config = c = config
         side = feature_side(c.image_size, len(c.widths))
-        if side < 1:
-            raise ValueError(f"image_size {c.image_size} is too small for {len(c.widths)} stride-2 layers")
         self.tau = 1.0  # set by the member each epoch; a plain attribute so weight broadcasts never carry it
         self.encoder = conv_encoder(c.in_channels, c.widths)
         feat = c.widths[-1] * side * side

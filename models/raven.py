@@ -17,7 +17,7 @@ from models.regularisers import raven_kl
 
 
 class RavenConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     in_channels: int = Field(1, ge=1)
     image_size: int = Field(32, ge=8)

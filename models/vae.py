@@ -27,7 +27,7 @@ DEFAULT_REG_WEIGHT = {"kl": 1.0, "mmd": 100.0, "swt": 100.0}
 
 
 class _LuChenConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     in_channels: int = Field(1, ge=1)
     image_size: int = Field(32, ge=16)

@@ -18,7 +18,7 @@ class ConfigError(ValueError):
 
 
 class RunConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     dataset: str = "fashion-mnist"
     data_root: str | None = None

@@ -32,6 +32,10 @@ NAMESPACE = "popvae"
 LOSS_PARTS = ("total", "reconstruction", "kl_z1", "kl_z2")
 
 
+# What checkpoints/latest.pt holds: enough to resume every member exactly.
+CHECKPOINT_KEYS = frozenset({"epochs_done", "taus", "patience", "flags", "weights", "optimizers"})
+
+
 def coordinator_name(run_id: str) -> str:
     return f"coordinator:{run_id}"
 

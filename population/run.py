@@ -4,6 +4,7 @@ coordinator actor, then score the best model on the test split and draw the pict
 from __future__ import annotations
 
 import contextlib
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,13 +12,14 @@ from typing import Any
 
 import numpy as np
 import ray
+import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from models.checkpoint import load_model
-from models.data import ImageSet, load_split, train_val_split
+from models.checkpoint import load_error, load_model
+from models.data import DatasetError, ImageSet, load_split, train_val_split
 from population import rundir
 from population.config import ConfigError, RunConfig, parse_config
-from population.coordinator import NAMESPACE, Coordinator, coordinator_name
+from population.coordinator import CHECKPOINT_KEYS, NAMESPACE, Coordinator, coordinator_name
 from population.plots import plot_history, save_reconstruction_grid
 from population.training import evaluate, reconstruction_mse
 
@@ -38,16 +40,36 @@ def load_run_data(cfg: RunConfig) -> RunData:
             raise ConfigError(f"invalid config: exclude_classes: {cfg.dataset} has classes 0..{len(full.classes) - 1}")
         full = full.without_classes(cfg.exclude_classes)
     train_idx, val_idx = train_val_split(len(full), cfg.val_fraction, cfg.seed)
-    val = full.subset(val_idx[: cfg.val_size])
-    return RunData(full.subset(train_idx), val, load_split(cfg.dataset, "test", cfg.data_root, cfg.synthetic_size))
+    data = RunData(full.subset(train_idx), full.subset(val_idx[: cfg.val_size]),
+                   load_split(cfg.dataset, "test", cfg.data_root, cfg.synthetic_size))
+    for split, images in (("train", data.train), ("validation", data.val), ("test", data.test)):
+        if len(images) < (cfg.batch_size if split == "train" else 1):
+            need = f"at least batch_size = {cfg.batch_size}" if split == "train" else "at least 1"
+            excluded = f" without classes {cfg.exclude_classes}" if cfg.exclude_classes else ""
+            raise DatasetError(f"{cfg.dataset}: the {split} split has {len(images)} images{excluded}; it needs {need}")
+    return data
+
+
+def _readable(run_dir: Path, name: str, read: Callable[[Path], Any]) -> Any:
+    try:
+        return read(run_dir / name)
+    except (ValueError, OSError, RuntimeError, pickle.UnpicklingError) as err:
+        raise ConfigError(f"cannot resume {run_dir}: {name} is unreadable: {load_error(err)}") from None
 
 
 def prepare_run_dir(run_dir: Path, resume: bool, cfg: RunConfig | None) -> RunConfig:
     """A new run needs an empty or missing folder; a resumed one needs its config and checkpoint."""
+    blocker = rundir.file_in_the_way(run_dir)
+    if blocker is not None:
+        raise ConfigError(f"run folder {run_dir}: {blocker} is a file, not a folder")
     if resume:
         if not (run_dir / "config.json").is_file() or not (run_dir / "checkpoints" / "latest.pt").is_file():
             raise ConfigError(f"cannot resume {run_dir}: no config.json and checkpoints/latest.pt there")
-        return parse_config(rundir.read_json(run_dir / "config.json"))
+        cfg = parse_config(_readable(run_dir, "config.json", rundir.read_json))
+        checkpoint = _readable(run_dir, "checkpoints/latest.pt", lambda path: torch.load(path, weights_only=True))
+        if not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= checkpoint.keys():
+            raise ConfigError(f"cannot resume {run_dir}: checkpoints/latest.pt is not a popvae run checkpoint")
+        return cfg
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"run folder {run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
     assert cfg is not None

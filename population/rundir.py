@@ -23,6 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file (if any) at `folder` or one of its parents that would stop the folder being created."""
+    return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

@@ -30,7 +30,7 @@ class TemperatureConfig(BaseModel):
     """Every knob of Algorithms 2-3. Defaults: the paper's s(i) = i - 1 with rates chosen so that
     members 2-5 move at +0.1, -0.1, x1.1 and /1.1 per epoch (see the README)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     tau0: float = Field(1.0, gt=0)
     tau_min: float = Field(0.1, gt=0)

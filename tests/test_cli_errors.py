@@ -111,3 +111,68 @@ def test_evaluate_rejects_missing_targets_and_unknown_experiments(capsys, tmp_pa
     assert code == 2 and "not found" in err
     code, err = run_cli(capsys, "evaluate", str(tmp_path), "--experiments", "purification,telepathy")
     assert code == 2 and "telepathy" in err
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"model": {"widths": []}}, "widths must be one or more"),
+        ({"model": {"widths": [8] * 7}}, "too small for 7 stride-2 layers"),
+        ({"model": {"lr": float("inf")}}, "finite number"),
+        ({"temperature": {"scale": "reference", "r_inc": 0.5}}, "go the wrong way"),
+    ],
+)
+def test_configs_that_could_never_train_are_rejected(capsys, tmp_path, config, message):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config))  # json writes inf as Infinity, which the config reader accepts as JSON
+    code, err = run_cli(capsys, *BASE, "--config", str(path), "--run-dir", str(tmp_path / "r"))
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_too_few_images_for_a_batch_is_a_data_error_before_anything_is_written(capsys, tmp_path):
+    code, err = run_cli(capsys, *BASE, "--exclude-classes", "0,1,2,3,4,5,6,7,8,9", "--run-dir", str(tmp_path / "r"))
+    assert code == 2 and "train split has 0 images without classes" in err
+    code, err = run_cli(capsys, *BASE, "--batch-size", "100000", "--run-dir", str(tmp_path / "r"))
+    assert code == 2 and "needs at least batch_size = 100000" in err and not (tmp_path / "r").exists()
+
+
+def test_run_dir_under_a_file(capsys, tmp_path):
+    (tmp_path / "f").write_text("x")
+    code, err = run_cli(capsys, *BASE, "--run-dir", str(tmp_path / "f" / "run"))
+    assert code == 2 and f"{tmp_path / 'f'} is a file" in err
+    code, err = run_cli(capsys, "robust", "--methods", "vae-kl", "--dataset", "synthetic", "--run-dir", str(tmp_path / "f"))
+    assert code == 2 and "is a file" in err
+
+
+def test_resume_of_a_damaged_run_names_the_damaged_file(capsys, tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{not json")
+    (run / "checkpoints" / "latest.pt").write_bytes(b"garbage")
+    code, err = run_cli(capsys, "train", "--resume", str(run))
+    assert code == 2 and "config.json is unreadable" in err
+    (run / "config.json").write_text(json.dumps({"dataset": "synthetic"}))
+    code, err = run_cli(capsys, "train", "--resume", str(run))
+    assert code == 2 and "checkpoints/latest.pt is unreadable: damaged" in err and len(err.splitlines()) == 1
+
+
+def test_usage_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--exclude-classes", "a,b"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and "expected class numbers" in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--port", "99999"])
+    assert exit_.value.code == 2 and "1..65535" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_busy_port_and_an_open_bind_without_token(capsys, tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.delenv("POPVAE_API_TOKEN", raising=False)
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        code, err = run_cli(capsys, "serve", "--runs-root", str(tmp_path), "--port", str(busy.getsockname()[1]))
+    assert code == 2 and "cannot listen on 127.0.0.1" in err
+    code, err = run_cli(capsys, "serve", "--runs-root", str(tmp_path), "--host", "0.0.0.0")
+    assert code == 2 and "without a bearer token" in err
