@@ -154,7 +154,8 @@ def _torchvision(name: str, root: Path, split: str) -> ImageSet:
             images = np.stack([np.asarray(ds[i][0].crop((19, 39, 159, 179))).transpose(2, 0, 1) for i in range(len(ds))])
             labels = np.zeros(len(images))
     except (RuntimeError, OSError, AssertionError, ValueError) as err:  # torchvision asserts on bad IDX magic
-        msg = f"{name} not found or unreadable under {root} ({err}); download it there first or pass --data-root"
+        why = str(err).strip().splitlines()[0] if str(err).strip() else f"{type(err).__name__} in torchvision's reader"
+        msg = f"{name} not found or unreadable under {root} ({why}); download it there first or pass --data-root"
         raise DatasetError(msg) from err
     classes = tuple(getattr(ds, "classes", None) or [str(c) for c in range(int(np.max(labels)) + 1)])
     return ImageSet(np.ascontiguousarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64), classes)

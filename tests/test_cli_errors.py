@@ -176,3 +176,13 @@ def test_serve_refuses_a_busy_port_and_an_open_bind_without_token(capsys, tmp_pa
     assert code == 2 and "cannot listen on 127.0.0.1" in err
     code, err = run_cli(capsys, "serve", "--runs-root", str(tmp_path), "--host", "0.0.0.0")
     assert code == 2 and "without a bearer token" in err
+
+
+def test_torchvision_dataset_with_bad_magic_is_a_dataset_error(capsys, tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes(b"\x00\x00\x08\x09" + bytes(16))  # torchvision asserts on this magic
+    code, err = run_cli(capsys, "train", "--dataset", "mnist", "--data-root", str(tmp_path), "--run-dir", str(tmp_path / "r"))
+    assert code == 2 and "mnist not found or unreadable" in err and "AssertionError" in err
+    assert not (tmp_path / "r").exists()
