@@ -115,7 +115,9 @@ class RunStore:
         path = self.run_dir(run_id) / "status.json"
         if not path.exists():
             raise NotFound(f"run {run_id!r} has no population status (status.json), or not yet")
-        return self._cache.get(path, "status", lambda p: _parse(p, read_json, _status))
+        status = self._cache.get(path, "status", lambda p: _parse(p, read_json, _status))
+        # a run is named by its folder: one that was moved or copied must not answer with its old name
+        return status if status.run_id == run_id else status.model_copy(update={"run_id": run_id})
 
     def history(self, run_id: str) -> list[HistoryRow]:
         path = self.run_dir(run_id) / "history.parquet"

@@ -123,6 +123,15 @@ def test_status_written_later_is_picked_up(tmp_path: Path) -> None:
     assert body["epoch"] == 4 and body["members"][0]["loss"] is None
 
 
+def test_a_copied_run_answers_with_its_folder_name(tmp_path: Path) -> None:
+    make_run(tmp_path, "r1")
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "status.json").write_bytes((tmp_path / "r1" / "status.json").read_bytes())
+    client = TestClient(create_app(tmp_path), raise_server_exceptions=False)
+    assert client.get("/population", params={"run": "copy"}).json()["run_id"] == "copy"
+    assert client.get("/population", params={"run": "r1"}).json()["run_id"] == "r1"
+
+
 def test_token_required_when_set(runs_root: Path) -> None:
     client = TestClient(create_app(runs_root, token="s3cret"), raise_server_exceptions=False)
     assert client.get("/healthz").status_code == 200
