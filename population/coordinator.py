@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,8 @@ class CoordinatorState:
         self.best: int | None = None
         self.generation_seconds: float | None = None
         self.last_broadcast: ray.ObjectRef | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._write: Future[None] | None = None
         self.run_state = "running"
         self.placement = Placement(n, config.device, config.placement_timeout_s)
         spawned = {i: self._spawn(i) for i in self.strategies}
@@ -223,18 +226,29 @@ class CoordinatorState:
 
     # --- persistence ---
     def _checkpoint(self, best_ref: ray.ObjectRef, best: int, best_tau: float, best_loss: float) -> None:
+        """Gather the state now (members are idle between generations), write it in the background: with fast
+        devices, serialising every optimizer state would otherwise hold up the next generation."""
         weights = {k: torch.from_numpy(v.copy()) for k, v in ray.get(best_ref).items()}
         optimizers = dict(zip(self.members, ray.get([m.get_optimizer_state.remote() for m in self.members.values()])))
-        atomic_torch_save({
-            "epochs_done": self.epochs_done, "taus": self.taus, "patience": self.patience, "flags": self.flags,
-            "weights": weights, "optimizers": optimizers,
-        }, self.run_dir / "checkpoints" / "latest.pt")
+        state = {"epochs_done": self.epochs_done, "taus": dict(self.taus), "patience": dict(self.patience),
+                 "flags": {i: list(f) for i, f in self.flags.items()}, "weights": weights, "optimizers": optimizers}
+        meta = {"tau": best_tau, "member": best, "epoch": self.epochs_done - 1, "score": best_loss,
+                "select_on": self.cfg.select_on, "run_id": self.run_id, "baseline": self.cfg.baseline}
+        self.wait_for_writes()  # one write at a time, in order
+        self._write = self._writer.submit(self._write_checkpoint, state, meta)
+
+    def _write_checkpoint(self, state: dict[str, Any], meta: dict[str, Any]) -> None:
+        atomic_torch_save(state, self.run_dir / "checkpoints" / "latest.pt")
         model = build("gsvae", self.cfg.model)
-        model.load_state_dict(weights)
-        model.tau = best_tau
-        save_model(self.run_dir / "best.pt", model,
-                   {"tau": best_tau, "member": best, "epoch": self.epochs_done - 1, "score": best_loss,
-                    "select_on": self.cfg.select_on, "run_id": self.run_id, "baseline": self.cfg.baseline})
+        model.load_state_dict(state["weights"])
+        model.tau = meta["tau"]
+        save_model(self.run_dir / "best.pt", model, meta)
+
+    def wait_for_writes(self) -> None:
+        """Block until the last checkpoint is on disk; re-raises a write that failed."""
+        if self._write is not None:
+            write, self._write = self._write, None
+            write.result()
 
     def _restore(self) -> None:
         ckpt = torch.load(self.run_dir / "checkpoints" / "latest.pt", weights_only=True)
@@ -252,6 +266,7 @@ class CoordinatorState:
         return self.epochs_done
 
     def finish(self, state: str = "done") -> None:
+        self.wait_for_writes()
         self.run_state = state
         for i in self.members:
             self.state[i] = "idle" if self.state[i] != "failed" else "failed"

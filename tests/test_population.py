@@ -46,6 +46,7 @@ def test_broadcast_leaves_every_member_with_the_best_weights(ray_session, tmp_pa
     rows = rundir.read_rows(tmp_path / "run" / "history.parquet")
     assert sum(r["is_best"] for r in rows) == 1 and len(rows) == 3
     assert entry["received"] == {str(i): entry["best"] for i in (1, 2, 3) if i != entry["best"]}
+    ray_session.get(coord.wait_for_writes.remote())  # checkpoints are written in the background
     saved, meta = load_model(tmp_path / "run" / "best.pt")
     assert all(np.array_equal(saved.state_dict()[k].numpy(), best[k]) for k in best)
     assert meta["member"] == entry["best"]
