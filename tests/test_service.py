@@ -132,6 +132,14 @@ def test_a_copied_run_answers_with_its_folder_name(tmp_path: Path) -> None:
     assert client.get("/population", params={"run": "r1"}).json()["run_id"] == "r1"
 
 
+def test_a_folder_without_population_has_no_history(tmp_path: Path) -> None:
+    (tmp_path / "jobs-only" / "jobs").mkdir(parents=True)
+    (tmp_path / "jobs-only" / "config.json").write_text("{}")
+    client = TestClient(create_app(tmp_path), raise_server_exceptions=False)
+    answer = client.get("/population/history", params={"run": "jobs-only"})
+    assert answer.status_code == 404 and "no population history" in answer.json()["detail"]
+
+
 def test_token_required_when_set(runs_root: Path) -> None:
     client = TestClient(create_app(runs_root, token="s3cret"), raise_server_exceptions=False)
     assert client.get("/healthz").status_code == 200
