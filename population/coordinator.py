@@ -77,18 +77,15 @@ class CoordinatorState:
         return worker, worker.host_member.remote(i, self.cfg, self.train_ref, self.val_ref)
 
     def _await_placed(self, ready: dict[int, ray.ObjectRef]) -> None:
-        """Wait for members to be built, but not for ever: a cluster that lost a node may have no slot left for a
-        replacement, and a run that hangs silently is worse than one that stops and can be resumed."""
-        done, waiting = ray.wait(list(ready.values()), num_returns=len(ready), timeout=self.cfg.placement_timeout_s)
-        ray.get(done)
-        if waiting:
-            missing = sorted(i for i, ref in ready.items() if ref in waiting)
-            for i in missing:
-                ray.kill(self.members[i], no_restart=True)
+        """Wait for members to be built, but not for ever: a run that stops and can be resumed beats one that
+        hangs silently."""
+        started, missing = self.placement.started({i: (self.members[i], ref) for i, ref in ready.items()})
+        ray.get([ready[i] for i in started])  # a member that failed to build raises here
+        if missing:
             self.run_state = "failed"
             self._write_status()
             raise RuntimeError(
-                f"members {missing} found no slot on the cluster within {self.cfg.placement_timeout_s:g} s "
+                f"members {missing} found no slot on the cluster within {self.placement.timeout_s:g} s "
                 f"(each needs {self.placement.describe()}; free now: {_devices(ray.available_resources())})"
             )
 

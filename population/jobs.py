@@ -32,7 +32,7 @@ def run_jobs(jobs: list[dict[str, Any]], train: ImageSet, test: ImageSet, worker
     for job in jobs:
         write_json(Path(job["dir"]) / "status.json", queued_status(job))
     placement = Placement(workers, device, placement_timeout_s)
-    slots = _placed({k: placement.spawn(k) for k in range(workers)}, placement_timeout_s)
+    slots = _started(placement, {k: placement.spawn(k) for k in range(workers)})
     train_ref = ray.put((train.images, train.labels))  # once; every worker maps the same object
     test_ref = ray.put((test.images, test.labels))
     queue, running, results = list(jobs), {}, {}
@@ -56,7 +56,7 @@ def run_jobs(jobs: list[dict[str, Any]], train: ImageSet, test: ImageSet, worker
         except RayActorError as err:  # the worker died under the job: record it, replace the worker
             _fail(job, f"worker died: {err}".splitlines()[0], results, None)
             slots.pop(slot)
-            slots.update(_placed({slot: placement.spawn(slot)}, placement_timeout_s))
+            slots.update(_started(placement, {slot: placement.spawn(slot)}))
         if on_done is not None:
             on_done(job, results[job["id"]])
         if slot in slots:
@@ -66,13 +66,9 @@ def run_jobs(jobs: list[dict[str, Any]], train: ImageSet, test: ImageSet, worker
     return results
 
 
-def _placed(candidates: dict[int, Any], timeout_s: float) -> dict[int, Any]:
-    """The workers among `candidates` that started within `timeout_s`; the others are killed."""
-    probes = {worker.node_id.remote(): k for k, worker in candidates.items()}
-    ready, waiting = ray.wait(list(probes), num_returns=len(probes), timeout=timeout_s)
-    for ref in waiting:
-        ray.kill(candidates[probes[ref]])
-    return {probes[ref]: candidates[probes[ref]] for ref in ready}
+def _started(placement: Placement, workers: dict[int, Any]) -> dict[int, Any]:
+    """The workers that started within the placement timeout (the others are given up)."""
+    return placement.started({k: (worker, worker.node_id.remote()) for k, worker in workers.items()})[0]
 
 
 def _fail(job: dict[str, Any], error: str, results: dict[str, dict[str, Any]], on_done: Any) -> None:

@@ -85,6 +85,7 @@ class Placement:
 
     def __init__(self, n: int, device: str = "auto", timeout_s: float = 300.0) -> None:
         self.n = n
+        self.timeout_s = timeout_s
         self.group = None
         self.cpus = 0.0
         if device != "cpu" and ray.cluster_resources().get("GPU", 0) >= n:
@@ -100,6 +101,16 @@ class Placement:
     def describe(self) -> str:
         """What one worker asks the cluster for."""
         return "1 GPU and 1 CPU" if self.group is not None else f"{self.cpus:.2f} CPUs"
+
+    def started(self, pending: dict[int, tuple[Any, ray.ObjectRef]]) -> tuple[dict[int, Any], list[int]]:
+        """Of `pending` ({key: (worker, its first call)}), the workers whose call finished within the timeout,
+        and the keys of those that found no slot: those are killed, so that they never start later. Waiting for
+        ever would hang a run on a cluster that lost a node."""
+        keys = {ref: k for k, (_, ref) in pending.items()}
+        ready, waiting = ray.wait(list(keys), num_returns=len(keys), timeout=self.timeout_s)
+        for ref in waiting:
+            ray.kill(pending[keys[ref]][0], no_restart=True)
+        return {keys[ref]: pending[keys[ref]][0] for ref in ready}, sorted(keys[ref] for ref in waiting)
 
     def spawn(self, slot: int) -> Any:
         """A new worker for slot 0..n-1 (a restarted worker takes its predecessor's slot)."""
