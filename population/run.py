@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import pickle
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,13 @@ def load_run_data(cfg: RunConfig) -> RunData:
     return data
 
 
+def _mapped(path: Path) -> Any:
+    """The checkpoint with its tensors memory-mapped, not read: the coordinator loads it for real."""
+    if not zipfile.is_zipfile(path):  # mmap needs torch's zip format; anything else is not our checkpoint
+        raise pickle.UnpicklingError(f"{path.name} is not a torch zip archive")
+    return torch.load(path, weights_only=True, mmap=True)
+
+
 def _readable(run_dir: Path, name: str, read: Callable[[Path], Any]) -> Any:
     try:
         return read(run_dir / name)
@@ -66,7 +74,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, cfg: RunConfig | None) -> RunCo
         if not (run_dir / "config.json").is_file() or not (run_dir / "checkpoints" / "latest.pt").is_file():
             raise ConfigError(f"cannot resume {run_dir}: no config.json and checkpoints/latest.pt there")
         cfg = parse_config(_readable(run_dir, "config.json", rundir.read_json))
-        checkpoint = _readable(run_dir, "checkpoints/latest.pt", lambda path: torch.load(path, weights_only=True))
+        checkpoint = _readable(run_dir, "checkpoints/latest.pt", _mapped)
         if not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= checkpoint.keys():
             raise ConfigError(f"cannot resume {run_dir}: checkpoints/latest.pt is not a popvae run checkpoint")
         return cfg
