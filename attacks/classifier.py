@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.checkpoint import atomic_torch_save
-from models.data import ImageSet, to_float
-from models.networks import mlp
+from popvae.models.checkpoint import atomic_torch_save
+from popvae.models.data import ImageSet, to_float
+from popvae.models.networks import mlp
 
 
 class BasicCNN(nn.Module):

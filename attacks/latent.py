@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attacks.batches import map_batches
-from attacks.metrics import accuracy_ci, ms_ssim, ms_ssim_settings
-from attacks.pgd import pgd
-from models.protocol import AutoEncoder
+from popvae.attacks.batches import map_batches
+from popvae.attacks.metrics import accuracy_ci, ms_ssim, ms_ssim_settings
+from popvae.attacks.pgd import pgd
+from popvae.models.protocol import AutoEncoder
 
 BUDGETS = (1.0, 3.0, 5.0)
 

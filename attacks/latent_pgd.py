@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attacks.batches import map_batches
-from attacks.metrics import Unavailable, aaddc, mse, psnr, ssim
-from attacks.pgd import pgd
-from models.protocol import AutoEncoder
+from popvae.attacks.batches import map_batches
+from popvae.attacks.metrics import Unavailable, aaddc, mse, psnr, ssim
+from popvae.attacks.pgd import pgd
+from popvae.models.protocol import AutoEncoder
 
 # L2 budgets in latent units (0 anchors the curve at the clean reconstruction).
 EPS_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 3.0)

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 from torchmetrics.functional.classification import binary_auroc
 
-from attacks.batches import map_batches
-from attacks.metrics import accuracy_ci, mse
-from models.protocol import AutoEncoder
+from popvae.attacks.batches import map_batches
+from popvae.attacks.metrics import accuracy_ci, mse
+from popvae.models.protocol import AutoEncoder
 
 SHAPES = ("square", "circle", "cross")
 SIZES = (4, 8, 12)  # patch side in pixels (on 32x32 images)

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attacks.batches import map_batches
-from attacks.metrics import accuracy_ci
-from attacks.pgd import eot, fgsm, pgd
-from models.protocol import AutoEncoder
+from popvae.attacks.batches import map_batches
+from popvae.attacks.metrics import accuracy_ci
+from popvae.attacks.pgd import eot, fgsm, pgd
+from popvae.models.protocol import AutoEncoder
 
 # L-inf eps in [0,1] pixel units, up to the 0.3 customary on the 1-channel sets; pass eps_grid to change it.
 EPS_GRID = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)

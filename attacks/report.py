@@ -21,12 +21,12 @@ import torchmetrics
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from torch import Tensor, nn
 
-from attacks import figures, tables
-from attacks.batches import map_batches
-from attacks.classifier import LatentMLP, cached_cnn, fit
-from attacks.latent import latent_attack, max_damage
-from attacks.latent_pgd import latent_pgd
-from attacks.metrics import (
+from popvae.attacks import figures, tables
+from popvae.attacks.batches import map_batches
+from popvae.attacks.classifier import LatentMLP, cached_cnn, fit
+from popvae.attacks.latent import latent_attack, max_damage
+from popvae.attacks.latent_pgd import latent_pgd
+from popvae.attacks.metrics import (
     FRECHET_NAME,
     Unavailable,
     frechet_distance,
@@ -38,12 +38,12 @@ from attacks.metrics import (
     psnr,
     ssim,
 )
-from attacks.patches import patch_detection
-from attacks.purification import purification
-from attacks.unseen import unseen_classes
-from models.checkpoint import load_model
-from models.data import ImageSet, to_float, train_val_split
-from models.protocol import AutoEncoder
+from popvae.attacks.patches import patch_detection
+from popvae.attacks.purification import purification
+from popvae.attacks.unseen import unseen_classes
+from popvae.models.checkpoint import load_model
+from popvae.models.data import ImageSet, to_float, train_val_split
+from popvae.models.protocol import AutoEncoder
 
 EXPERIMENTS = ("purification", "latent", "max-damage", "latent-pgd", "patches", "unseen")
 CHECKPOINT_NAMES = ("best.pt", "model.pt")  # a population run folder, a robust-AE job folder

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from attacks.purification import SETTINGS
+from popvae.attacks.purification import SETTINGS
 
 
 def _acc(ci: dict[str, Any]) -> str:

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attacks.batches import map_batches
-from attacks.metrics import mse, ssim
-from models.protocol import AutoEncoder
+from popvae.attacks.batches import map_batches
+from popvae.attacks.metrics import mse, ssim
+from popvae.models.protocol import AutoEncoder
 
 
 def _group(err: Tensor, sim: Tensor) -> dict[str, Any]:

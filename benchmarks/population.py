@@ -21,11 +21,11 @@ import numpy as np
 import ray
 import torch
 
-from population.config import parse_config
-from population.coordinator import NAMESPACE, Coordinator
-from population.member import MemberState
-from population.run import ensure_ray, load_run_data
-from population.temperature import next_taus, strategy_for
+from popvae.population.config import parse_config
+from popvae.population.coordinator import NAMESPACE, Coordinator
+from popvae.population.member import MemberState
+from popvae.population.run import ensure_ray, load_run_data
+from popvae.population.temperature import next_taus, strategy_for
 
 
 def config(members: int, steps: int, generations: int, dataset: str):

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from models.data import load_split
-from population.robust import METHODS, parse_methods, train_job
+from popvae.models.data import load_split
+from popvae.population.robust import METHODS, parse_methods, train_job
 
 
 def main() -> None:

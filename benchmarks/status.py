@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster.ports import free_base_port
+from popvae.cluster.ports import free_base_port
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "cluster" / "local_cluster.sh"

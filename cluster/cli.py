@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from models.data import DATASETS, DatasetError
-from population.config import ConfigError, RunConfig, load_config_file, parse_config
+from popvae.models.data import DATASETS, DatasetError
+from popvae.population.config import ConfigError, RunConfig, load_config_file, parse_config
 
 EXIT_BAD_INPUT = 2
 
@@ -97,7 +97,7 @@ def train_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from population import run as runs
+    from popvae.population import run as runs
 
     if (args.run_dir is None) == (args.resume is None):
         return _fail("give exactly one of --run-dir (a new run) or --resume RUN_DIR")
@@ -137,7 +137,7 @@ def _train_with_progress(cfg: RunConfig, run_dir: Path, data: Any, resume: bool,
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from population.run import run_population
+    from popvae.population.run import run_population
 
     console = Console(stderr=True, quiet=quiet)
     label = "baseline" if cfg.baseline else f"{cfg.members} members"
@@ -203,11 +203,11 @@ def _robust_parser(sub: Any) -> None:
 
 
 def cmd_robust(args: argparse.Namespace) -> int:
-    from models.data import check_dataset_name, load_split
-    from population import rundir
-    from population.jobs import run_jobs
-    from population.robust import method_config, parse_methods
-    from population.run import ensure_ray
+    from popvae.models.data import check_dataset_name, load_split
+    from popvae.population import rundir
+    from popvae.population.jobs import run_jobs
+    from popvae.population.robust import method_config, parse_methods
+    from popvae.population.run import ensure_ray
 
     try:
         methods = parse_methods(args.methods)
@@ -289,7 +289,7 @@ def _print_job_table(results: dict[str, dict[str, Any]]) -> None:
 
 
 def _evaluate_parser(sub: Any) -> None:
-    from attacks.report import EXPERIMENTS
+    from popvae.attacks.report import EXPERIMENTS
 
     p = sub.add_parser("evaluate", help="attack and evaluate a trained model (a run or job folder, or a checkpoint)")
     p.add_argument("target", type=Path, metavar="RUN_OR_CHECKPOINT")
@@ -319,8 +319,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import os
     import time
 
-    from attacks.report import EXPERIMENTS, QUICK_SETTINGS, load_evaluable
-    from models.data import check_dataset_name, load_split
+    from popvae.attacks.report import EXPERIMENTS, QUICK_SETTINGS, load_evaluable
+    from popvae.models.data import check_dataset_name, load_split
 
     try:
         experiments = [e.strip() for e in args.experiments.split(",") if e.strip()]
@@ -353,8 +353,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "settings": QUICK_SETTINGS if args.quick else None,
     }
     if args.address or os.environ.get("RAY_ADDRESS"):  # a cluster is there: run it on the worker pool
-        from population.jobs import run_jobs
-        from population.run import ensure_ray
+        from popvae.population.jobs import run_jobs
+        from popvae.population.run import ensure_ray
 
         ensure_ray(args.address, args.num_cpus)
         result = run_jobs([job], train, test, 1)[job_id]
@@ -362,7 +362,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"popvae: evaluation failed: {result['error']}", file=sys.stderr)
             return 1
     else:
-        from population.evaluation import run_evaluation_job
+        from popvae.population.evaluation import run_evaluation_job
 
         run_evaluation_job(job, train, test, "cuda" if _cuda() else "cpu", progress=True)
     print(f"report: {checkpoint.parent / 'report.md'}")
@@ -385,7 +385,7 @@ def _serve_parser(sub: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from cluster.service import TOKEN_ENV, is_loopback, serve
+    from popvae.cluster.service import TOKEN_ENV, is_loopback, serve
 
     if not args.runs_root.is_dir():
         return _fail(f"--runs-root {args.runs_root} is not a folder")
@@ -407,7 +407,7 @@ def _status_parser(sub: Any) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from cluster.status_table import print_status
+    from popvae.cluster.status_table import print_status
 
     return print_status(args.url, args.run, args.token)
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from cluster.api_models import RayState
+from popvae.cluster.api_models import RayState
 
 NAMESPACE = "popvae"
 PREFIX = "coordinator:"

@@ -91,7 +91,7 @@ start() {
       "${common[@]}" $(node_ports "$k")
     wait_for_nodes $((k + 1)) 60 || { stop; return 1; }
   done
-  launch service nice -n "$SERVICE_NICE" "$PYTHON" -c 'import sys; from cluster.service import serve; serve(sys.argv[1], port=int(sys.argv[2]), ray_address=sys.argv[3])' \
+  launch service nice -n "$SERVICE_NICE" "$PYTHON" -c 'import sys; from popvae.cluster.service import serve; serve(sys.argv[1], port=int(sys.argv[2]), ray_address=sys.argv[3])' \
     "$RUNS_ROOT" "$SERVICE_PORT" "$ADDRESS"
   wait_for_service 60 || { stop; return 1; }
   cat <<EOF

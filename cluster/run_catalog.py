@@ -10,9 +10,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cluster.api_models import HistoryRow, Job, JobList, Population, RunStatus, RunSummary, Source
-from cluster.live_status import LiveCoordinators
-from cluster.run_store import NotFound, RunStore, Unreadable
+from popvae.cluster.api_models import HistoryRow, Job, JobList, Population, RunStatus, RunSummary, Source
+from popvae.cluster.live_status import LiveCoordinators
+from popvae.cluster.run_store import NotFound, RunStore, Unreadable
 
 
 class Runs:

@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from cluster.api_models import ID_PATTERN, HistoryRow, Job, RunStatus
-from population.rundir import read_json, read_rows
+from popvae.cluster.api_models import ID_PATTERN, HistoryRow, Job, RunStatus
+from popvae.population.rundir import read_json, read_rows
 
 _ID_RE = re.compile(ID_PATTERN)
 

@@ -19,7 +19,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from cluster.api_models import (
+from popvae.cluster.api_models import (
     ID_PATTERN,
     ErrorBody,
     Health,
@@ -31,9 +31,9 @@ from cluster.api_models import (
     RunList,
     RunQuery,
 )
-from cluster.live_status import LiveCoordinators
-from cluster.run_catalog import Runs
-from cluster.run_store import NotFound, RunStore, Unreadable
+from popvae.cluster.live_status import LiveCoordinators
+from popvae.cluster.run_catalog import Runs
+from popvae.cluster.run_store import NotFound, RunStore, Unreadable
 
 TOKEN_ENV = "POPVAE_API_TOKEN"
 

@@ -14,7 +14,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from cluster.service import TOKEN_ENV
+from popvae.cluster.service import TOKEN_ENV
 
 
 def _num(value: float | None, digits: int = 2) -> str:

@@ -11,8 +11,8 @@ import sys
 
 import ray
 
-from cluster.cli import main
-from population.coordinator import NAMESPACE
+from popvae.cluster.cli import main
+from popvae.population.coordinator import NAMESPACE
 
 
 def run(argv: list[str]) -> int:

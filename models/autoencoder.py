@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from models.networks import mlp
+from popvae.models.networks import mlp
 
 
 def pixel_sse(x_hat: Tensor, x: Tensor) -> Tensor:

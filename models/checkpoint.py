@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.registry import build
+from popvae.models.registry import build
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

@@ -17,10 +17,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from models.autoencoder import TrainableAE, mlp_image_decoder, mlp_image_encoder, pixel_sse
-from models.networks import ConvDecoder, conv_encoder, feature_side
-from models.registry import register
-from models.regularisers import (
+from popvae.models.autoencoder import TrainableAE, mlp_image_decoder, mlp_image_encoder, pixel_sse
+from popvae.models.networks import ConvDecoder, conv_encoder, feature_side
+from popvae.models.registry import register
+from popvae.models.regularisers import (
     GMMPrior,
     coupled_covariance_loss,
     coupled_prior_pair,

@@ -7,9 +7,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from models.gumbel import bce_per_image, gumbel_softmax, kl_to_uniform
-from models.networks import ConvDecoder, conv_encoder, feature_side
-from models.registry import register
+from popvae.models.gumbel import bce_per_image, gumbel_softmax, kl_to_uniform
+from popvae.models.networks import ConvDecoder, conv_encoder, feature_side
+from popvae.models.registry import register
 
 
 class GSVAEConfig(BaseModel):

@@ -11,9 +11,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from models.autoencoder import TrainableAE, gaussian_sample, mlp_image_decoder, mlp_image_encoder, pixel_sse
-from models.registry import register
-from models.regularisers import raven_kl
+from popvae.models.autoencoder import TrainableAE, gaussian_sample, mlp_image_decoder, mlp_image_encoder, pixel_sse
+from popvae.models.registry import register
+from popvae.models.regularisers import raven_kl
 
 
 class RavenConfig(BaseModel):

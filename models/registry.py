@@ -16,7 +16,7 @@ from torch import nn
 _FAMILIES: dict[str, tuple[type[BaseModel], type[nn.Module]]] = {}
 
 # Modules that define families; imported on first lookup so `models` stays cheap to import.
-_FAMILY_MODULES = ("models.gsvae", "models.gmm_dae", "models.raven", "models.vae")
+_FAMILY_MODULES = ("popvae.models.gsvae", "popvae.models.gmm_dae", "popvae.models.raven", "popvae.models.vae")
 
 
 def register(name: str, config_cls: type[BaseModel]) -> Callable[[type[nn.Module]], type[nn.Module]]:

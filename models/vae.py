@@ -17,10 +17,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from models.autoencoder import TrainableAE, gaussian_sample, pixel_sse
-from models.networks import ConvDecoder, conv_encoder, feature_side
-from models.registry import register
-from models.regularisers import Kernel, gaussian_kl, mmd_to_normal, shapiro_wilk_loss, tc_decomposition
+from popvae.models.autoencoder import TrainableAE, gaussian_sample, pixel_sse
+from popvae.models.networks import ConvDecoder, conv_encoder, feature_side
+from popvae.models.registry import register
+from popvae.models.regularisers import Kernel, gaussian_kl, mmd_to_normal, shapiro_wilk_loss, tc_decomposition
 
 # Regulariser weights against the per-image summed pixel error; a None in the config takes these.
 DEFAULT_REG_WEIGHT = {"kl": 1.0, "mmd": 100.0, "swt": 100.0}

@@ -8,9 +8,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models.data import DATASETS, IMAGE_SHAPE
-from models.gsvae import GSVAEConfig
-from population.temperature import TemperatureConfig
+from popvae.models.data import DATASETS, IMAGE_SHAPE
+from popvae.models.gsvae import GSVAEConfig
+from popvae.population.temperature import TemperatureConfig
 
 
 class ConfigError(ValueError):

@@ -22,12 +22,12 @@ import ray
 import torch
 from ray.exceptions import RayError
 
-from models.checkpoint import atomic_torch_save, save_model
-from models.registry import build
-from population import rundir
-from population.config import RunConfig
-from population.temperature import annealed_tau, next_taus, strategy_for
-from population.worker import Placement
+from popvae.models.checkpoint import atomic_torch_save, save_model
+from popvae.models.registry import build
+from popvae.population import rundir
+from popvae.population.config import RunConfig
+from popvae.population.temperature import annealed_tau, next_taus, strategy_for
+from popvae.population.worker import Placement
 
 NAMESPACE = "popvae"
 LOSS_PARTS = ("total", "reconstruction", "kl_z1", "kl_z2")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from attacks.report import evaluate, load_evaluable
-from models.data import ImageSet
-from population.jobs import queued_status
-from population.rundir import now_iso, write_json
+from popvae.attacks.report import evaluate, load_evaluable
+from popvae.models.data import ImageSet
+from popvae.population.jobs import queued_status
+from popvae.population.rundir import now_iso, write_json
 
 
 def run_evaluation_job(job: dict[str, Any], train: ImageSet, test: ImageSet, device: str,

@@ -13,9 +13,9 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from models.data import ImageSet
-from population.rundir import now_iso, write_json
-from population.worker import Placement
+from popvae.models.data import ImageSet
+from popvae.population.rundir import now_iso, write_json
+from popvae.population.worker import Placement
 
 
 def queued_status(job: dict[str, Any]) -> dict[str, Any]:

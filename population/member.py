@@ -15,9 +15,9 @@ import numpy as np
 import ray
 import torch
 
-from models.registry import build
-from population.config import RunConfig
-from population.training import epoch_rng, evaluate, train_epoch
+from popvae.models.registry import build
+from popvae.population.config import RunConfig
+from popvae.population.training import epoch_rng, evaluate, train_epoch
 
 
 def pick_device(preference: str) -> torch.device:

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import save_image  # noqa: E402
 
-from models.data import to_float  # noqa: E402
+from popvae.models.data import to_float  # noqa: E402
 
 
 def plot_history(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:

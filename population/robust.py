@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from models.checkpoint import save_model
-from models.data import ImageSet
-from models.registry import build, families
-from population.plots import save_reconstruction_grid
-from population.rundir import now_iso, read_json, write_json, write_rows
-from population.training import reconstruction_mse, train_epoch
+from popvae.models.checkpoint import save_model
+from popvae.models.data import ImageSet
+from popvae.models.registry import build, families
+from popvae.population.plots import save_reconstruction_grid
+from popvae.population.rundir import now_iso, read_json, write_json, write_rows
+from popvae.population.training import reconstruction_mse, train_epoch
 
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "gmm-dae": ("gmm-dae", {}),

@@ -16,13 +16,13 @@ import ray
 import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from models.checkpoint import load_error, load_model
-from models.data import DatasetError, ImageSet, load_split, train_val_split
-from population import rundir
-from population.config import ConfigError, RunConfig, parse_config
-from population.coordinator import CHECKPOINT_KEYS, NAMESPACE, Coordinator, coordinator_name
-from population.plots import plot_history, save_reconstruction_grid
-from population.training import evaluate, reconstruction_mse
+from popvae.models.checkpoint import load_error, load_model
+from popvae.models.data import DatasetError, ImageSet, load_split, train_val_split
+from popvae.population import rundir
+from popvae.population.config import ConfigError, RunConfig, parse_config
+from popvae.population.coordinator import CHECKPOINT_KEYS, NAMESPACE, Coordinator, coordinator_name
+from popvae.population.plots import plot_history, save_reconstruction_grid
+from popvae.population.training import evaluate, reconstruction_mse
 
 
 @dataclass(frozen=True)

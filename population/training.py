@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attacks.pgd import fgsm, pgd
-from models.data import to_float
+from popvae.attacks.pgd import fgsm, pgd
+from popvae.models.data import to_float
 
 # PGD's usual step rule: enough to cross the ball 2.5 times over the steps.
 PGD_STEP_FACTOR = 2.5

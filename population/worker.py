@@ -14,9 +14,9 @@ import numpy as np
 import ray
 import torch
 
-from models.data import ImageSet
-from population.config import RunConfig
-from population.member import MemberState
+from popvae.models.data import ImageSet
+from popvae.population.config import RunConfig
+from popvae.population.member import MemberState
 
 
 class Worker:
@@ -61,11 +61,11 @@ class Worker:
         train_set, test_set = ImageSet(*train, classes), ImageSet(*test, classes)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if job["kind"] == "robust":
-            from population.robust import train_job
+            from popvae.population.robust import train_job
 
             return train_job(job["method"], train_set, test_set, Path(job["dir"]), job["epochs"], job["batch_size"],
                              job["steps_per_epoch"], job["seed"], device)
-        from population.evaluation import run_evaluation_job
+        from popvae.population.evaluation import run_evaluation_job
 
         return run_evaluation_job(job, train_set, test_set, device)
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from population.rundir import now_iso, write_json, write_rows
+from popvae.population.rundir import now_iso, write_json, write_rows
 
 STRATEGIES = ["fixed", "linear_increase", "linear_decrease", "exp_increase", "exp_decrease"]
 

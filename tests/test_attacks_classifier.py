@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from attacks_toys import data, tensors
 
-import attacks.classifier as classifier
-from attacks.pgd import pgd
+import popvae.attacks.classifier as classifier
+from popvae.attacks.pgd import pgd
 
 
 def test_cnn_fits_caches_and_falls_to_pgd(tmp_path, monkeypatch):

@@ -8,12 +8,12 @@ import pytest
 import torch
 from attacks_toys import data, tensors, trained_ae
 
-import attacks.patches as patches
-from attacks.classifier import BasicCNN, LatentMLP, fit
-from attacks.latent import latent_attack, max_damage
-from attacks.latent_pgd import latent_pgd
-from attacks.purification import purification
-from attacks.unseen import unseen_classes
+import popvae.attacks.patches as patches
+from popvae.attacks.classifier import BasicCNN, LatentMLP, fit
+from popvae.attacks.latent import latent_attack, max_damage
+from popvae.attacks.latent_pgd import latent_pgd
+from popvae.attacks.purification import purification
+from popvae.attacks.unseen import unseen_classes
 
 
 @pytest.fixture(scope="module")

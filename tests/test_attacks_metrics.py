@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from attacks.metrics import Unavailable, aaddc, frechet_distance, inception_fid, lpips, ms_ssim, mse, psnr, ssim
+from popvae.attacks.metrics import Unavailable, aaddc, frechet_distance, inception_fid, lpips, ms_ssim, mse, psnr, ssim
 
 
 def _pair(n: int = 6, noise: float = 0.1):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from attacks_toys import data, tensors, trained_mlp
 
-from attacks.pgd import bpda, eot, fgsm, pgd
+from popvae.attacks.pgd import bpda, eot, fgsm, pgd
 
 
 def _linear_loss(w: torch.Tensor):

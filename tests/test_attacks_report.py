@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from attacks.report import EXPERIMENTS, evaluate, load_evaluable
-from models.checkpoint import save_model
-from models.data import synthetic
-from models.gsvae import GSVAE, GSVAEConfig
+from popvae.attacks.report import EXPERIMENTS, evaluate, load_evaluable
+from popvae.models.checkpoint import save_model
+from popvae.models.data import synthetic
+from popvae.models.gsvae import GSVAE, GSVAEConfig
 
 QUICK = {
     "purification": {"eps_grid": (0.1, 0.3), "pgd_steps": 2, "eot_samples": 2},

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cluster.cli import main
+from popvae.cluster.cli import main
 
 
 def run_cli(capsys, *argv):

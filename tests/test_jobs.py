@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from models.data import synthetic
-from population import rundir
-from population.jobs import run_jobs
+from popvae.models.data import synthetic
+from popvae.population import rundir
+from popvae.population.jobs import run_jobs
 
 
 def job(tmp_path, method, **over):

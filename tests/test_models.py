@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import load_model, save_model
-from models.data import FASHION_MNIST_ROOT, DatasetError, load_split, synthetic, train_val_split
-from models.gumbel import bce_per_image, kl_to_uniform
-from models.registry import build
+from popvae.models.checkpoint import load_model, save_model
+from popvae.models.data import FASHION_MNIST_ROOT, DatasetError, load_split, synthetic, train_val_split
+from popvae.models.gumbel import bce_per_image, kl_to_uniform
+from popvae.models.registry import build
 
 SMALL = {"widths": [8, 16, 16, 16], "z1_vars": 4, "z1_categories": 4, "z2_vars": 2, "z2_categories": 4}
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cluster.ports import free_base_port
-from population.rundir import read_rows
+from popvae.cluster.ports import free_base_port
+from popvae.population.rundir import read_rows
 
 pytestmark = pytest.mark.multinode
 

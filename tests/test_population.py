@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import load_model
-from population import rundir
-from population.config import parse_config
-from population.coordinator import NAMESPACE, Coordinator
-from population.run import load_run_data, member_weights_equal, run_population
-from population.worker import cpu_share
+from popvae.models.checkpoint import load_model
+from popvae.population import rundir
+from popvae.population.config import parse_config
+from popvae.population.coordinator import NAMESPACE, Coordinator
+from popvae.population.run import load_run_data, member_weights_equal, run_population
+from popvae.population.worker import cpu_share
 
 SMALL_MODEL = {"widths": [8, 16, 16, 16], "z1_vars": 4, "z1_categories": 4, "z2_vars": 2, "z2_categories": 4}
 

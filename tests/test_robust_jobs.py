@@ -6,11 +6,11 @@ import pydantic
 import pytest
 from PIL import Image
 
-import population.training as training
-from models.checkpoint import load_model
-from population.robust import METHODS, parse_methods, train_job
-from population.rundir import read_json, read_rows, write_json
-from population.training import reconstruction_mse
+import popvae.population.training as training
+from popvae.models.checkpoint import load_model
+from popvae.population.robust import METHODS, parse_methods, train_job
+from popvae.population.rundir import read_json, read_rows, write_json
+from popvae.population.training import reconstruction_mse
 from tests.robust_data import fashion
 
 

@@ -6,12 +6,12 @@ import pydantic
 import pytest
 import torch
 
-from models.checkpoint import load_model, save_model
-from models.data import to_float
-from models.protocol import AutoEncoder
-from models.registry import build
-from population.robust import METHODS, method_config, train_job
-from population.training import craft_adversarial, latent_adversarial_rounds
+from popvae.models.checkpoint import load_model, save_model
+from popvae.models.data import to_float
+from popvae.models.protocol import AutoEncoder
+from popvae.models.registry import build
+from popvae.population.robust import METHODS, method_config, train_job
+from popvae.population.training import craft_adversarial, latent_adversarial_rounds
 from tests.robust_data import fashion
 
 

@@ -8,7 +8,7 @@ import pytest
 import scipy.stats
 import torch
 
-from models.regularisers import (
+from popvae.models.regularisers import (
     GMMPrior,
     coupled_covariance_loss,
     coupled_covariance_target,

@@ -10,7 +10,7 @@ import schemathesis
 from fake_runs import make_run
 from hypothesis import HealthCheck, settings
 
-from cluster.service import create_app
+from popvae.cluster.service import create_app
 
 TOKEN = "schemathesis-token"
 _ROOT = tempfile.TemporaryDirectory(prefix="popvae-schemathesis-")

@@ -14,9 +14,9 @@ import pytest
 from fake_runs import make_run, make_runs, status
 from fastapi.testclient import TestClient
 
-from cluster.service import create_app, serve
-from cluster.status_table import print_status
-from population.rundir import write_json
+from popvae.cluster.service import create_app, serve
+from popvae.cluster.status_table import print_status
+from popvae.population.rundir import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -167,7 +167,7 @@ def uvicorn_url(runs_root: Path):
     """`serve()` in a subprocess on a free loopback port, as `popvae serve` runs it."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "POPVAE_API_TOKEN")}
-    code = f"from cluster.service import serve; serve({str(runs_root)!r}, port={port})"
+    code = f"from popvae.cluster.service import serve; serve({str(runs_root)!r}, port={port})"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env)
     url = f"http://127.0.0.1:{port}"
     try:

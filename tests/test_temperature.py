@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from population.temperature import (
+from popvae.population.temperature import (
     TemperatureConfig,
     annealed_tau,
     feedback,

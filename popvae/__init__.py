@@ -1,0 +1,1 @@
+"""popvae: population training of Gumbel-Softmax VAEs and robust autoencoders on Ray."""
