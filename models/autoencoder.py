@@ -43,6 +43,23 @@ class TrainableAE(nn.Module):
         return torch.optim.Adam(self.parameters(), lr=self.config.lr)
 
 
+class GaussianPosterior:
+    """Mixin for families whose encoder outputs (mu, logvar) stacked: the code is mu, a sampled
+    reconstruction draws from N(mu, sigma^2). VAE and RAVEN share it."""
+
+    stochastic = True
+
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return mu, logvar
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.posterior(x)[0]
+
+    def reconstruct(self, x: Tensor, sample: bool = False) -> Tensor:
+        return self.decode(gaussian_sample(*self.posterior(x)) if sample else self.encode(x))
+
+
 def mlp_image_encoder(in_channels: int, image_size: int, hidden: tuple[int, ...], out_dim: int,
                       act: str = "relu") -> nn.Sequential:
     """Flatten the image, then fully connected layers to `out_dim`."""

@@ -46,9 +46,6 @@ class ImageSet:
     def without_classes(self, excluded: list[int] | tuple[int, ...]) -> ImageSet:
         return self.subset(np.flatnonzero(~np.isin(self.labels, list(excluded))))
 
-    def only_classes(self, kept: list[int] | tuple[int, ...]) -> ImageSet:
-        return self.subset(np.flatnonzero(np.isin(self.labels, list(kept))))
-
 
 def to_float(images: np.ndarray | Tensor, device: str | torch.device = "cpu") -> Tensor:
     """uint8 batch -> float32 in [0,1] on `device`."""

@@ -49,10 +49,6 @@ class GSVAE(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(feat, v * k) for v, k in self.shapes)
         self.decoders = nn.ModuleList(ConvDecoder(v * k, c.in_channels, c.widths, side) for v, k in self.shapes)
 
-    @property
-    def latent_dim(self) -> int:
-        return sum(v * k for v, k in self.shapes)
-
     def logits(self, x: Tensor) -> list[Tensor]:
         h = self.encoder(x)
         return [head(h).view(-1, v, k) for head, (v, k) in zip(self.heads, self.shapes)]

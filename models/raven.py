@@ -11,7 +11,14 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from popvae.models.autoencoder import TrainableAE, gaussian_sample, mlp_image_decoder, mlp_image_encoder, pixel_sse
+from popvae.models.autoencoder import (
+    GaussianPosterior,
+    TrainableAE,
+    gaussian_sample,
+    mlp_image_decoder,
+    mlp_image_encoder,
+    pixel_sse,
+)
 from popvae.models.registry import register
 from popvae.models.regularisers import raven_kl
 
@@ -30,9 +37,7 @@ class RavenConfig(BaseModel):
 
 
 @register("raven", RavenConfig)
-class Raven(TrainableAE):
-    stochastic = True
-
+class Raven(GaussianPosterior, TrainableAE):
     def __init__(self, config: RavenConfig) -> None:
         super().__init__()
         self.config = config
@@ -40,18 +45,8 @@ class Raven(TrainableAE):
         self.encoder = mlp_image_encoder(c.in_channels, c.image_size, c.hidden, 2 * c.latent_dim, act="prelu")
         self.decoder = mlp_image_decoder(c.latent_dim, c.in_channels, c.image_size, c.hidden, act="prelu")
 
-    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        mu, logvar = self.encoder(x).chunk(2, dim=1)
-        return mu, logvar
-
-    def encode(self, x: Tensor) -> Tensor:
-        return self.posterior(x)[0]
-
     def decode(self, z: Tensor) -> Tensor:
         return self.decoder(z)
-
-    def reconstruct(self, x: Tensor, sample: bool = False) -> Tensor:
-        return self.decode(gaussian_sample(*self.posterior(x)) if sample else self.encode(x))
 
     def loss(self, x: Tensor) -> dict[str, Tensor]:
         x_noisy = (x + self.config.input_noise * torch.randn_like(x)).clamp(0, 1)

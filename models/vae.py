@@ -17,7 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from popvae.models.autoencoder import TrainableAE, gaussian_sample, pixel_sse
+from popvae.models.autoencoder import GaussianPosterior, TrainableAE, gaussian_sample, pixel_sse
 from popvae.models.networks import ConvDecoder, conv_encoder, feature_side
 from popvae.models.registry import register
 from popvae.models.regularisers import Kernel, gaussian_kl, mmd_to_normal, shapiro_wilk_loss, tc_decomposition
@@ -115,21 +115,9 @@ class _LuChenAE(TrainableAE):
 
 
 @register("vae", VAEConfig)
-class VAE(_LuChenAE):
-    stochastic = True
-
+class VAE(GaussianPosterior, _LuChenAE):
     def __init__(self, config: VAEConfig) -> None:
         super().__init__(config, heads=2)
-
-    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        mu, logvar = self.encoder(x).chunk(2, dim=1)
-        return mu, logvar
-
-    def encode(self, x: Tensor) -> Tensor:
-        return self.posterior(x)[0]
-
-    def reconstruct(self, x: Tensor, sample: bool = False) -> Tensor:
-        return self.decode(gaussian_sample(*self.posterior(x)) if sample else self.encode(x))
 
     def loss(self, x: Tensor) -> dict[str, Tensor]:
         c = self.config
