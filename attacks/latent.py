@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from popvae.attacks.batches import map_batches
 from popvae.attacks.metrics import accuracy_ci, ms_ssim, ms_ssim_settings
-from popvae.attacks.pgd import pgd
+from popvae.attacks.pgd import STEP_RULE, pgd
 from popvae.models.protocol import AutoEncoder
 
 BUDGETS = (1.0, 3.0, 5.0)
@@ -55,7 +55,7 @@ def _run(model: AutoEncoder, x: Tensor, y: Tensor, budgets: Sequence[float], n_i
                 loss = lambda v: (model.encode(v) - zt).flatten(1).norm(dim=1)
             else:  # eq. 13: push the reconstruction away from the clean one
                 loss = lambda v: (recon(v) - rb).flatten(1).norm(dim=1)
-            return pgd(loss, xb, eps, steps, 2.5 * eps / steps, norm="l2", maximize=not targeted, generator=generator)
+            return pgd(loss, xb, eps, steps, norm="l2", maximize=not targeted, generator=generator)
 
         return map_batches(one_batch, xs, z_target, clean_rec, batch_size=batch_size)
 
@@ -87,7 +87,7 @@ def _run(model: AutoEncoder, x: Tensor, y: Tensor, budgets: Sequence[float], n_i
             tick(f"{name} lambda={eps}")
     out: dict[str, Any] = {
         "setting": {"norm": "l2", "budgets": list(budgets), "n_images": len(sources) // trials, "trials": trials,
-                    "pgd_steps": steps, "pgd_step_size": "2.5 * lambda / steps", "ms_ssim": ms_ssim_settings(),
+                    "pgd_steps": steps, "pgd_step_size": STEP_RULE.replace("eps", "lambda"), "ms_ssim": ms_ssim_settings(),
                     "reconstruction": "decode(encode(x)), noise-free"},
         "rows": rows,
         "images": {"source": xs[:8].cpu(), "adversarial_input": x_adv[:8].cpu(), "clean_reconstruction": clean_rec[:8].cpu(),

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from popvae.attacks.batches import map_batches
 from popvae.attacks.metrics import Unavailable, aaddc, mse, psnr, ssim
-from popvae.attacks.pgd import pgd
+from popvae.attacks.pgd import STEP_RULE, pgd
 from popvae.models.protocol import AutoEncoder
 
 # L2 budgets in latent units (0 anchors the curve at the clean reconstruction).
@@ -34,7 +34,7 @@ def _attack(model: AutoEncoder, z0: Tensor, clean: Tensor, targeted: bool, eps: 
             loss = lambda z: model.decode(z).flatten(1).norm(dim=1)
         else:
             loss = lambda z: (model.decode(z) - cb).flatten(1).norm(dim=1)
-        return pgd(loss, zb, eps, steps, 2.5 * eps / steps, norm="l2", maximize=not targeted, clamp=None, generator=generator)
+        return pgd(loss, zb, eps, steps, norm="l2", maximize=not targeted, clamp=None, generator=generator)
 
     return map_batches(one_batch, z0, clean, batch_size=batch_size)
 
@@ -54,7 +54,7 @@ def latent_pgd(model: AutoEncoder, x: Tensor, eps_grid: Sequence[float] = EPS_GR
         clean = map_batches(model.decode, z0, batch_size=batch_size)
     out: dict[str, Any] = {
         "setting": {"space": "latent", "norm": "l2", "eps_grid": list(eps_grid), "pgd_steps": steps,
-                    "pgd_step_size": "2.5 * eps / steps", "n": len(x), "reference": "clean reconstruction D(E(x))",
+                    "pgd_step_size": STEP_RULE, "n": len(x), "reference": "clean reconstruction D(E(x))",
                     "ssim_limit": SSIM_LIMIT, "lpips_limit": LPIPS_LIMIT},
         "lpips": None if callable(lpips) else {"unavailable": lpips.reason},
         "images": {"clean_reconstruction": clean[:8].cpu()},

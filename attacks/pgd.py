@@ -17,6 +17,10 @@ from torch import Tensor
 Norm = Literal["linf", "l2"]
 _TINY = 1e-12
 
+# PGD's usual step rule, the default of `pgd`: enough to cross the eps-ball 2.5 times over the steps.
+STEP_FACTOR = 2.5
+STEP_RULE = f"{STEP_FACTOR:g} * eps / steps"  # as reports state it
+
 
 def _flat_norm(t: Tensor) -> Tensor:
     """Per-example L2 norm, shaped to broadcast against `t`."""
@@ -48,7 +52,7 @@ def _project(x_adv: Tensor, x: Tensor, eps: float, norm: Norm, clamp: tuple[floa
     return x_adv if clamp is None else x_adv.clamp(*clamp)
 
 
-def pgd(loss_fn: Callable[[Tensor], Tensor], x: Tensor, eps: float, steps: int, step_size: float,
+def pgd(loss_fn: Callable[[Tensor], Tensor], x: Tensor, eps: float, steps: int, step_size: float | None = None,
         norm: Literal["linf", "l2"] = "linf", random_start: bool = True, maximize: bool = True,
         clamp: tuple[float, float] | None = (0.0, 1.0), generator: torch.Generator | None = None) -> Tensor:
     """Projected gradient ascent (or descent, `maximize=False`) of `loss_fn` in the `norm` eps-ball around `x`.
@@ -56,8 +60,10 @@ def pgd(loss_fn: Callable[[Tensor], Tensor], x: Tensor, eps: float, steps: int, 
     `loss_fn(x_adv)` returns a per-example loss (B,); its sum is differentiated, so examples move
     independently. Each step moves by step_size * sign(grad) (linf) or step_size * grad / ||grad||_2
     (l2), projects to the ball around x and clamps to `clamp` (None for unbounded latents).
-    Returns the last iterate, detached.
+    `step_size` None takes STEP_RULE. Returns the last iterate, detached.
     """
+    if step_size is None:
+        step_size = STEP_FACTOR * eps / max(steps, 1)
     if norm not in ("linf", "l2"):
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
     x = x.detach()

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from popvae.attacks.batches import map_batches
 from popvae.attacks.metrics import accuracy_ci
-from popvae.attacks.pgd import eot, fgsm, pgd
+from popvae.attacks.pgd import STEP_RULE, eot, fgsm, pgd
 from popvae.models.protocol import AutoEncoder
 
 # L-inf eps in [0,1] pixel units, up to the 0.3 customary on the 1-channel sets; pass eps_grid to change it.
@@ -45,7 +45,7 @@ def purification(model: AutoEncoder, cnn: nn.Module, x: Tensor, y: Tensor, eps_g
     """Accuracy (with Wilson 95% CIs) of the CNN on clean, attacked and purified images, per attack and eps.
 
     `sample` says whether the purifier draws its noise (default: when `model.stochastic`); the adaptive
-    attack then uses EOT over `eot_samples` draws. PGD: `pgd_steps` steps of 2.5 * eps / steps, random start.
+    attack then uses EOT over `eot_samples` draws. PGD: `pgd_steps` steps of `STEP_RULE`, random start.
     Returns plain data, plus `images`: a few clean / attacked / purified examples for the report's grids.
     """
     sample = model.stochastic if sample is None else sample
@@ -67,14 +67,14 @@ def purification(model: AutoEncoder, cnn: nn.Module, x: Tensor, y: Tensor, eps_g
             loss = eot(loss, k) if through_purifier and k > 1 else loss
             if name == "fgsm":
                 return fgsm(loss, xb, eps)
-            return pgd(loss, xb, eps, pgd_steps, 2.5 * eps / pgd_steps, generator=generator)
+            return pgd(loss, xb, eps, pgd_steps, generator=generator)
 
         return map_batches(one_batch, x, y, batch_size=batch_size)
 
     check = lambda xs, purified: map_batches(lambda xb, yb: correct(xb, yb, purified), xs, y, batch_size=batch_size)
     out: dict[str, Any] = {
         "setting": {"norm": "linf", "eps_grid": list(eps_grid), "attacks": list(attacks), "pgd_steps": pgd_steps,
-                    "pgd_step_size": "2.5 * eps / steps", "pgd_random_start": True, "purifier_noise": sample,
+                    "pgd_step_size": STEP_RULE, "pgd_random_start": True, "purifier_noise": sample,
                     "eot_samples": k, "n": len(y), "loss": "cross-entropy"},
         "clean": {"cnn_alone": accuracy_ci(check(x, False)), "purified": accuracy_ci(check(x, True))},
     }

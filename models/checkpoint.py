@@ -6,32 +6,20 @@ Loading uses `weights_only=True`, so a checkpoint can never execute code.
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from popvae.models.atomic import atomic_write
 from popvae.models.registry import build
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """Write `obj` next to `path` and rename it in place: a crash leaves the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """`torch.save` through `atomic_write`: a crash leaves the old file or the new one."""
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any] | None = None) -> None:

@@ -12,8 +12,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +19,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from popvae.models.atomic import atomic_write
 
 
 def file_in_the_way(folder: Path) -> Path | None:
@@ -32,20 +32,8 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: str | Path, obj: Any) -> None:
-    _atomic_write(Path(path), lambda fh: fh.write(json.dumps(obj, indent=2, default=str).encode()))
+    atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=2, default=str).encode()))
 
 
 def read_json(path: str | Path) -> Any:
@@ -55,7 +43,7 @@ def read_json(path: str | Path) -> Any:
 def write_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     """Write all rows as one Parquet table (small: a row per member per epoch)."""
     table = pa.Table.from_pylist(list(rows))
-    _atomic_write(Path(path), lambda fh: pq.write_table(table, fh))
+    atomic_write(path, lambda fh: pq.write_table(table, fh))
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:

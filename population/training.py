@@ -22,9 +22,6 @@ from torch import Tensor, nn
 from popvae.attacks.pgd import fgsm, pgd
 from popvae.models.data import to_float
 
-# PGD's usual step rule: enough to cross the ball 2.5 times over the steps.
-PGD_STEP_FACTOR = 2.5
-
 
 def epoch_rng(seed: int, member: int, epoch: int) -> np.random.Generator:
     torch.manual_seed((seed * 1_000_003 + member * 10_007 + epoch) % (2**63))
@@ -61,7 +58,7 @@ def craft_adversarial(model: nn.Module, x: Tensor, generator: torch.Generator | 
         objective = model.adversarial_objective(x)
         if c.craft == "fgsm":
             return fgsm(objective, x, c.eps, random_start=True, step_size=c.step_scale * c.eps, generator=generator)
-        return pgd(objective, x, c.eps, c.pgd_steps, PGD_STEP_FACTOR * c.eps / c.pgd_steps, generator=generator)
+        return pgd(objective, x, c.eps, c.pgd_steps, generator=generator)
 
 
 def latent_adversarial_rounds(model: nn.Module, x: Tensor, generator: torch.Generator | None = None) -> float:
@@ -74,8 +71,7 @@ def latent_adversarial_rounds(model: nn.Module, x: Tensor, generator: torch.Gene
     for _ in range(c.adv_rounds):
         with eval_mode(model):
             z0, objective = model.latent_attack_objective(x)
-            z_adv = pgd(objective, z0, c.adv_eps, c.adv_steps, PGD_STEP_FACTOR * c.adv_eps / c.adv_steps,
-                        norm="l2", clamp=None, generator=generator)
+            z_adv = pgd(objective, z0, c.adv_eps, c.adv_steps, norm="l2", clamp=None, generator=generator)
         losses.append(float(model.adversarial_decoder_step(x, z_adv)))
     return float(np.mean(losses))
 

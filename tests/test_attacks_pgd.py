@@ -116,3 +116,14 @@ def test_bpda_forward_hard_backward_surrogate():
     torch.testing.assert_close(out.detach(), torch.tensor([0.0, 1.0]))
     (grad,) = torch.autograd.grad(out.sum(), x)
     torch.testing.assert_close(grad, torch.tensor([2.0, 2.0]))
+
+
+def test_pgd_default_step_is_the_stated_rule():
+    """Without a step size, PGD takes STEP_FACTOR * eps / steps: identical to passing it, unlike any other step."""
+    from popvae.attacks.pgd import STEP_FACTOR
+
+    x = torch.full((3, 1, 4, 4), 0.5)
+    toward = lambda v: -(v - 0.53).pow(2).flatten(1).sum(1)  # noqa: E731  (the optimum lies inside the ball)
+    run = lambda **kw: pgd(toward, x, 0.2, steps=3, random_start=False, **kw)  # noqa: E731
+    assert torch.equal(run(), run(step_size=STEP_FACTOR * 0.2 / 3))
+    assert not torch.equal(run(), run(step_size=0.2 / 3))
