@@ -1,7 +1,8 @@
 """A population member: one model, its optimizer and its tau, hosted by a worker actor.
 
-Thin: it holds state and calls `population.training`. Calls are keyed by generation, so a call
-Ray retries (at-least-once) returns the first result instead of training twice.
+Thin: it holds state and calls `population.training`. Ray never retries its calls (the worker runs with
+max_restarts=0, max_task_retries=0): the coordinator restarts a dead member itself, from the last broadcast,
+and decides whether to retry its epoch, so no call can train twice.
 """
 
 from __future__ import annotations
@@ -42,11 +43,8 @@ class MemberState:
         self.model = build("gsvae", config.model).to(self.device)
         self.optimizer = self.model.make_optimizer()
         self.train_images, self.val_images = train_images, val_images
-        self._done: tuple[int, dict[str, Any]] | None = None
 
     def train_epoch(self, generation: int, tau: float) -> dict[str, Any]:
-        if self._done is not None and self._done[0] == generation:
-            return self._done[1]
         started = time.perf_counter()
         self.model.tau = tau
         c = self.config
@@ -59,7 +57,6 @@ class MemberState:
             "member": self.index, "generation": generation, "tau": tau, "loss": parts, "val_loss": val,
             "seconds": time.perf_counter() - started, "node_id": _node_id(),
         }
-        self._done = (generation, result)
         return result
 
     def get_weights(self) -> dict[str, np.ndarray]:
