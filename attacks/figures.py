@@ -11,6 +11,20 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from popvae.models.atomic import atomic_write
+
+
+def write_figure(fig: Figure, path: Path, dpi: int = 120) -> Path:
+    """A PNG of `fig`, written atomically like every file of a run."""
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
+    return path
+
+
+def write_image_grid(images: Tensor, path: Path, **grid: Any) -> Path:
+    """torchvision's `save_image` (a grid of images in [0,1]), written atomically."""
+    atomic_write(path, lambda fh: save_image(images, fh, format="png", **grid))
+    return path
+
 
 def sample_grid(images: dict[str, Tensor], path: Path) -> None:
     """One row per entry (same count and shape each), top to bottom in insertion order."""
@@ -18,7 +32,7 @@ def sample_grid(images: dict[str, Tensor], path: Path) -> None:
     if not rows:
         return
     n = min(len(r) for r in rows)
-    save_image(make_grid(torch.cat([r[:n] for r in rows]), nrow=n, padding=2, pad_value=0.5), path)
+    write_image_grid(make_grid(torch.cat([r[:n] for r in rows]), nrow=n, padding=2, pad_value=0.5), path)
 
 
 def purification_plot(result: dict[str, Any], path: Path) -> None:
@@ -34,7 +48,7 @@ def purification_plot(result: dict[str, Any], path: Path) -> None:
         ax.axhline(result["clean"]["purified"]["accuracy"], color="grey", ls=":", label="clean, purified")
         ax.set(title=f"{attack.upper()} (L-inf)", xlabel="eps", ylabel="CNN accuracy", ylim=(0, 1.02))
         ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
+    write_figure(fig, path)
 
 
 def latent_pgd_plot(result: dict[str, Any], path: Path) -> None:
@@ -51,7 +65,7 @@ def latent_pgd_plot(result: dict[str, Any], path: Path) -> None:
     ax_psnr.set(title="PSNR to clean reconstruction (dB)", xlabel="latent L2 eps")
     ax_ssim.legend(fontsize=8)
     ax_psnr.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
+    write_figure(fig, path)
 
 
 def latent_plot(results: dict[str, dict[str, Any]], path: Path) -> None:
@@ -65,4 +79,4 @@ def latent_plot(results: dict[str, dict[str, Any]], path: Path) -> None:
                         label=key.removeprefix("ms_ssim_").replace("_", " "))
         ax.set(title=name, xlabel="input L2 budget", ylabel="MS-SSIM", ylim=(0, 1.02))
         ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
+    write_figure(fig, path)

@@ -5,15 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torchvision.utils import save_image  # noqa: E402
-
-from popvae.models.data import to_float  # noqa: E402
+from popvae.attacks.figures import write_figure, write_image_grid
+from popvae.models.data import to_float
 
 
 def plot_history(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
@@ -22,7 +19,8 @@ def plot_history(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     written = []
     for column, label, name in (("tau", "temperature tau (used this epoch)", "tau.png"),
                                 ("score", "selection loss", "loss.png")):
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig = Figure(figsize=(7, 4), layout="constrained")  # the Figure API renders with Agg, no display needed
+        ax = fig.subplots()
         for member in sorted({r["member"] for r in rows}):
             mine = sorted((r for r in rows if r["member"] == member), key=lambda r: r["epoch"])
             ax.plot([r["epoch"] for r in mine], [r[column] for r in mine], marker=".", label=f"{member} {mine[0]['strategy']}")
@@ -31,10 +29,7 @@ def plot_history(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.legend(fontsize=7, title="member (circle: best)")
-        fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=100)
-        plt.close(fig)
-        written.append(out_dir / name)
+        written.append(write_figure(fig, out_dir / name, dpi=100))
     return written
 
 
@@ -43,6 +38,4 @@ def save_reconstruction_grid(model: torch.nn.Module, images: np.ndarray, path: P
     """Originals on the top row, deterministic reconstructions beneath."""
     model.eval()
     x = to_float(images[:n], next(model.parameters()).device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(torch.cat([x, model.reconstruct(x)]).cpu(), path, nrow=len(x), padding=1)
-    return path
+    return write_image_grid(torch.cat([x, model.reconstruct(x)]).cpu(), path, nrow=len(x), padding=1)
