@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from popvae.attacks import figures, tables
 from popvae.attacks.batches import map_batches
 from popvae.attacks.classifier import LatentMLP, cached_cnn, fit
+from popvae.attacks.experiments import EXPERIMENTS, find_checkpoint
 from popvae.attacks.latent import latent_attack, max_damage
 from popvae.attacks.latent_pgd import latent_pgd
 from popvae.attacks.metrics import (
@@ -45,17 +46,7 @@ from popvae.models.checkpoint import load_model
 from popvae.models.data import ImageSet, to_float, train_val_split
 from popvae.models.protocol import AutoEncoder
 
-EXPERIMENTS = ("purification", "latent", "max-damage", "latent-pgd", "patches", "unseen")
-CHECKPOINT_NAMES = ("best.pt", "model.pt")  # a population run folder, a robust-AE job folder
 LATENT_MLP_TRAIN_MAX, VAL_MAX = 10_000, 2_000
-# Reduced budgets for CPU: the defaults (PGD 20 steps x EOT 4 over 6 eps; 100 images x 10 trials) take
-# about 10 minutes per 50 test images for a full-size GS-VAE on 2 CPU cores. Every report states what ran.
-QUICK_SETTINGS: dict[str, dict[str, Any]] = {
-    "purification": {"eps_grid": (0.1, 0.2, 0.3), "pgd_steps": 10, "eot_samples": 2},
-    "latent": {"n_images": 20, "trials": 3, "steps": 20},
-    "max-damage": {"n_images": 20, "trials": 3, "steps": 20},
-    "latent-pgd": {"eps_grid": (0.0, 0.5, 1.0, 2.0, 3.0), "steps": 15},
-}
 
 
 def default_cache_dir() -> Path:
@@ -69,12 +60,7 @@ def load_evaluable(path: str | Path, map_location: str = "cpu") -> tuple[nn.Modu
     The folder's config.json, when present next to the checkpoint, is added to meta as `run_config`
     (dataset, excluded classes, seed...), and the checkpoint path as `checkpoint`.
     """
-    path = Path(path)
-    if path.is_dir():
-        found = [path / name for name in CHECKPOINT_NAMES if (path / name).is_file()]
-        if not found:
-            raise FileNotFoundError(f"no {' or '.join(CHECKPOINT_NAMES)} in {path}: not a finished run or job folder")
-        path = found[0]
+    path = find_checkpoint(Path(path))
     model, meta = load_model(path, map_location=map_location)
     if not isinstance(model, AutoEncoder):
         raise ValueError(f"{path} holds a {type(model).__name__}, which does not implement the AutoEncoder protocol")

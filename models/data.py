@@ -16,21 +16,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from popvae.models.datasets import DATASETS, IMAGE_SHAPE, DatasetError, check_dataset_name
+
+__all__ = ["DATASETS", "IMAGE_SHAPE", "DatasetError", "ImageSet", "check_dataset_name", "load_split"]
+
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
-DATASETS = ("fashion-mnist", "mnist", "cifar10", "svhn", "celeba", "synthetic")
-IMAGE_SHAPE = {
-    "fashion-mnist": (1, 32, 32), "mnist": (1, 32, 32), "cifar10": (3, 32, 32),
-    "svhn": (3, 32, 32), "celeba": (3, 64, 64), "synthetic": (1, 32, 32),
-}
-
-
-class DatasetError(ValueError):
-    """A dataset is unknown, missing or corrupt; the message names the file and the fix."""
-
-
 @dataclass(frozen=True)
 class ImageSet:
     images: np.ndarray  # uint8, (N, C, H, W)
@@ -51,12 +44,6 @@ def to_float(images: np.ndarray | Tensor, device: str | torch.device = "cpu") ->
     """uint8 batch -> float32 in [0,1] on `device`."""
     t = torch.as_tensor(images).to(device, non_blocking=True)
     return t.float().div_(255.0)
-
-
-def check_dataset_name(name: str) -> str:
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    return name
 
 
 def load_split(name: str, split: str, root: str | Path | None = None, synthetic_size: int = 512) -> ImageSet:

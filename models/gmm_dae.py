@@ -11,13 +11,12 @@ latent-displacement loss and `loss(x, x_adv)` takes the crafted batch.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from popvae.models.autoencoder import TrainableAE, mlp_image_decoder, mlp_image_encoder, pixel_sse
+from popvae.models.configs import GMMDAEConfig, RobustGMMDAEConfig
 from popvae.models.networks import ConvDecoder, conv_encoder, feature_side
 from popvae.models.registry import register
 from popvae.models.regularisers import (
@@ -29,39 +28,6 @@ from popvae.models.regularisers import (
     ks_loss,
     two_point_loss,
 )
-
-
-class GMMDAEConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    in_channels: int = Field(1, ge=1)
-    image_size: int = Field(32, ge=16)
-    latent_dim: int = Field(10, ge=1)
-    modes: int = Field(10, ge=1, description="GMM modes; 1 is the unimodal, RAE-like variant")
-    mode_scale: float = Field(4.0, gt=0, description="mode k sits at mode_scale * e_k")
-    z_noise: float = Field(0.05, ge=0, description="std of the Gaussian noise added to z before decoding in training")
-    arch: Literal["conv", "mlp", "auto"] = Field("conv", description="auto: MLP for 1-channel sets, conv for 3-channel")
-    widths: tuple[int, ...] = (32, 64, 128, 256)
-    hidden: tuple[int, ...] = (200, 200, 200, 200)
-    lr: float = Field(1e-3, gt=0)
-    weight_batches: int = Field(50, ge=1, description="prior batches averaged to set the loss weights")
-
-    @model_validator(mode="after")
-    def _fits(self) -> GMMDAEConfig:
-        if self.modes > self.latent_dim:
-            raise ValueError(f"modes ({self.modes}) must not exceed latent_dim ({self.latent_dim}): means sit on basis vectors")
-        if self.image_size % 2 ** len(self.widths):
-            raise ValueError(f"image_size {self.image_size} must be divisible by 2**{len(self.widths)} for the conv encoder")
-        return self
-
-
-class RobustGMMDAEConfig(GMMDAEConfig):
-    arch: Literal["conv", "mlp", "auto"] = "auto"
-    eps: float = Field(0.3, ge=0, description="L-inf crafting budget in pixel units")
-    step_scale: float = Field(1.25, gt=0, description="FGSM step = step_scale * eps")
-    coupling: float = Field(0.95, ge=-1, le=1, description="a in the coupled covariance [[S, aS], [aS, S]]")
-    craft: Literal["fgsm", "pgd"] = Field("fgsm", description="pgd: the appendix ablation")
-    pgd_steps: int = Field(10, ge=1)
 
 
 def _networks(c: GMMDAEConfig) -> tuple[nn.Module, nn.Module]:

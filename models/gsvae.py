@@ -4,34 +4,12 @@ two mirrored decoders whose mean is the reconstruction."""
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
+from popvae.models.configs import GSVAEConfig
 from popvae.models.gumbel import bce_per_image, gumbel_softmax, kl_to_uniform
 from popvae.models.networks import ConvDecoder, conv_encoder, feature_side
 from popvae.models.registry import register
-
-
-class GSVAEConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
-
-    in_channels: int = Field(1, ge=1)
-    image_size: int = Field(32, ge=16)
-    widths: tuple[int, ...] = (32, 64, 128, 256)
-    z1_vars: int = Field(32, ge=1)
-    z1_categories: int = Field(8, ge=2)
-    z2_vars: int = Field(16, ge=1)
-    z2_categories: int = Field(8, ge=2)
-    eval_noise: bool = False  # evaluation is deterministic unless asked; reports say which
-    lr: float = Field(1e-3, gt=0)
-
-    @model_validator(mode="after")
-    def _fits(self) -> GSVAEConfig:
-        if not self.widths or min(self.widths) < 1:
-            raise ValueError(f"widths must be one or more positive channel counts, got {list(self.widths)}")
-        if feature_side(self.image_size, len(self.widths)) < 1:
-            raise ValueError(f"image_size {self.image_size} is too small for {len(self.widths)} stride-2 layers")
-        return self
 
 
 @register("gsvae", GSVAEConfig)

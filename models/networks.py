@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from popvae.models.configs import feature_side  # noqa: F401 - re-exported: the encoders' output side
+
 
 def _act(name: str) -> nn.Module:
     return {"relu": nn.ReLU(), "leaky_relu": nn.LeakyReLU(0.2), "prelu": nn.PReLU()}[name]
@@ -57,7 +59,3 @@ def mlp(sizes: list[int], act: str = "relu", final: Callable[[], nn.Module] | No
     if final is not None:
         layers.append(final())
     return nn.Sequential(*layers)
-
-
-def feature_side(image_side: int, depth: int) -> int:
-    return image_side // (2**depth)

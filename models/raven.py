@@ -8,7 +8,6 @@ its own code and pays the closed-form KL of `models.regularisers.raven_kl`.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from popvae.models.autoencoder import (
@@ -19,21 +18,9 @@ from popvae.models.autoencoder import (
     mlp_image_encoder,
     pixel_sse,
 )
+from popvae.models.configs import RavenConfig
 from popvae.models.registry import register
 from popvae.models.regularisers import raven_kl
-
-
-class RavenConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    in_channels: int = Field(1, ge=1)
-    image_size: int = Field(32, ge=8)
-    latent_dim: int = Field(16, ge=1)
-    hidden: tuple[int, ...] = (512, 256)
-    input_noise: float = Field(0.1, ge=0, description="std of the Gaussian noise making x' (then clamped to [0,1])")
-    pair_scale: float = Field(0.5, gt=0, description="s in the prior p(z' | z) = N(z'; z, s^2 I)")
-    beta: float = Field(1.0, ge=0, description="weight of the KL term")
-    lr: float = Field(1e-3, gt=0)
 
 
 @register("raven", RavenConfig)

@@ -10,12 +10,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-Kernel = Literal["rbf", "imq"]
+from popvae.models.configs import Kernel
+
 _LOG_2PI = math.log(2 * math.pi)
 
 

@@ -11,69 +11,21 @@ optimizer.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from popvae.models.autoencoder import GaussianPosterior, TrainableAE, gaussian_sample, pixel_sse
+from popvae.models.configs import DAEConfig, LuChenConfig, VAEConfig
 from popvae.models.networks import ConvDecoder, conv_encoder, feature_side
 from popvae.models.registry import register
-from popvae.models.regularisers import Kernel, gaussian_kl, mmd_to_normal, shapiro_wilk_loss, tc_decomposition
-
-# Regulariser weights against the per-image summed pixel error; a None in the config takes these.
-DEFAULT_REG_WEIGHT = {"kl": 1.0, "mmd": 100.0, "swt": 100.0}
-
-
-class _LuChenConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    in_channels: int = Field(1, ge=1)
-    image_size: int = Field(32, ge=16)
-    latent_dim: int = Field(10, ge=1, description="the papers use 10, 30 or 128")
-    widths: tuple[int, ...] = (32, 64, 128, 64)
-    reg_weight: float | None = Field(None, ge=0, description="None: DEFAULT_REG_WEIGHT of the regulariser")
-    mmd_kernel: Kernel = "rbf"
-    lr: float = Field(1e-3, gt=0)
-    latent_adv: bool = Field(False, description="Lu & Chen Algorithm 1 after every regular step")
-    adv_rounds: int = Field(1, ge=1, description="M: latent attacks (and decoder updates) per step")
-    adv_steps: int = Field(5, ge=1, description="K: PGD steps per latent attack")
-    adv_eps: float = Field(1.0, gt=0, description="L2 radius of the latent attack")
-    adv_lr: float = Field(1e-3, gt=0, description="learning rate of the decoder's own optimizer")
-
-    @model_validator(mode="after")
-    def _fits(self) -> _LuChenConfig:
-        if self.image_size % 2 ** len(self.widths):
-            raise ValueError(f"image_size {self.image_size} must be divisible by 2**{len(self.widths)} for the conv encoder")
-        return self
-
-    @property
-    def weight(self) -> float:
-        return DEFAULT_REG_WEIGHT[self.regulariser] if self.reg_weight is None else self.reg_weight
-
-
-class VAEConfig(_LuChenConfig):
-    regulariser: Literal["kl", "mmd", "swt"] = "kl"
-    tc: bool = Field(False, description="beta-TCVAE: split the KL into MI + tc_beta * TC + dimension-wise KL")
-    tc_beta: float = Field(6.0, ge=0)
-    dataset_size: int = Field(60000, ge=1, description="N in beta-TCVAE's minibatch-weighted sampling")
-
-    @model_validator(mode="after")
-    def _tc_needs_kl(self) -> VAEConfig:
-        if self.tc and self.regulariser != "kl":
-            raise ValueError("tc (beta-TCVAE) decomposes the KL: it needs regulariser='kl'")
-        return self
-
-
-class DAEConfig(_LuChenConfig):
-    regulariser: Literal["mmd", "swt"] = "mmd"
+from popvae.models.regularisers import gaussian_kl, mmd_to_normal, shapiro_wilk_loss, tc_decomposition
 
 
 class _LuChenAE(TrainableAE):
     """Conv encoder (BatchNorm, LeakyReLU) with a linear head of `heads` x latent_dim outputs, and its mirror."""
 
-    def __init__(self, config: _LuChenConfig, heads: int) -> None:
+    def __init__(self, config: LuChenConfig, heads: int) -> None:
         super().__init__()
         self.config = config
         c = config

@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from popvae.models.data import DATASETS, IMAGE_SHAPE
-from popvae.models.gsvae import GSVAEConfig
+from popvae.models.configs import GSVAEConfig
+from popvae.models.datasets import DATASETS, IMAGE_SHAPE
 from popvae.population.temperature import TemperatureConfig
 
 

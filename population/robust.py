@@ -16,50 +16,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel
 
 from popvae.models.checkpoint import save_model
 from popvae.models.data import ImageSet
-from popvae.models.registry import build, families
+from popvae.models.registry import build
+from popvae.population.methods import METHODS, method_config, parse_methods  # noqa: F401 - re-exported
 from popvae.population.plots import save_reconstruction_grid
 from popvae.population.rundir import now_iso, read_json, write_json, write_rows
 from popvae.population.training import reconstruction_mse, train_epoch
-
-METHODS: dict[str, tuple[str, dict[str, Any]]] = {
-    "gmm-dae": ("gmm-dae", {}),
-    "gmm-dae-unimodal": ("gmm-dae", {"modes": 1}),
-    "robust-gmm-dae": ("robust-gmm-dae", {}),
-    "raven": ("raven", {}),
-    "vae-kl": ("vae", {"regulariser": "kl"}),
-    "vae-mmd": ("vae", {"regulariser": "mmd"}),
-    "vae-swt": ("vae", {"regulariser": "swt"}),
-    "dae-mmd": ("dae", {"regulariser": "mmd"}),
-    "dae-swt": ("dae", {"regulariser": "swt"}),
-    "vae-tc": ("vae", {"regulariser": "kl", "tc": True}),
-    "vae-kl-lat": ("vae", {"regulariser": "kl", "latent_adv": True}),
-    "dae-mmd-lat": ("dae", {"regulariser": "mmd", "latent_adv": True}),
-}
-
-def parse_methods(csv: str) -> list[str]:
-    """Comma-separated method names, in order, without repeats; ValueError naming any unknown one."""
-    names = list(dict.fromkeys(name.strip() for name in csv.split(",") if name.strip()))
-    if not names:
-        raise ValueError(f"no method given; choose from: {', '.join(METHODS)}")
-    unknown = [name for name in names if name not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown))}; choose from: {', '.join(METHODS)}")
-    return names
-
-
-def method_config(method: str, image_shape: tuple[int, ...],
-                  overrides: dict[str, Any] | None = None) -> tuple[str, BaseModel]:
-    """(family, validated config) for `method` on (C, H, W) images: raises (pydantic's ValidationError) before any training."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from: {', '.join(METHODS)}")
-    family, base = METHODS[method]
-    config_cls = families()[family][0]
-    shape = {"in_channels": image_shape[0], "image_size": image_shape[1]}
-    return family, config_cls.model_validate({**shape, **base, **(overrides or {})})
 
 
 def train_job(method: str, train: ImageSet, test: ImageSet, job_dir: Path, epochs: int, batch_size: int,
