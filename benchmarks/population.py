@@ -22,7 +22,8 @@ import ray
 import torch
 
 from popvae.population.config import parse_config
-from popvae.population.coordinator import NAMESPACE, Coordinator
+from popvae.population.contract import NAMESPACE
+from popvae.population.coordinator import Coordinator
 from popvae.population.member import MemberState
 from popvae.population.run import ensure_ray, load_run_data
 from popvae.population.temperature import next_taus, strategy_for

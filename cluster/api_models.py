@@ -1,30 +1,23 @@
-"""Request and response models of the status service: the run folder's JSON schemas, written once as pydantic.
+"""Request and response models of the status service that are the API's own: queries, the population answer
+(a run status plus where it came from), lists and pages, health and errors.
 
-The same models validate what is read from disk or from the live coordinator, so a malformed
+What a run folder holds (RunStatus, MemberStatus, HistoryRow, JobStatus) is `popvae.population.contract`:
+the same models validate what is read from disk or from the live coordinator, so a malformed
 snapshot is caught on the way in (and answered with a 503) rather than on the way out (a 500).
-Loss values are `float | None` because a diverged member's loss is NaN, which JSON cannot carry:
-it is sent as null.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from popvae.population.contract import HistoryRow, JobStatus, RunState, RunStatus
+
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
-Strategy = Literal["fixed", "linear_increase", "linear_decrease", "exp_increase", "exp_decrease", "anneal"]
-MemberState = Literal["training", "idle", "restarting", "failed"]
-RunState = Literal["running", "done", "failed"]
 Source = Literal["live", "run_folder"]
 RayState = Literal["disabled", "connecting", "connected", "unreachable"]
-
-
-class _Snapshot(BaseModel):
-    """Tolerates extra keys so that the writer can add fields without breaking readers."""
-
-    model_config = ConfigDict(extra="ignore")
 
 
 class RunQuery(BaseModel):
@@ -56,38 +49,6 @@ class Health(BaseModel):
     ray_note: str | None = None
 
 
-class LossParts(_Snapshot):
-    total: float | None
-    reconstruction: float | None
-    kl_z1: float | None
-    kl_z2: float | None
-
-
-class Member(_Snapshot):
-    index: int = Field(ge=1)
-    strategy: Strategy
-    tau: float | None
-    loss: LossParts | None = None
-    val_loss: float | None = None
-    patience: int
-    state: MemberState
-    node_id: str | None = None
-    flags: list[str] = []
-
-
-class RunStatus(_Snapshot):
-    """Exactly `status.json` (and the coordinator's `status()`)."""
-
-    run_id: str
-    state: RunState
-    epoch: int
-    epochs: int
-    generation_seconds: float | None = None
-    best_member: int | None = None
-    updated_at: str
-    members: list[Member]
-
-
 class Population(RunStatus):
     source: Source = Field(description="'live': asked the coordinator actor; 'run_folder': read status.json")
     note: str | None = Field(None, description="why the live coordinator was not used, when it was not")
@@ -107,24 +68,6 @@ class RunList(BaseModel):
     runs: list[RunSummary]
 
 
-class HistoryRow(_Snapshot):
-    epoch: int
-    member: int
-    strategy: str
-    tau: float | None
-    tau_next: float | None
-    loss_total: float | None
-    loss_reconstruction: float | None
-    loss_kl_z1: float | None
-    loss_kl_z2: float | None
-    val_loss: float | None = None
-    patience: int
-    is_best: bool
-    seconds: float | None
-    event: str = ""
-    node_id: str | None = None
-
-
 class HistoryPage(BaseModel):
     run_id: str
     total: int = Field(description="rows matching the filters, before paging")
@@ -133,22 +76,7 @@ class HistoryPage(BaseModel):
     rows: list[HistoryRow]
 
 
-class Job(_Snapshot):
-    """Exactly `jobs/<id>/status.json`."""
-
-    id: str
-    method: str | None = None
-    kind: Literal["robust", "evaluation"]
-    state: Literal["queued", "running", "done", "failed"]
-    error: str | None = None
-    epoch: int | None = None
-    epochs: int | None = None
-    created_at: str | None = None
-    updated_at: str | None = None
-    metrics: dict[str, Any] = {}
-
-
 class JobList(BaseModel):
     run_id: str
-    jobs: list[Job]
+    jobs: list[JobStatus]
     unreadable: list[str] = Field([], description="job folders whose status.json could not be read")

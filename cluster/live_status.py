@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from popvae.cluster.api_models import RayState
-
-NAMESPACE = "popvae"
-PREFIX = "coordinator:"
+from popvae.population.contract import NAMESPACE, coordinator_name, run_id_of
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +31,7 @@ class _Poll:
 
 
 class LiveCoordinators:
-    """Coordinator actors (namespace "popvae", named "coordinator:<run_id>") of the Ray cluster at `address`.
+    """Coordinator actors (named by `contract.coordinator_name` in `contract.NAMESPACE`) of the Ray cluster at `address`.
 
     `address` None means no Ray at all. Answers are refreshed every `interval` seconds and trusted for
     `max_stale` seconds; a call unanswered after `call_timeout` seconds is abandoned and sent again.
@@ -99,7 +97,7 @@ class LiveCoordinators:
 
     def _poll_once(self, ray: Any) -> None:
         actors = ray.util.list_named_actors(all_namespaces=True)
-        alive = {a["name"][len(PREFIX) :] for a in actors if a["namespace"] == NAMESPACE and a["name"].startswith(PREFIX)}
+        alive = {run_id for a in actors if a["namespace"] == NAMESPACE and (run_id := run_id_of(a["name"])) is not None}
         polls = {run_id: self._polls.get(run_id) or _Poll() for run_id in alive}
         now = time.monotonic()
         for run_id, poll in polls.items():
@@ -107,7 +105,7 @@ class LiveCoordinators:
                 poll.ref, poll.handle, poll.note = None, None, f"the coordinator did not answer within {self.call_timeout:.0f}s"
             if poll.ref is None:
                 try:
-                    poll.handle = poll.handle or ray.get_actor(f"{PREFIX}{run_id}", namespace=NAMESPACE)
+                    poll.handle = poll.handle or ray.get_actor(coordinator_name(run_id), namespace=NAMESPACE)
                     poll.ref, poll.sent_at = poll.handle.status.remote(), now
                 except Exception as e:  # it died between the listing and now
                     poll.handle, poll.note = None, f"the coordinator is unreachable ({type(e).__name__})"

@@ -10,9 +10,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from popvae.cluster.api_models import HistoryRow, Job, JobList, Population, RunStatus, RunSummary, Source
+from popvae.cluster.api_models import JobList, Population, RunSummary, Source
 from popvae.cluster.live_status import LiveCoordinators
 from popvae.cluster.run_store import NotFound, RunStore, Unreadable
+from popvae.population.contract import HistoryRow, JobStatus, RunStatus
 
 
 class Runs:
@@ -117,7 +118,7 @@ class Runs:
                 unreadable.append(job_id)
         return JobList(run_id=run_id, jobs=jobs, unreadable=unreadable)
 
-    def job(self, run: str | None, job_id: str) -> Job:
+    def job(self, run: str | None, job_id: str) -> JobStatus:
         """The job in `run`, or when no run is named, in the newest run that has it."""
         candidates = [self.resolve(run)] if run is not None else self.store.run_ids()
         for run_id in candidates:

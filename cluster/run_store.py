@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from popvae.cluster.api_models import ID_PATTERN, HistoryRow, Job, RunStatus
+from popvae.cluster.api_models import ID_PATTERN
+from popvae.population.contract import HistoryRow, JobStatus, RunStatus
 from popvae.population.rundir import read_json, read_rows
 
 _ID_RE = re.compile(ID_PATTERN)
@@ -73,8 +74,8 @@ def _history(raw: list[dict[str, Any]]) -> list[HistoryRow]:
     return [HistoryRow.model_validate(r) for r in raw]
 
 
-def _job(raw: Any) -> Job:
-    return Job.model_validate(raw)
+def _job(raw: Any) -> JobStatus:
+    return JobStatus.model_validate(raw)
 
 
 class RunStore:
@@ -131,7 +132,7 @@ class RunStore:
             return []
         return sorted(p.name for p in jobs.iterdir() if p.is_dir() and _ID_RE.match(p.name))
 
-    def job(self, run_id: str, job_id: str) -> Job:
+    def job(self, run_id: str, job_id: str) -> JobStatus:
         if not _ID_RE.match(job_id):
             raise NotFound(f"job {job_id!r} not found")
         path = self.run_dir(run_id) / "jobs" / job_id / "status.json"

@@ -25,7 +25,6 @@ from popvae.cluster.api_models import (
     Health,
     HistoryPage,
     HistoryQuery,
-    Job,
     JobList,
     Population,
     RunList,
@@ -34,6 +33,7 @@ from popvae.cluster.api_models import (
 from popvae.cluster.live_status import LiveCoordinators
 from popvae.cluster.run_catalog import Runs
 from popvae.cluster.run_store import NotFound, RunStore, Unreadable
+from popvae.population.contract import JobStatus
 
 TOKEN_ENV = "POPVAE_API_TOKEN"
 
@@ -105,8 +105,8 @@ def create_app(runs_root: Path, ray_address: str | None = None, token: str | Non
     def list_jobs(q: Annotated[RunQuery, Query()]) -> JobList:
         return runs.jobs(runs.resolve(q.run))
 
-    @app.get("/jobs/{job_id}", response_model=Job, **guarded, tags=["jobs"])
-    def get_job(job_id: Annotated[str, PathParam(pattern=ID_PATTERN)], q: Annotated[RunQuery, Query()]) -> Job:
+    @app.get("/jobs/{job_id}", response_model=JobStatus, **guarded, tags=["jobs"])
+    def get_job(job_id: Annotated[str, PathParam(pattern=ID_PATTERN)], q: Annotated[RunQuery, Query()]) -> JobStatus:
         return runs.job(q.run, job_id)
 
     return app

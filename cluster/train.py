@@ -12,7 +12,7 @@ import sys
 import ray
 
 from popvae.cluster.cli import main
-from popvae.population.coordinator import NAMESPACE
+from popvae.population.contract import NAMESPACE
 
 
 def run(argv: list[str]) -> int:

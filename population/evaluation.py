@@ -7,23 +7,22 @@ from typing import Any
 
 from popvae.attacks.report import evaluate, load_evaluable
 from popvae.models.data import ImageSet
-from popvae.population.jobs import queued_status
-from popvae.population.rundir import now_iso, write_json
+from popvae.population.contract import JobStatus
 
 
 def run_evaluation_job(job: dict[str, Any], train: ImageSet, test: ImageSet, device: str,
                        progress: bool = False) -> dict[str, Any]:
     """`job`: id, dir (its status folder), checkpoint, out_dir, experiments, subset, seed, held_out, settings."""
     status_path = Path(job["dir"]) / "status.json"
-    status = {**queued_status(job), "state": "running", "epochs": 1}
-    write_json(status_path, status)
+    status = JobStatus.of_job(job | {"epochs": 1}).update(state="running")
+    status.write(status_path)
     try:
         model, _ = load_evaluable(job["checkpoint"], map_location=device)
         report = evaluate(model, train, test, job["experiments"], job.get("subset"), Path(job["out_dir"]), job.get("seed", 0),
                           device, progress, held_out=job.get("held_out"), settings=job.get("settings"))
     except Exception as err:
-        write_json(status_path, {**status, "state": "failed", "error": f"{type(err).__name__}: {err}", "updated_at": now_iso()})
+        status.update(state="failed", error=f"{type(err).__name__}: {err}").write(status_path)
         raise
     metrics = {"report": str(Path(job["out_dir"]) / "report.json"), "experiments": job["experiments"]}
-    write_json(status_path, {**status, "state": "done", "epoch": 1, "metrics": metrics, "updated_at": now_iso()})
+    status.update(state="done", epoch=1, metrics=metrics).write(status_path)
     return report

@@ -14,13 +14,8 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from popvae.models.data import ImageSet
-from popvae.population.rundir import now_iso, write_json
+from popvae.population.contract import JobStatus
 from popvae.population.worker import Placement
-
-
-def queued_status(job: dict[str, Any]) -> dict[str, Any]:
-    return {"id": job["id"], "method": job.get("method"), "kind": job["kind"], "state": "queued", "error": None,
-            "epoch": 0, "epochs": job.get("epochs", 0), "created_at": now_iso(), "updated_at": now_iso(), "metrics": {}}
 
 
 def run_jobs(jobs: list[dict[str, Any]], train: ImageSet, test: ImageSet, workers: int, device: str = "auto",
@@ -30,7 +25,7 @@ def run_jobs(jobs: list[dict[str, Any]], train: ImageSet, test: ImageSet, worker
     Workers that find no slot on the cluster within `placement_timeout_s` are given up; the jobs run on
     the others, and if none is left the remaining jobs fail with the reason instead of waiting for ever."""
     for job in jobs:
-        write_json(Path(job["dir"]) / "status.json", queued_status(job))
+        JobStatus.of_job(job).write(Path(job["dir"]) / "status.json")
     placement = Placement(workers, device, placement_timeout_s)
     slots = _started(placement, {k: placement.spawn(k) for k in range(workers)})
     train_ref = ray.put((train.images, train.labels))  # once; every worker maps the same object
@@ -73,6 +68,6 @@ def _started(placement: Placement, workers: dict[int, Any]) -> dict[int, Any]:
 
 def _fail(job: dict[str, Any], error: str, results: dict[str, dict[str, Any]], on_done: Any) -> None:
     results[job["id"]] = {"state": "failed", "error": error}
-    write_json(Path(job["dir"]) / "status.json", {**queued_status(job), "state": "failed", "error": error})
+    JobStatus.of_job(job).update(state="failed", error=error).write(Path(job["dir"]) / "status.json")
     if on_done is not None:
         on_done(job, results[job["id"]])

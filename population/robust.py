@@ -20,9 +20,10 @@ import torch
 from popvae.models.checkpoint import save_model
 from popvae.models.data import ImageSet
 from popvae.models.registry import build
+from popvae.population.contract import JobStatus
 from popvae.population.methods import METHODS, method_config, parse_methods  # noqa: F401 - re-exported
 from popvae.population.plots import save_reconstruction_grid
-from popvae.population.rundir import now_iso, read_json, write_json, write_rows
+from popvae.population.rundir import read_json, write_json, write_rows
 from popvae.population.training import reconstruction_mse, train_epoch
 
 
@@ -37,17 +38,15 @@ def train_job(method: str, train: ImageSet, test: ImageSet, job_dir: Path, epoch
     """
     job_dir = Path(job_dir)
     status_path = job_dir / "status.json"
-    previous = read_json(status_path) if status_path.exists() else {}
-    status: dict[str, Any] = {
-        "id": job_dir.name, "method": method, "kind": "robust", "state": "running", "error": None, "epoch": 0,
-        "epochs": epochs, "created_at": previous.get("created_at", now_iso()), "updated_at": now_iso(), "metrics": {},
-    }
+    created_at = read_json(status_path).get("created_at") if status_path.exists() else None  # kept from the queued record
+    status = JobStatus.queued(job_dir.name, "robust", method, epochs, created_at)
 
     def publish(**changes: Any) -> None:
-        status.update(changes, updated_at=now_iso())
-        write_json(status_path, status)
+        nonlocal status
+        status = status.update(**changes)
+        status.write(status_path)
 
-    publish()
+    publish(state="running")
     try:
         if min(epochs, batch_size, steps_per_epoch or 1) < 1:
             raise ValueError(f"epochs, batch_size, steps_per_epoch must be positive: {epochs}, {batch_size}, {steps_per_epoch}")
@@ -74,7 +73,7 @@ def train_job(method: str, train: ImageSet, test: ImageSet, job_dir: Path, epoch
             write_rows(job_dir / "history.parquet", history)
             publish(epoch=epoch, metrics={**parts, "seconds": history[-1]["seconds"]})
             if on_epoch is not None:
-                on_epoch(dict(status))
+                on_epoch(status.model_dump())
         train_seconds = sum(r["seconds"] for r in history)
         metrics = {**parts, "test_mse": reconstruction_mse(model, test.images, device), "train_seconds": train_seconds}
         save_model(job_dir / "model.pt", model, {"method": method, "metrics": metrics})

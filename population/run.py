@@ -20,8 +20,10 @@ from popvae.models.checkpoint import load_error, load_model
 from popvae.models.data import DatasetError, ImageSet, load_split, train_val_split
 from popvae.population import rundir
 from popvae.population.config import ConfigError, RunConfig, parse_config
-from popvae.population.coordinator import CHECKPOINT_KEYS, NAMESPACE, Coordinator, coordinator_name
+from popvae.population.contract import NAMESPACE, coordinator_name
+from popvae.population.coordinator import Coordinator
 from popvae.population.plots import plot_history, save_reconstruction_grid
+from popvae.population.recorder import CHECKPOINT_KEYS
 from popvae.population.training import evaluate, reconstruction_mse
 
 

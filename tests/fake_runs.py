@@ -1,4 +1,6 @@
-"""Run folders written with the exact schemas of the run-folder contract, for the status-service tests."""
+"""Hand-made run folders, built through the run-folder contract's models, for what real runs cannot produce quickly:
+many epochs, fixed losses and times to page and filter, set modification times, a corrupt status.json.
+Real run folders are tested in tests/test_service_real_runs.py."""
 
 from __future__ import annotations
 
@@ -6,37 +8,38 @@ import os
 from pathlib import Path
 from typing import Any
 
+from popvae.population.contract import HistoryRow, JobStatus, LossParts, MemberStatus, RunStatus, dump
 from popvae.population.rundir import now_iso, write_json, write_rows
+from popvae.population.temperature import strategy_for
 
-STRATEGIES = ["fixed", "linear_increase", "linear_decrease", "exp_increase", "exp_decrease"]
 
-
-def member(index: int, epoch: int) -> dict[str, Any]:
+def member(index: int, epoch: int) -> MemberStatus:
     loss = 100.0 - epoch + index
-    return {
-        "index": index,
-        "strategy": STRATEGIES[(index - 1) % len(STRATEGIES)],
-        "tau": 1.0 + 0.1 * index,
-        "loss": {"total": loss, "reconstruction": loss - 3.0, "kl_z1": 2.0, "kl_z2": 1.0},
-        "val_loss": None,
-        "patience": index % 3,
-        "state": "training",
-        "node_id": f"node{index % 2}",
-        "flags": ["nan_reset"] if index == 3 else [],
-    }
+    return MemberStatus(
+        index=index,
+        strategy=strategy_for(index),
+        tau=1.0 + 0.1 * index,
+        loss=LossParts(total=loss, reconstruction=loss - 3.0, kl_z1=2.0, kl_z2=1.0),
+        val_loss=None,
+        patience=index % 3,
+        state="training",
+        node_id=f"node{index % 2}",
+        flags=["nan_reset@1"] if index == 3 else [],
+    )
 
 
 def status(run_id: str, epoch: int, epochs: int, members: int, state: str = "running") -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "state": state,
-        "epoch": epoch,
-        "epochs": epochs,
-        "generation_seconds": 1.25,
-        "best_member": 1,
-        "updated_at": now_iso(),
-        "members": [member(i, epoch) for i in range(1, members + 1)],
-    }
+    """A status.json as the coordinator writes it (and answers from `status()`)."""
+    return dump(RunStatus(
+        run_id=run_id,
+        state=state,
+        epoch=epoch,
+        epochs=epochs,
+        generation_seconds=1.25,
+        best_member=1,
+        updated_at=now_iso(),
+        members=[member(i, epoch) for i in range(1, members + 1)],
+    ))
 
 
 def history_rows(epochs: int, members: int) -> list[dict[str, Any]]:
@@ -45,40 +48,30 @@ def history_rows(epochs: int, members: int) -> list[dict[str, Any]]:
         for m in range(1, members + 1):
             loss = 100.0 - epoch + m
             rows.append(
-                {
-                    "epoch": epoch,
-                    "member": m,
-                    "strategy": STRATEGIES[(m - 1) % len(STRATEGIES)],
-                    "tau": 1.0,
-                    "tau_next": 1.1,
-                    "loss_total": loss if (epoch, m) != (2, 2) else float("nan"),
-                    "loss_reconstruction": loss - 3.0,
-                    "loss_kl_z1": 2.0,
-                    "loss_kl_z2": 1.0,
-                    "val_loss": None if m % 2 else loss + 1.0,
-                    "patience": 0,
-                    "is_best": m == 1,
-                    "seconds": 0.5,
-                    "event": "nan_reset" if (epoch, m) == (2, 2) else "",
-                    "node_id": f"node{m % 2}",
-                }
+                HistoryRow(
+                    epoch=epoch,
+                    member=m,
+                    strategy=strategy_for(m),
+                    tau=1.0,
+                    tau_next=1.1,
+                    loss_total=loss if (epoch, m) != (2, 2) else float("nan"),
+                    loss_reconstruction=loss - 3.0,
+                    loss_kl_z1=2.0,
+                    loss_kl_z2=1.0,
+                    val_loss=None if m % 2 else loss + 1.0,
+                    score=loss,
+                    patience=0,
+                    is_best=m == 1,
+                    seconds=0.5,
+                    event="nan_reset" if (epoch, m) == (2, 2) else "",
+                    node_id=f"node{m % 2}",
+                ).model_dump()
             )
     return rows
 
 
-def job(job_id: str, kind: str = "robust") -> dict[str, Any]:
-    return {
-        "id": job_id,
-        "method": "gmm_dae",
-        "kind": kind,
-        "state": "running",
-        "error": None,
-        "epoch": 2,
-        "epochs": 10,
-        "created_at": now_iso(),
-        "updated_at": now_iso(),
-        "metrics": {"mse": 0.01},
-    }
+def job(job_id: str, kind: str = "robust") -> JobStatus:
+    return JobStatus.queued(job_id, kind, "gmm_dae", epochs=10).update(state="running", epoch=2, metrics={"mse": 0.01})
 
 
 def make_run(
@@ -90,7 +83,7 @@ def make_run(
     write_json(run / "status.json", status(run_id, epochs, epochs + 2, members))
     write_rows(run / "history.parquet", history_rows(epochs, members))
     for job_id in jobs:
-        write_json(run / "jobs" / job_id / "status.json", job(job_id))
+        job(job_id).write(run / "jobs" / job_id / "status.json")
     if mtime is not None:
         os.utime(run / "status.json", (mtime, mtime))
     return run
@@ -101,7 +94,7 @@ def make_robust_run(root: Path, run_id: str, jobs: tuple[str, ...], mtime: float
     run = root / run_id
     write_json(run / "config.json", {"kind": "robust", "methods": list(jobs)})
     for job_id in jobs:
-        write_json(run / "jobs" / job_id / "status.json", job(job_id) | {"method": None, "metrics": {"mse": float("nan")}})
+        job(job_id).update(method=None, metrics={"mse": float("nan")}).write(run / "jobs" / job_id / "status.json")
     os.utime(run / "config.json", (mtime, mtime))
     return run
 

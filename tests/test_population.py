@@ -15,7 +15,8 @@ import torch
 from popvae.models.checkpoint import load_model
 from popvae.population import rundir
 from popvae.population.config import parse_config
-from popvae.population.coordinator import NAMESPACE, Coordinator
+from popvae.population.contract import NAMESPACE
+from popvae.population.coordinator import Coordinator
 from popvae.population.run import load_run_data, member_weights_equal, run_population
 from popvae.population.worker import cpu_share
 

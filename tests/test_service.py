@@ -123,6 +123,17 @@ def test_status_written_later_is_picked_up(tmp_path: Path) -> None:
     assert body["epoch"] == 4 and body["members"][0]["loss"] is None
 
 
+def test_a_stopped_run_is_served(tmp_path: Path) -> None:
+    """A run stopped early (resumable) writes state "stopped": it must be served, not answered with a 503."""
+    run = make_run(tmp_path, "r1")
+    write_json(run / "status.json", status("r1", 1, 3, 3, state="stopped"))
+    client = TestClient(create_app(tmp_path), raise_server_exceptions=False)
+    response = client.get("/population", params={"run": "r1"})
+    assert response.status_code == 200, response.text
+    assert response.json()["state"] == "stopped"
+    assert client.get("/runs").json()["runs"][0]["state"] == "stopped"
+
+
 def test_a_copied_run_answers_with_its_folder_name(tmp_path: Path) -> None:
     make_run(tmp_path, "r1")
     (tmp_path / "copy").mkdir()

@@ -1,0 +1,172 @@
+"""The run-folder contract: what a run writes and what every reader parses, in one place (no torch, no Ray).
+
+    RUN_DIR/status.json          RunStatus (members: MemberStatus), also what the live coordinator answers
+    RUN_DIR/history.parquet      HistoryRow, one per member per generation
+    RUN_DIR/lineage.json         LineageEntry, one per generation
+    RUN_DIR/jobs/<id>/status.json  JobStatus (robust-AE training and evaluations)
+
+The coordinator and the job pool build these models and write `dump(model)`; the status service
+validates what it reads with the same models. Readers tolerate extra keys (a writer may add fields)
+and every field added later has a default, so older run folders still parse. JSON has no NaN: a
+diverged member's loss is written as null (history.parquet keeps NaN, Parquet can hold it).
+
+The coordinator of run R is the Ray actor named `coordinator_name(R)` in namespace `NAMESPACE`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from popvae.population.rundir import now_iso, write_json
+from popvae.population.temperature import Strategy
+
+NAMESPACE = "popvae"
+COORDINATOR_PREFIX = "coordinator:"
+
+
+def coordinator_name(run_id: str) -> str:
+    """The name of run `run_id`'s coordinator actor (in namespace NAMESPACE)."""
+    return f"{COORDINATOR_PREFIX}{run_id}"
+
+
+def run_id_of(actor_name: str) -> str | None:
+    """The run a coordinator actor name belongs to, or None for any other actor."""
+    return actor_name[len(COORDINATOR_PREFIX) :] if actor_name.startswith(COORDINATOR_PREFIX) else None
+
+
+LOSS_PARTS = ("total", "reconstruction", "kl_z1", "kl_z2")
+
+RunState = Literal["running", "done", "stopped", "failed"]
+"""running; done (every epoch trained); stopped (ended early on request, resumable); failed."""
+MemberState = Literal["training", "idle", "restarting", "failed"]
+MemberEvent = Literal["", "restarted", "dropped", "nan_reset"]
+"""What happened to a member in one generation (history `event`; its flags read `event@epoch`)."""
+JobKind = Literal["robust", "evaluation"]
+JobState = Literal["queued", "running", "done", "failed"]
+
+
+class _Record(BaseModel):
+    """Tolerates extra keys so that a writer can add fields without breaking readers."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+def finite_or_none(obj: Any) -> Any:
+    """JSON has no NaN: null instead, so that every reader can parse what was written."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
+def dump(record: BaseModel) -> Any:
+    """A record as JSON-ready data, NaN and infinities as null."""
+    return finite_or_none(record.model_dump(mode="json"))
+
+
+class LossParts(_Record):
+    total: float | None
+    reconstruction: float | None
+    kl_z1: float | None
+    kl_z2: float | None
+
+
+class MemberStatus(_Record):
+    index: int = Field(ge=1)
+    strategy: Strategy
+    tau: float | None
+    loss: LossParts | None = None
+    val_loss: float | None = None
+    patience: int
+    state: MemberState
+    node_id: str | None = None
+    flags: list[str] = []
+
+
+class RunStatus(_Record):
+    """Exactly `status.json`, and the coordinator's `status()`."""
+
+    run_id: str
+    state: RunState
+    epoch: int = Field(description="generations done")
+    epochs: int
+    generation_seconds: float | None = None
+    best_member: int | None = None
+    updated_at: str
+    members: list[MemberStatus]
+
+
+class HistoryRow(_Record):
+    """One row of `history.parquet`: one member in one generation."""
+
+    epoch: int
+    member: int
+    strategy: Strategy
+    tau: float | None = Field(description="the tau it trained with")
+    tau_next: float | None = Field(description="the tau chosen for the next generation")
+    loss_total: float | None
+    loss_reconstruction: float | None
+    loss_kl_z1: float | None
+    loss_kl_z2: float | None
+    val_loss: float | None = None
+    score: float | None = Field(None, description="the loss selection used (select_on); NaN/null when it did not report")
+    patience: int
+    is_best: bool
+    seconds: float | None
+    event: MemberEvent = ""
+    node_id: str | None = None
+
+
+class LineageEntry(_Record):
+    """One generation's decisions (`lineage.json`): enough to replay the run. Member indices are string keys."""
+
+    epoch: int
+    best: int
+    best_loss: float | None
+    received: dict[str, int] = Field(description="member -> the member whose weights it received")
+    tau_before: dict[str, float]
+    tau_after: dict[str, float]
+    feedback: list[int] = Field([], description="members whose tau got the feedback term")
+    events: dict[str, MemberEvent] = {}
+    seconds: dict[str, float] = Field({}, description="train, coordination, checkpoint")
+
+
+class JobStatus(_Record):
+    """Exactly `jobs/<id>/status.json`. Built by `queued`, moved on by `update`: one path for every kind of job."""
+
+    id: str
+    method: str | None = None
+    kind: JobKind
+    state: JobState
+    error: str | None = None
+    epoch: int | None = None
+    epochs: int | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    metrics: dict[str, Any] = {}
+
+    @classmethod
+    def queued(cls, id: str, kind: JobKind, method: str | None = None, epochs: int = 0,
+               created_at: str | None = None) -> JobStatus:
+        now = now_iso()
+        return cls(id=id, method=method, kind=kind, state="queued", epoch=0, epochs=epochs,
+                   created_at=created_at or now, updated_at=now)
+
+    @classmethod
+    def of_job(cls, job: dict[str, Any]) -> JobStatus:
+        """The queued status of a job-pool job (a dict with id, kind, and method, epochs when it has them)."""
+        return cls.queued(job["id"], job["kind"], job.get("method"), job.get("epochs", 0))
+
+    def update(self, **changes: Any) -> JobStatus:
+        """A validated copy with `changes` and a new `updated_at`."""
+        return type(self).model_validate({**self.model_dump(), **changes, "updated_at": now_iso()})
+
+    def write(self, path: str | Path) -> None:
+        write_json(path, dump(self))

@@ -1,0 +1,215 @@
+"""The recorder: the population's book, per member, and everything it leaves in the run folder.
+
+It owns each member's record (strategy, the tau decision of `population.temperature`, state,
+flags, last result), the history rows, the lineage, `status.json`, the checkpoints (written in the
+background) with `best.pt`, and the restore from `checkpoints/latest.pt`. It knows nothing of how
+members execute: the coordinator hands it plain results and, when a checkpoint is due, a function
+that gathers the weights and optimizer states. Every file is built through `population.contract`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from popvae.models.checkpoint import atomic_torch_save, save_model
+from popvae.models.registry import build
+from popvae.population import rundir
+from popvae.population.config import RunConfig
+from popvae.population.contract import (
+    LOSS_PARTS,
+    HistoryRow,
+    LineageEntry,
+    LossParts,
+    MemberEvent,
+    MemberState,
+    MemberStatus,
+    RunState,
+    RunStatus,
+    dump,
+)
+from popvae.population.temperature import MemberTau, Strategy, strategy_for
+
+# What checkpoints/latest.pt holds: enough to resume every member exactly.
+CHECKPOINT_KEYS = frozenset({"epochs_done", "taus", "patience", "flags", "weights", "optimizers"})
+
+Weights = dict[str, np.ndarray]
+Gathered = tuple[Weights, dict[int, Any]]
+"""What a checkpoint needs from the members: the best weights, and every member's optimizer state."""
+
+
+@dataclass
+class MemberRecord:
+    """One member as the run knows it."""
+
+    strategy: Strategy
+    decision: MemberTau  # its tau for the next generation, patience, whether feedback moved it last time
+    state: MemberState = "idle"
+    flags: list[str] = field(default_factory=list)  # "event@epoch"
+    last: dict[str, Any] | None = None  # its last reported result (loss parts, val_loss, node_id, seconds)
+
+
+class Recorder:
+    def __init__(self, config: RunConfig, run_dir: Path) -> None:
+        self.cfg = config
+        self.run_dir = Path(run_dir)
+        self.run_id = self.run_dir.name
+        start = MemberTau(config.temperature.tau0, 0, False)
+        self.members = {
+            i: MemberRecord("anneal" if config.baseline else strategy_for(i), start) for i in range(1, config.members + 1)
+        }
+        self.history: list[HistoryRow] = []
+        self.lineage: list[LineageEntry] = []
+        self.state: RunState = "running"
+        self.epochs_done = 0
+        self.best: int | None = None
+        self.generation_seconds: float | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._write: Future[None] | None = None
+
+    def taus(self) -> dict[int, float]:
+        return {i: m.decision.tau for i, m in self.members.items()}
+
+    def patience(self) -> dict[int, int]:
+        return {i: m.decision.patience for i, m in self.members.items()}
+
+    # --- states ---
+    def set_member_state(self, state: MemberState, members: Iterable[int]) -> None:
+        for i in members:
+            self.members[i].state = state
+        self.write_status()
+
+    def set_state(self, state: RunState) -> None:
+        self.state = state
+        self.write_status()
+
+    def finish(self, state: RunState) -> None:
+        """The run ends (done, stopped or failed): the last checkpoint on disk, members idle unless failed."""
+        self.wait_for_writes()
+        for m in self.members.values():
+            m.state = "failed" if m.state == "failed" else "idle"
+        self.set_state(state)
+
+    # --- one generation ---
+    def record_generation(self, epoch: int, results: dict[int, dict[str, Any] | None], scores: dict[int, float], best: int,
+                          decisions: dict[int, MemberTau], events: dict[int, MemberEvent], seconds: dict[str, float],
+                          gather: Callable[[], Gathered]) -> LineageEntry:
+        """Book the generation's outcome, write history and lineage, then (when due) a checkpoint, then the status."""
+        writing = time.perf_counter()
+        before = self.taus()
+        for i, decision in decisions.items():
+            self.members[i].decision = decision
+        self.best, self.epochs_done = best, epoch + 1
+        self.generation_seconds = seconds["train"] + seconds["coordination"]
+        for i, member in self.members.items():
+            event = events.get(i, "")
+            member.state = "failed" if event == "dropped" else "idle"
+            if event:
+                member.flags.append(f"{event}@{epoch}")
+            if results.get(i):
+                member.last = results[i]
+            self.history.append(self._row(epoch, i, results.get(i), before[i], scores[i], best, event))
+        entry = LineageEntry(
+            epoch=epoch, best=best, best_loss=scores[best], received={str(i): best for i in self.members if i != best},
+            tau_before=_by_member(before), tau_after=_by_member(self.taus()),
+            feedback=[i for i, d in decisions.items() if d.feedback_applied],
+            events={str(i): e for i, e in events.items()}, seconds=dict(seconds),
+        )
+        self.lineage.append(entry)
+        # History first, checkpoint second: a crash in between only makes a resume redo this epoch.
+        rundir.write_rows(self.run_dir / "history.parquet", [r.model_dump() for r in self.history])
+        self._write_lineage()
+        if epoch + 1 == self.cfg.epochs or (epoch + 1) % self.cfg.checkpoint_every == 0:
+            self._checkpoint(*gather(), best_tau=before[best], best_score=scores[best])
+        entry.seconds["checkpoint"] = time.perf_counter() - writing
+        self._write_lineage()
+        self.write_status()
+        return entry
+
+    def _row(self, epoch: int, i: int, result: dict[str, Any] | None, tau: float, score: float, best: int,
+             event: MemberEvent) -> HistoryRow:
+        result = result or {}
+        loss = result.get("loss", {})
+        member = self.members[i]
+        return HistoryRow(
+            epoch=epoch, member=i, strategy=member.strategy, tau=tau, tau_next=member.decision.tau,
+            **{f"loss_{k}": float(loss.get(k, math.nan)) for k in LOSS_PARTS},
+            val_loss=float(result.get("val_loss", math.nan)), score=float(score), patience=member.decision.patience,
+            is_best=i == best, seconds=float(result.get("seconds", math.nan)), event=event, node_id=result.get("node_id", ""),
+        )
+
+    # --- status ---
+    def status(self) -> RunStatus:
+        return RunStatus(
+            run_id=self.run_id, state=self.state, epoch=self.epochs_done, epochs=self.cfg.epochs,
+            generation_seconds=self.generation_seconds, best_member=self.best, updated_at=rundir.now_iso(),
+            members=[self._member_status(i, m) for i, m in self.members.items()],
+        )
+
+    @staticmethod
+    def _member_status(i: int, m: MemberRecord) -> MemberStatus:
+        last = m.last or {}
+        return MemberStatus(
+            index=i, strategy=m.strategy, tau=m.decision.tau,
+            loss=LossParts(**{k: last["loss"].get(k) for k in LOSS_PARTS}) if m.last else None,
+            val_loss=last.get("val_loss"), patience=m.decision.patience, state=m.state, node_id=last.get("node_id"),
+            flags=list(m.flags),
+        )
+
+    def write_status(self) -> None:
+        rundir.write_json(self.run_dir / "status.json", dump(self.status()))
+
+    def _write_lineage(self) -> None:
+        rundir.write_json(self.run_dir / "lineage.json", [dump(g) for g in self.lineage])
+
+    # --- checkpoints ---
+    def _checkpoint(self, weights: Weights, optimizers: dict[int, Any], best_tau: float, best_score: float) -> None:
+        """Copy the state now (members are idle between generations), write it in the background: with fast
+        devices, serialising every optimizer state would otherwise hold up the next generation."""
+        state = {"epochs_done": self.epochs_done, "taus": self.taus(), "patience": self.patience(),
+                 "flags": {i: list(m.flags) for i, m in self.members.items()},
+                 "weights": {k: torch.from_numpy(v.copy()) for k, v in weights.items()}, "optimizers": optimizers}
+        meta = {"tau": best_tau, "member": self.best, "epoch": self.epochs_done - 1, "score": best_score,
+                "select_on": self.cfg.select_on, "run_id": self.run_id, "baseline": self.cfg.baseline}
+        self.wait_for_writes()  # one write at a time, in order
+        self._write = self._writer.submit(self._write_checkpoint, state, meta)
+
+    def _write_checkpoint(self, state: dict[str, Any], meta: dict[str, Any]) -> None:
+        atomic_torch_save(state, self.run_dir / "checkpoints" / "latest.pt")
+        model = build("gsvae", self.cfg.model)
+        model.load_state_dict(state["weights"])
+        model.tau = meta["tau"]
+        save_model(self.run_dir / "best.pt", model, meta)
+
+    def wait_for_writes(self) -> None:
+        """Block until the last checkpoint is on disk; re-raises a write that failed."""
+        if self._write is not None:
+            write, self._write = self._write, None
+            write.result()
+
+    def restore(self) -> Gathered:
+        """Back to the last checkpoint (history and lineage cut to it); returns the weights every member restarts
+        from and each member's optimizer state."""
+        ckpt = torch.load(self.run_dir / "checkpoints" / "latest.pt", weights_only=True)
+        self.epochs_done = ckpt["epochs_done"]
+        for i, m in self.members.items():
+            m.decision = MemberTau(ckpt["taus"][i], ckpt["patience"][i], False)
+            m.flags = list(ckpt["flags"][i])
+        rows = rundir.read_rows(self.run_dir / "history.parquet")
+        self.history = [HistoryRow.model_validate(r) for r in rows if r["epoch"] < self.epochs_done]
+        lineage = rundir.read_json(self.run_dir / "lineage.json") if (self.run_dir / "lineage.json").exists() else []
+        self.lineage = [LineageEntry.model_validate(g) for g in lineage if g["epoch"] < self.epochs_done]
+        self.best = self.lineage[-1].best if self.lineage else None
+        return {k: v.numpy() for k, v in ckpt["weights"].items()}, ckpt["optimizers"]
+
+
+def _by_member(values: dict[int, float]) -> dict[str, float]:
+    return {str(i): v for i, v in values.items()}
