@@ -1,4 +1,8 @@
-"""The `popvae` command. Bad input exits with code 2 and one line on stderr, before anything is written."""
+"""The `popvae` command. Bad input exits with code 2 and one line on stderr, before anything is written.
+
+Arguments are read before torch or Ray is imported: `--help` and input that needs no data are answered at once.
+The work is done by `population` (run policies, job plans, runs) and `popvae.api`; this module parses and prints.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from popvae.models.data import DATASETS, DatasetError
-from popvae.population.config import ConfigError, RunConfig, load_config_file, parse_config
+from popvae.models.datasets import DATASETS, DatasetError
+from popvae.population.config import ConfigError, load_config_file, parse_config
 
 EXIT_BAD_INPUT = 2
 
@@ -39,6 +43,9 @@ TRAIN_FLAGS: dict[str, tuple[tuple[str, ...], Any, str]] = {
     "--feedback-sign": (("temperature", "feedback_sign"), int, "+1 (paper) or -1"),
     "--anneal-rate": (("temperature", "anneal_rate"), float, "baseline's tau decay per epoch"),
 }
+# Train flags (other than TRAIN_FLAGS) that set the config, and those a resume honours: every other one is an error there.
+CONFIG_FLAGS = ("--config", "--exclude-classes", "--baseline", "--no-reset-patience", "--compare-baseline")
+RESUME_FLAGS = ("--epochs", "--quiet", "--address", "--num-cpus")
 
 
 def _fail(message: str) -> int:
@@ -96,50 +103,66 @@ def train_config(args: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from popvae.population import run as runs
+def _flag_given(args: argparse.Namespace, flag: str) -> bool:
+    value = getattr(args, flag.lstrip("-").replace("-", "_"))
+    return value is not None and value is not False
 
+
+def cmd_train(args: argparse.Namespace) -> int:
     if (args.run_dir is None) == (args.resume is None):
         return _fail("give exactly one of --run-dir (a new run) or --resume RUN_DIR")
     try:
         if args.resume:
-            cfg = runs.prepare_run_dir(args.resume, True, None)
-            if args.epochs is not None:  # continuing may extend the budget, nothing else
-                cfg = parse_config({**cfg.model_dump(mode="json"), "epochs": args.epochs})
-            run_dir = args.resume
+            ignored = [f for f in (*TRAIN_FLAGS, *CONFIG_FLAGS) if f not in RESUME_FLAGS and _flag_given(args, f)]
+            if ignored:
+                raise ConfigError(f"{ignored[0]} cannot be used with --resume: a resumed run keeps its config "
+                                  f"(only {', '.join(RESUME_FLAGS)} apply)")
+            from popvae.population import policy
+
+            cfg, _ = policy.resume_config(args.resume, args.epochs)  # nothing left to train: said before Ray is imported
+            from popvae.population import run as runs
+
+            run = runs.Run(cfg, args.resume, runs.load_run_data(cfg), resume=True)
         else:
-            run_dir = args.run_dir
-            cfg = runs.prepare_run_dir(run_dir, False, parse_config(train_config(args)))
-        data = runs.load_run_data(cfg)
+            from popvae.population import policy
+
+            cfg = parse_config(train_config(args))
+            policy.check_new_run_dir(args.run_dir)
+            if args.compare_baseline:
+                if cfg.baseline:
+                    raise ConfigError("--compare-baseline trains the baseline after a population: not with a baseline run")
+                policy.check_new_run_dir(policy.baseline_dir(args.run_dir))
+            from popvae.population import run as runs
+
+            run = runs.new_run(cfg, args.run_dir)
     except (ConfigError, DatasetError) as err:
         return _fail(str(err))
-    import ray
     from ray.exceptions import RayError
 
-    runs.ensure_ray(args.address, args.num_cpus)
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if cfg.device == "cuda" and gpus < cfg.members:
-        return _fail(f"device cuda needs a GPU per member: the Ray cluster has {gpus:g} GPUs for {cfg.members} members")
     results = []
     try:
-        results.append(("population", _train_with_progress(cfg, run_dir, data, bool(args.resume), args.quiet)))
-        if args.compare_baseline and not cfg.baseline:
-            base_cfg = parse_config({**cfg.model_dump(mode="json"), "baseline": True, "members": 1})
-            run_dir = run_dir.with_name(f"{run_dir.name}-baseline")
-            results.append(("baseline", _train_with_progress(base_cfg, run_dir, data, False, args.quiet)))
+        results.append(("population", _train_with_progress(run, args)))
+        if args.compare_baseline:
+            from popvae.population.policy import baseline_config, baseline_dir
+
+            run = runs.new_run(baseline_config(run.cfg), baseline_dir(run.run_dir), run.data)
+            results.append(("baseline", _train_with_progress(run, args)))
+    except ConfigError as err:  # the cluster cannot host the run, or the baseline's folder was taken meanwhile
+        return _fail(str(err))
     except RayError as err:
-        return _run_failed(err, run_dir)
+        return _run_failed(err, run.run_dir)
     _print_results(results)
     return 0
 
 
-def _train_with_progress(cfg: RunConfig, run_dir: Path, data: Any, resume: bool, quiet: bool) -> dict[str, Any]:
+def _train_with_progress(run: Any, args: argparse.Namespace) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from popvae.population.run import run_population
+    from popvae.population.run import train_run
 
-    console = Console(stderr=True, quiet=quiet)
+    cfg = run.cfg
+    console = Console(stderr=True, quiet=args.quiet)
     label = "baseline" if cfg.baseline else f"{cfg.members} members"
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -149,7 +172,7 @@ def _train_with_progress(cfg: RunConfig, run_dir: Path, data: Any, resume: bool,
         console=console,
         transient=True,
     ) as progress:
-        task = progress.add_task(f"{run_dir.name} ({label})", total=cfg.epochs)
+        task = progress.add_task(f"{run.run_dir.name} ({label})", total=cfg.epochs)
 
         def show(entry: dict[str, Any], status: dict[str, Any]) -> None:
             taus = " ".join(f"{m['index']}:{m['tau']:.2f}" for m in status["members"])
@@ -161,14 +184,14 @@ def _train_with_progress(cfg: RunConfig, run_dir: Path, data: Any, resume: bool,
             )
             progress.update(task, completed=entry["epoch"] + 1)
 
-        return run_population(cfg, run_dir, data, resume=resume, on_generation=show)
+        return train_run(run, on_generation=show, address=args.address, num_cpus=args.num_cpus)
 
 
 def _print_results(results: list[tuple[str, dict[str, Any]]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="test set (deterministic reconstructions, MSE per pixel on [0,1])")
+    table = Table(title="test set (MSE per pixel on [0,1] of deterministic reconstructions)")
     for col in ("run", "best member", "tau", "test MSE", "test loss", "images"):
         table.add_column(col)
     for name, s in results:
@@ -177,7 +200,7 @@ def _print_results(results: list[tuple[str, dict[str, Any]]]) -> None:
             str(s["best_member"]),
             f"{s['best_tau']:.3f}",
             f"{s['test_mse']:.5f}",
-            f"{s['test_loss']:.2f}",
+            f"{s['test_loss']:.2f}" + (" (noisy)" if "with Gumbel noise" in s["evaluation"] else ""),
             str(s["test_images"]),
         )
     Console().print(table)
@@ -203,67 +226,29 @@ def _robust_parser(sub: Any) -> None:
 
 
 def cmd_robust(args: argparse.Namespace) -> int:
-    from popvae.models.data import check_dataset_name, load_split
-    from popvae.population import rundir
-    from popvae.population.jobs import run_jobs
-    from popvae.population.robust import method_config, parse_methods
-    from popvae.population.run import ensure_ray
+    from popvae.population.plans import plan_robust
 
     try:
-        methods = parse_methods(args.methods)
-        for name, value in (
-            ("epochs", args.epochs),
-            ("batch-size", args.batch_size),
-            ("steps-per-epoch", args.steps_per_epoch),
-            ("workers", args.workers),
-        ):
-            if value is not None and value < 1:
-                raise ConfigError(f"--{name} must be >= 1, got {value}")
-        check_dataset_name(args.dataset)
-        if (blocker := rundir.file_in_the_way(args.run_dir)) is not None:
-            raise ConfigError(f"--run-dir {args.run_dir}: {blocker} is a file, not a folder")
-        if (args.run_dir / "history.parquet").exists():
-            raise ConfigError(f"--run-dir {args.run_dir} holds a population run; give robust jobs their own folder")
-        jobs_root = args.run_dir / "jobs"
-        taken = [m for m in methods if (jobs_root / m).exists()]
-        if taken:
-            raise ConfigError(f"{jobs_root} already has jobs for {', '.join(taken)}; choose another --run-dir")
+        plan = plan_robust(args.methods, args.run_dir, dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
+                           batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
+                           workers=args.workers)
+        from popvae.models.data import load_split
+
         train, test = (load_split(args.dataset, split, args.data_root) for split in ("train", "test"))
-        for m in methods:
-            method_config(m, train.images.shape[1:])
     except (ValueError, DatasetError) as err:  # ConfigError and pydantic's ValidationError are ValueErrors
         return _fail(str(err).splitlines()[0])
-    run_config = args.run_dir / "config.json"
-    if not run_config.exists():
-        rundir.write_json(
-            run_config,
-            {
-                "kind": "robust",
-                "dataset": args.dataset,
-                "data_root": args.data_root,
-                "methods": methods,
-                "epochs": args.epochs,
-                "seed": args.seed,
-            },
-        )
-    jobs = [
-        {
-            "id": m,
-            "kind": "robust",
-            "method": m,
-            "dir": str(jobs_root / m),
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "steps_per_epoch": args.steps_per_epoch,
-            "seed": args.seed,
-        }
-        for m in methods
-    ]
-    ensure_ray(args.address, args.num_cpus)
     import ray
 
+    from popvae.population import rundir
+    from popvae.population.jobs import run_jobs
+    from popvae.population.run import ensure_ray
+
+    if not (args.run_dir / "config.json").exists():
+        rundir.write_json(args.run_dir / "config.json", plan["config"])
+    jobs = plan["jobs"]
+    ensure_ray(args.address, args.num_cpus)
     workers = args.workers or max(1, min(len(jobs), int(ray.cluster_resources().get("CPU", 1))))
-    print(f"{len(jobs)} jobs on {workers} workers; status in {jobs_root}/<method>/status.json", file=sys.stderr)
+    print(f"{len(jobs)} jobs on {workers} workers; status in {args.run_dir / 'jobs'}/<method>/status.json", file=sys.stderr)
     results = run_jobs(jobs, train, test, workers, on_done=lambda job, r: print(f"{job['id']}: {r['state']}", file=sys.stderr))
     _print_job_table(results)
     return 0 if all(r["state"] == "done" for r in results.values()) else 1
@@ -289,7 +274,7 @@ def _print_job_table(results: dict[str, dict[str, Any]]) -> None:
 
 
 def _evaluate_parser(sub: Any) -> None:
-    from popvae.attacks.report import EXPERIMENTS
+    from popvae.attacks.experiments import EXPERIMENTS
 
     p = sub.add_parser("evaluate", help="attack and evaluate a trained model (a run or job folder, or a checkpoint)")
     p.add_argument("target", type=Path, metavar="RUN_OR_CHECKPOINT")
@@ -302,78 +287,22 @@ def _evaluate_parser(sub: Any) -> None:
     _cluster_flags(p)
 
 
-def _run_config_near(checkpoint: Path) -> dict[str, Any]:
-    """The config.json of the run that holds `checkpoint` (a run folder or RUN/jobs/<id>/)."""
-    import json
-
-    for folder in (checkpoint.parent, checkpoint.parent.parent.parent):
-        path = folder / "config.json"
-        if path.is_file():
-            data = json.loads(path.read_text())
-            if "dataset" in data:
-                return data
-    return {}
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import os
-    import time
-
-    from popvae.attacks.report import EXPERIMENTS, QUICK_SETTINGS, load_evaluable
-    from popvae.models.data import check_dataset_name, load_split
+    from popvae import api
 
     try:
-        experiments = [e.strip() for e in args.experiments.split(",") if e.strip()]
-        unknown = sorted(set(experiments) - set(EXPERIMENTS))
-        if unknown or not experiments:
-            raise ConfigError(f"unknown experiments {unknown}; choose from {', '.join(EXPERIMENTS)}")
-        if args.subset is not None and args.subset < 1:
-            raise ConfigError(f"--subset must be >= 1, got {args.subset}")
-        _, meta = load_evaluable(args.target)
-        checkpoint = Path(meta["checkpoint"])
-        run_cfg = _run_config_near(checkpoint)
-        dataset = check_dataset_name(args.dataset or run_cfg.get("dataset", "fashion-mnist"))
-        root = args.data_root or run_cfg.get("data_root")
-        train, test = (load_split(dataset, split, root) for split in ("train", "test"))
+        evaluation = api.prepare_evaluation(args.target, experiments=args.experiments, subset=args.subset, dataset=args.dataset,
+                                            data_root=args.data_root, seed=args.seed, quick=args.quick)
     except (ValueError, DatasetError, FileNotFoundError) as err:
         return _fail(str(err).splitlines()[0])
-    run_dir = checkpoint.parent if checkpoint.name == "best.pt" else checkpoint.parent.parent.parent
-    job_id = f"evaluation-{time.strftime('%Y%m%d-%H%M%S')}"
-    job = {
-        "id": job_id,
-        "kind": "evaluation",
-        "method": checkpoint.parent.name,
-        "dir": str(run_dir / "jobs" / job_id),
-        "checkpoint": str(checkpoint),
-        "out_dir": str(checkpoint.parent),
-        "experiments": experiments,
-        "subset": args.subset,
-        "seed": args.seed,
-        "held_out": run_cfg.get("exclude_classes") or [],
-        "settings": QUICK_SETTINGS if args.quick else None,
-    }
-    if args.address or os.environ.get("RAY_ADDRESS"):  # a cluster is there: run it on the worker pool
-        from popvae.population.jobs import run_jobs
-        from popvae.population.run import ensure_ray
-
-        ensure_ray(args.address, args.num_cpus)
-        result = run_jobs([job], train, test, 1)[job_id]
-        if result["state"] != "done":
-            print(f"popvae: evaluation failed: {result['error']}", file=sys.stderr)
-            return 1
-    else:
-        from popvae.population.evaluation import run_evaluation_job
-
-        run_evaluation_job(job, train, test, "cuda" if _cuda() else "cpu", progress=True)
-    print(f"report: {checkpoint.parent / 'report.md'}")
-    print((checkpoint.parent / "report.md").read_text())
+    try:
+        report = api.run_evaluation(evaluation, address=args.address, num_cpus=args.num_cpus, progress=True)
+    except RuntimeError as err:
+        print(f"popvae: evaluation failed: {err}", file=sys.stderr)
+        return 1
+    print(f"report: {report}")
+    print(report.read_text())
     return 0
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _serve_parser(sub: Any) -> None:

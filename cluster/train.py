@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import sys
 
-import ray
-
 from popvae.cluster.cli import main
-from popvae.population.contract import NAMESPACE
 
 
 def run(argv: list[str]) -> int:
+    import ray
+
+    from popvae.population.contract import NAMESPACE
+
     ray.init(address="auto", namespace=NAMESPACE, log_to_driver=False)
     return main(["train", *argv])
 

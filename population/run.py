@@ -4,26 +4,21 @@ coordinator actor, then score the best model on the test split and draw the pict
 from __future__ import annotations
 
 import contextlib
-import pickle
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
-import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from popvae.models.checkpoint import load_error, load_model
+from popvae.models.checkpoint import load_model
 from popvae.models.data import DatasetError, ImageSet, load_split, train_val_split
-from popvae.population import rundir
-from popvae.population.config import ConfigError, RunConfig, parse_config
+from popvae.population import policy, rundir
+from popvae.population.config import ConfigError, RunConfig
 from popvae.population.contract import NAMESPACE, coordinator_name
 from popvae.population.coordinator import Coordinator
 from popvae.population.plots import plot_history, save_reconstruction_grid
-from popvae.population.recorder import CHECKPOINT_KEYS
 from popvae.population.training import evaluate, reconstruction_mse
 
 
@@ -53,39 +48,6 @@ def load_run_data(cfg: RunConfig) -> RunData:
     return data
 
 
-def _mapped(path: Path) -> Any:
-    """The checkpoint with its tensors memory-mapped, not read: the coordinator loads it for real."""
-    if not zipfile.is_zipfile(path):  # mmap needs torch's zip format; anything else is not our checkpoint
-        raise pickle.UnpicklingError(f"{path.name} is not a torch zip archive")
-    return torch.load(path, weights_only=True, mmap=True)
-
-
-def _readable(run_dir: Path, name: str, read: Callable[[Path], Any]) -> Any:
-    try:
-        return read(run_dir / name)
-    except (ValueError, OSError, RuntimeError, pickle.UnpicklingError) as err:
-        raise ConfigError(f"cannot resume {run_dir}: {name} is unreadable: {load_error(err)}") from None
-
-
-def prepare_run_dir(run_dir: Path, resume: bool, cfg: RunConfig | None) -> RunConfig:
-    """A new run needs an empty or missing folder; a resumed one needs its config and checkpoint."""
-    blocker = rundir.file_in_the_way(run_dir)
-    if blocker is not None:
-        raise ConfigError(f"run folder {run_dir}: {blocker} is a file, not a folder")
-    if resume:
-        if not (run_dir / "config.json").is_file() or not (run_dir / "checkpoints" / "latest.pt").is_file():
-            raise ConfigError(f"cannot resume {run_dir}: no config.json and checkpoints/latest.pt there")
-        cfg = parse_config(_readable(run_dir, "config.json", rundir.read_json))
-        checkpoint = _readable(run_dir, "checkpoints/latest.pt", _mapped)
-        if not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= checkpoint.keys():
-            raise ConfigError(f"cannot resume {run_dir}: checkpoints/latest.pt is not a popvae run checkpoint")
-        return cfg
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"run folder {run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
-    assert cfg is not None
-    return cfg
-
-
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if not ray.is_initialized():
         ray.init(address=address, num_cpus=num_cpus, namespace=NAMESPACE, include_dashboard=False,
@@ -97,28 +59,29 @@ def run_population(
     run_dir: Path,
     data: RunData,
     resume: bool = False,
-    on_generation: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
-    stop_after: int | None = None,
+    on_generation: Callable[[dict[str, Any], dict[str, Any]], bool | None] | None = None,
 ) -> dict[str, Any]:
     """Train (or continue) the population and return the run's summary.
 
-    `on_generation(lineage_entry, status)` is called after each generation (progress display);
-    `stop_after` ends the run early after that many epochs in total, leaving it resumable.
+    `on_generation(lineage_entry, status)` is called after each generation (progress display, early stopping):
+    when it returns True the run stops after that generation, state "stopped", resumable.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        rundir.write_json(run_dir / "config.json", cfg.model_dump(mode="json"))
+    config = cfg.model_dump(mode="json")
+    if not resume or rundir.read_json(run_dir / "config.json") != config:  # a resume may have extended the epochs
+        rundir.write_json(run_dir / "config.json", config)
     refs = [ray.put(data.train.images), ray.put(data.val.images)]  # once per run; workers read zero-copy
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)  # beside the run folder
     coord = Coordinator.options(name=coordinator_name(run_dir.name), namespace=NAMESPACE, scheduling_strategy=here).remote(
         cfg, str(run_dir), refs, resume)
-    last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+    state = "done"
     try:
-        for epoch in range(ray.get(coord.next_epoch.remote()), last):
+        for epoch in range(ray.get(coord.next_epoch.remote()), cfg.epochs):
             entry = ray.get(coord.run_generation.remote(epoch))
-            if on_generation is not None:
-                on_generation(entry, ray.get(coord.status.remote()))
-        ray.get(coord.finish.remote("done" if last == cfg.epochs else "stopped"))
+            if on_generation is not None and on_generation(entry, ray.get(coord.status.remote())) and epoch + 1 < cfg.epochs:
+                state = "stopped"
+                break
+        ray.get(coord.finish.remote(state))
     except BaseException:
         with contextlib.suppress(Exception):
             ray.get(coord.finish.remote("failed"), timeout=10)
@@ -128,11 +91,43 @@ def run_population(
             for handle in ray.get(coord.member_handles.remote(), timeout=10).values():
                 ray.kill(handle)
         ray.kill(coord)
-    return summarize(run_dir, data)
+    return summarize(run_dir, data, cfg)
 
 
-def summarize(run_dir: Path, data: RunData) -> dict[str, Any]:
-    """Test-set scores of the best model, plots, and summary.json."""
+@dataclass(frozen=True)
+class Run:
+    """A checked run with its data loaded: what `train_run` trains. Build one with `new_run` or `resumed_run`."""
+
+    cfg: RunConfig
+    run_dir: Path
+    data: RunData
+    resume: bool = False
+
+
+def new_run(cfg: RunConfig, run_dir: Path, data: RunData | None = None) -> Run:
+    """A new run into a missing or empty folder (ConfigError otherwise), its data loaded (DatasetError)."""
+    policy.check_new_run_dir(Path(run_dir))
+    return Run(cfg, Path(run_dir), data if data is not None else load_run_data(cfg))
+
+
+def resumed_run(run_dir: Path, epochs: int | None = None) -> Run:
+    """The run in `run_dir` continued at its next epoch, `epochs` extending its budget (see `policy.resume_config`)."""
+    cfg, _ = policy.resume_config(Path(run_dir), epochs)
+    return Run(cfg, Path(run_dir), load_run_data(cfg), resume=True)
+
+
+def train_run(run: Run, on_generation: Callable[[dict[str, Any], dict[str, Any]], bool | None] | None = None,
+              address: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:
+    """Join (or start) Ray, check the cluster can host the run (ConfigError), train, return the summary."""
+    ensure_ray(address, num_cpus)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if run.cfg.device == "cuda" and gpus < run.cfg.members:
+        raise ConfigError(f"device cuda needs a GPU per member: the Ray cluster has {gpus:g} GPUs for {run.cfg.members} members")
+    return run_population(run.cfg, run.run_dir, run.data, resume=run.resume, on_generation=on_generation)
+
+
+def summarize(run_dir: Path, data: RunData, cfg: RunConfig) -> dict[str, Any]:
+    """Test-set scores of the best model, plots, and summary.json (which says how each score was taken)."""
     model, meta = load_model(run_dir / "best.pt")
     scores = {**evaluate(model, data.test.images, 256, "cpu"), "mse": reconstruction_mse(model, data.test.images, "cpu")}
     rows = rundir.read_rows(run_dir / "history.parquet")
@@ -141,15 +136,10 @@ def summarize(run_dir: Path, data: RunData) -> dict[str, Any]:
     summary = {
         "run_id": run_dir.name, "best_member": meta["member"], "best_tau": meta["tau"], "best_epoch": meta["epoch"],
         "select_on": meta["select_on"], "baseline": meta["baseline"], "test_mse": scores["mse"],
-        "test_loss": scores["total"], "test_images": len(data.test), "evaluation": "deterministic (no Gumbel noise)",
+        "test_loss": scores["total"], "test_images": len(data.test),
+        "evaluation": "test_mse: deterministic reconstructions; test_loss: " + (
+            "with Gumbel noise (model.eval_noise)" if cfg.model.eval_noise else "deterministic (no Gumbel noise)"),
         "epochs_done": 1 + max(r["epoch"] for r in rows), "events": sorted({r["event"] for r in rows} - {""}),
     }
     rundir.write_json(run_dir / "summary.json", summary)
     return summary
-
-
-def member_weights_equal(handles: dict[int, Any]) -> bool:
-    """True when every member holds exactly the same weights (after a broadcast)."""
-    all_weights = ray.get([h.get_weights.remote() for h in handles.values()])
-    first = all_weights[0]
-    return all(all(np.array_equal(first[k], w[k]) for k in first) for w in all_weights[1:])

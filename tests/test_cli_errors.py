@@ -186,3 +186,53 @@ def test_torchvision_dataset_with_bad_magic_is_a_dataset_error(capsys, tmp_path)
     code, err = run_cli(capsys, "train", "--dataset", "mnist", "--data-root", str(tmp_path), "--run-dir", str(tmp_path / "r"))
     assert code == 2 and "mnist not found or unreadable" in err and "AssertionError" in err
     assert not (tmp_path / "r").exists()
+
+
+def finished_run(folder, epochs_done=2, epochs=2):
+    """A run folder as a finished run leaves it, as far as a resume reads it: config.json and checkpoints/latest.pt."""
+    import torch
+
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"dataset": "synthetic", "epochs": epochs}))
+    (folder / "status.json").write_text(json.dumps({"state": "done", "epoch": epochs_done, "epochs": epochs}))
+    state = {"epochs_done": epochs_done, "taus": {}, "patience": {}, "flags": {}, "weights": {}, "optimizers": {}}
+    torch.save(state, folder / "checkpoints" / "latest.pt")
+    return folder
+
+
+def snapshot(folder):
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resume_with_nothing_left_to_train_says_so_and_changes_nothing(capsys, tmp_path):
+    run = finished_run(tmp_path / "run")
+    before = snapshot(run)
+    code, err = run_cli(capsys, "train", "--resume", str(run))
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "nothing left to train" in err and "already did 2 of 2 epochs" in err and "--epochs 3" in err
+    code, err = run_cli(capsys, "train", "--resume", str(run), "--epochs", "2")
+    assert code == 2 and "already did 2 of 2 epochs" in err
+    assert snapshot(run) == before
+
+
+def test_resume_may_only_extend_the_epochs(capsys, tmp_path):
+    run = finished_run(tmp_path / "run", epochs_done=3, epochs=5)
+    before = snapshot(run)
+    code, err = run_cli(capsys, "train", "--resume", str(run), "--epochs", "2")
+    assert code == 2 and "already did 3" in err and "only extend" in err
+    for extra, flag in [(("--members", "3"), "--members"), (("--seed", "1"), "--seed"), (("--baseline",), "--baseline"),
+                        (("--compare-baseline",), "--compare-baseline"), (("--config", "c.json"), "--config"),
+                        (("--exclude-classes", "1"), "--exclude-classes"), (("--tau0", "2"), "--tau0")]:
+        code, err = run_cli(capsys, "train", "--resume", str(run), "--epochs", "6", *extra)
+        assert code == 2 and err.startswith(f"popvae: error: {flag} cannot be used with --resume"), (flag, err)
+    assert snapshot(run) == before
+
+
+def test_compare_baseline_refuses_a_used_baseline_folder_before_training(capsys, tmp_path):
+    used = tmp_path / "run-baseline"
+    used.mkdir()
+    (used / "config.json").write_text("{}")
+    code, err = run_cli(capsys, *BASE, "--run-dir", str(tmp_path / "run"), "--compare-baseline")
+    assert code == 2 and f"{used} already holds a run" in err and not (tmp_path / "run").exists()
+    code, err = run_cli(capsys, *BASE, "--run-dir", str(tmp_path / "other"), "--compare-baseline", "--baseline")
+    assert code == 2 and "--compare-baseline" in err and not (tmp_path / "other").exists()

@@ -17,10 +17,19 @@ from popvae.population import rundir
 from popvae.population.config import parse_config
 from popvae.population.contract import NAMESPACE
 from popvae.population.coordinator import Coordinator
-from popvae.population.run import load_run_data, member_weights_equal, run_population
+from popvae.population.run import load_run_data, run_population
 from popvae.population.worker import cpu_share
 
 SMALL_MODEL = {"widths": [8, 16, 16, 16], "z1_vars": 4, "z1_categories": 4, "z2_vars": 2, "z2_categories": 4}
+
+
+def member_weights_equal(handles):
+    """True when every member holds exactly the same weights (after a broadcast)."""
+    import ray
+
+    all_weights = ray.get([h.get_weights.remote() for h in handles.values()])
+    first = all_weights[0]
+    return all(all(np.array_equal(first[k], w[k]) for k in first) for w in all_weights[1:])
 
 
 def small_config(**over):
@@ -60,7 +69,10 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(ray_session, tmp_path)
     cfg = small_config()
     data = load_run_data(cfg)
     whole = run_population(cfg, tmp_path / "whole", data)
-    run_population(cfg, tmp_path / "split", data, stop_after=1)
+    seen = []
+    stop_after_first = lambda entry, status: seen.append(entry["epoch"]) or True  # noqa: E731  (early stop on request)
+    stopped = run_population(cfg, tmp_path / "split", data, on_generation=stop_after_first)
+    assert seen == [0] and stopped["epochs_done"] == 1
     assert rundir.read_json(tmp_path / "split" / "status.json")["state"] == "stopped"
     resumed = run_population(cfg, tmp_path / "split", data, resume=True)
     a = rundir.read_rows(tmp_path / "whole" / "history.parquet")

@@ -1,0 +1,88 @@
+"""Planning robust-AE and evaluation jobs: pure functions from arguments to the job dicts the worker pool
+runs (`population.jobs`), with every check on the arguments and the folders done first. No torch, no Ray:
+bad input is rejected at once, before anything is written."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from popvae.attacks.experiments import EXPERIMENTS, QUICK_SETTINGS, find_checkpoint
+from popvae.models.datasets import IMAGE_SHAPE, check_dataset_name
+from popvae.population.config import ConfigError
+from popvae.population.methods import method_config, parse_methods
+
+
+def _positive(**values: int | None) -> None:
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
+def plan_robust(methods: str | list[str], run_dir: Path, *, dataset: str = "fashion-mnist", data_root: str | None = None,
+                epochs: int = 5, batch_size: int = 128, steps_per_epoch: int | None = None, seed: int = 0,
+                workers: int | None = None) -> dict[str, Any]:
+    """{"config": RUN_DIR/config.json's content, "jobs": one job per method}; ValueError (ConfigError, or pydantic's
+    ValidationError for a method config) before anything is written."""
+    names = parse_methods(methods if isinstance(methods, str) else ",".join(methods))
+    _positive(epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch, workers=workers)
+    check_dataset_name(dataset)
+    from popvae.population.rundir import file_in_the_way
+
+    run_dir = Path(run_dir)
+    if (blocker := file_in_the_way(run_dir)) is not None:
+        raise ConfigError(f"--run-dir {run_dir}: {blocker} is a file, not a folder")
+    if (run_dir / "history.parquet").exists():
+        raise ConfigError(f"--run-dir {run_dir} holds a population run; give robust jobs their own folder")
+    jobs_root = run_dir / "jobs"
+    taken = [m for m in names if (jobs_root / m).exists()]
+    if taken:
+        raise ConfigError(f"{jobs_root} already has jobs for {', '.join(taken)}; choose another --run-dir")
+    for m in names:
+        method_config(m, IMAGE_SHAPE[dataset])
+    config = {"kind": "robust", "dataset": dataset, "data_root": data_root, "methods": names, "epochs": epochs, "seed": seed}
+    jobs = [{"id": m, "kind": "robust", "method": m, "dir": str(jobs_root / m), "epochs": epochs, "batch_size": batch_size,
+             "steps_per_epoch": steps_per_epoch, "seed": seed} for m in names]
+    return {"config": config, "jobs": jobs}
+
+
+def run_config_near(checkpoint: Path) -> dict[str, Any]:
+    """The config.json of the run that holds `checkpoint` (a run folder or RUN/jobs/<id>/)."""
+    for folder in (checkpoint.parent, checkpoint.parent.parent.parent):
+        path = folder / "config.json"
+        if path.is_file():
+            data = json.loads(path.read_text())
+            if "dataset" in data:
+                return data
+    return {}
+
+
+def parse_experiments(experiments: str | list[str] | tuple[str, ...]) -> list[str]:
+    names = [e.strip() for e in (experiments.split(",") if isinstance(experiments, str) else experiments) if e.strip()]
+    unknown = sorted(set(names) - set(EXPERIMENTS))
+    if unknown or not names:
+        raise ConfigError(f"unknown experiments {unknown}; choose from {', '.join(EXPERIMENTS)}")
+    return names
+
+
+def plan_evaluation(target: Path, *, experiments: str | list[str] | tuple[str, ...] = EXPERIMENTS, subset: int | None = None,
+                    dataset: str | None = None, data_root: str | None = None, seed: int = 0,
+                    quick: bool = False) -> dict[str, Any]:
+    """{"job": the evaluation job, "dataset", "data_root"}: the report goes next to the checkpoint, the job's status
+    to RUN/jobs/evaluation-<time>/. ValueError or FileNotFoundError before anything is written."""
+    names = parse_experiments(experiments)
+    if subset is not None and subset < 1:
+        raise ConfigError(f"--subset must be >= 1, got {subset}")
+    checkpoint = find_checkpoint(target)
+    run_cfg = run_config_near(checkpoint)
+    dataset = check_dataset_name(dataset or run_cfg.get("dataset", "fashion-mnist"))
+    run_dir = checkpoint.parent if checkpoint.name == "best.pt" else checkpoint.parent.parent.parent
+    job_id = f"evaluation-{time.strftime('%Y%m%d-%H%M%S')}"
+    job = {
+        "id": job_id, "kind": "evaluation", "method": checkpoint.parent.name, "dir": str(run_dir / "jobs" / job_id),
+        "checkpoint": str(checkpoint), "out_dir": str(checkpoint.parent), "experiments": names, "subset": subset,
+        "seed": seed, "held_out": run_cfg.get("exclude_classes") or [], "settings": QUICK_SETTINGS if quick else None,
+    }
+    return {"job": job, "dataset": dataset, "data_root": data_root or run_cfg.get("data_root")}

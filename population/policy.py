@@ -1,0 +1,95 @@
+"""Run policies, checked before anything is written or started (no Ray; torch only to read a checkpoint):
+
+- a new run needs a missing or empty folder, and so does the baseline `--compare-baseline` trains into
+  RUN_DIR-baseline;
+- a resume keeps the run's config: it may only extend `epochs`, and one with nothing left to train is refused;
+- the baseline is the standard GS-VAE: one member, tau annealed, otherwise the population's config.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from popvae.population.config import ConfigError, RunConfig, parse_config
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    from popvae.population.rundir import file_in_the_way
+
+    return file_in_the_way(folder)
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """A new run needs an empty or missing folder (never a used one: a run is not silently overwritten)."""
+    run_dir = Path(run_dir)
+    if (blocker := _file_in_the_way(run_dir)) is not None:
+        raise ConfigError(f"run folder {run_dir}: {blocker} is a file, not a folder")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"run folder {run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
+
+
+def baseline_dir(run_dir: Path) -> Path:
+    """Where `--compare-baseline` trains the baseline: RUN_DIR-baseline beside the run."""
+    run_dir = Path(run_dir)
+    return run_dir.with_name(f"{run_dir.name}-baseline")
+
+
+def baseline_config(cfg: RunConfig) -> RunConfig:
+    """The baseline on the population's budget: one member, tau annealed."""
+    return parse_config({**cfg.model_dump(mode="json"), "baseline": True, "members": 1})
+
+
+def _mapped(path: Path) -> Any:
+    """The checkpoint with its tensors memory-mapped, not read: the coordinator loads it for real."""
+    import torch
+
+    if not zipfile.is_zipfile(path):  # mmap needs torch's zip format; anything else is not our checkpoint
+        raise pickle.UnpicklingError(f"{path.name} is not a torch zip archive")
+    return torch.load(path, weights_only=True, mmap=True)
+
+
+def _readable(run_dir: Path, name: str, read: Callable[[Path], Any]) -> Any:
+    from popvae.models.checkpoint import load_error
+
+    try:
+        return read(run_dir / name)
+    except (ValueError, OSError, RuntimeError, pickle.UnpicklingError) as err:
+        raise ConfigError(f"cannot resume {run_dir}: {name} is unreadable: {load_error(err)}") from None
+
+
+def _read_json(path: Path) -> Any:
+    from popvae.population.rundir import read_json
+
+    return read_json(path)
+
+
+def resume_config(run_dir: Path, epochs: int | None = None) -> tuple[RunConfig, int]:
+    """(config to continue with, epochs already done) for resuming `run_dir`, `epochs` extending its budget.
+
+    ConfigError when the folder is no resumable run, when `epochs` is below what is done, or when
+    nothing is left to train (the message says how to extend the run).
+    """
+    from popvae.population.recorder import CHECKPOINT_KEYS
+
+    run_dir = Path(run_dir)
+    if (blocker := _file_in_the_way(run_dir)) is not None:
+        raise ConfigError(f"run folder {run_dir}: {blocker} is a file, not a folder")
+    if not (run_dir / "config.json").is_file() or not (run_dir / "checkpoints" / "latest.pt").is_file():
+        raise ConfigError(f"cannot resume {run_dir}: no config.json and checkpoints/latest.pt there")
+    cfg = parse_config(_readable(run_dir, "config.json", _read_json))
+    checkpoint = _readable(run_dir, "checkpoints/latest.pt", _mapped)
+    if not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= checkpoint.keys():
+        raise ConfigError(f"cannot resume {run_dir}: checkpoints/latest.pt is not a popvae run checkpoint")
+    done = int(checkpoint["epochs_done"])
+    if epochs is not None:
+        if epochs < done:
+            raise ConfigError(f"cannot resume {run_dir} with epochs {epochs}: it already did {done}; a resume may only extend it")
+        cfg = parse_config({**cfg.model_dump(mode="json"), "epochs": epochs})
+    if done >= cfg.epochs:
+        raise ConfigError(f"nothing left to train: {run_dir} already did {done} of {cfg.epochs} epochs; "
+                          f"extend it with --resume {run_dir} --epochs {done + 1} (or more)")
+    return cfg, done

@@ -1,0 +1,51 @@
+"""The Python API: the README's example runs as written, and the API refuses what the command refuses."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import popvae
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_example() -> str:
+    section = README.read_text().split("## Python API", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_example_trains_stops_resumes_loads_and_refuses_a_used_folder(tmp_path):
+    done = subprocess.run([sys.executable, "-c", readme_example()], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "epoch 1: best member" in out and "stopped after 1 of 2 epochs" in out
+    assert "3 epochs, best member" in out and "GSVAE member" in out
+    assert "refused: run folder runs/notebook already holds a run" in out
+    run = tmp_path / "runs" / "notebook"
+    assert json.loads((run / "status.json").read_text())["state"] == "done"
+    assert json.loads((run / "config.json").read_text())["epochs"] == 3  # the resume's extension is the run's budget now
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs_done"] == 3 and "test_loss: deterministic" in summary["evaluation"]
+
+
+def test_a_used_folder_or_a_bad_config_is_a_config_error_before_anything_starts(tmp_path):
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "config.json").write_text("{}")
+    with pytest.raises(popvae.ConfigError, match="already holds a run"):
+        popvae.train(popvae.RunConfig(dataset="synthetic"), used)
+    with pytest.raises(popvae.ConfigError, match="members"):
+        popvae.train({"dataset": "synthetic", "members": 0}, tmp_path / "new")
+    with pytest.raises(popvae.ConfigError, match="cannot resume"):
+        popvae.resume(tmp_path / "new")
+    assert not (tmp_path / "new").exists() and sorted(p.name for p in used.iterdir()) == ["config.json"]
+    with pytest.raises(FileNotFoundError):
+        popvae.load_best(tmp_path / "new")
+    with pytest.raises(popvae.ConfigError, match="telepathy"):
+        popvae.evaluate(used, experiments=["telepathy"])

@@ -1,0 +1,64 @@
+"""Instant start: `--help`, `import popvae` and bad input that needs no data never import torch or Ray.
+
+Checked by the modules a fresh interpreter holds afterwards, not by the clock (benchmarks/startup.py times it)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "ray", "torchmetrics", "torchvision", "pyarrow")
+
+# Runs the command line in-process, then reports its exit code and which heavy modules were imported.
+PROBE = """
+import json, sys
+from popvae.cluster.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exit_:
+    code = exit_.code
+print(json.dumps({"code": code, "heavy": sorted(m for m in HEAVY if m in sys.modules)}), file=sys.stderr)
+""".replace("HEAVY", repr(HEAVY))
+
+
+def probe(*argv: str, cwd=None) -> tuple[int, list[str], str]:
+    done = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=120, cwd=cwd)
+    *lines, last = done.stderr.strip().splitlines()
+    result = json.loads(last)
+    return result["code"], result["heavy"], "\n".join(lines)
+
+
+@pytest.mark.parametrize("argv", [("--help",), ("train", "--help"), ("robust", "--help"), ("evaluate", "--help"),
+                                  ("serve", "--help"), ("status", "--help")])
+def test_help_imports_neither_torch_nor_ray(argv):
+    code, heavy, _ = probe(*argv)
+    assert code == 0 and heavy == []
+
+
+def test_bad_input_that_needs_no_data_is_rejected_without_torch_or_ray(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"dataset": "synthetic", "members": 0}))
+    cases = [
+        (("train", "--config", str(config), "--run-dir", str(tmp_path / "r")), "members"),
+        (("train", "--dataset", "imagenet", "--run-dir", str(tmp_path / "r")), "unknown dataset"),
+        (("train", "--resume", str(tmp_path / "r"), "--members", "3"), "--members"),
+        (("robust", "--methods", "gmm-dae,bad", "--run-dir", str(tmp_path / "r")), "'bad'"),
+        (("robust", "--methods", "raven", "--epochs", "0", "--run-dir", str(tmp_path / "r")), "--epochs"),
+        (("evaluate", str(tmp_path / "nothing")), "not found"),
+        (("evaluate", str(tmp_path), "--experiments", "telepathy"), "telepathy"),
+        (("train", "--exclude-classes", "a"), "expected class numbers"),
+    ]
+    for argv, message in cases:
+        code, heavy, err = probe(*argv)
+        assert (code, heavy) == (2, []) and message in err, (argv, err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_import_popvae_and_its_api_names_stay_light():
+    code = "import sys, popvae; popvae.RunConfig(dataset='synthetic'); popvae.train; popvae.ConfigError; " \
+           f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
