@@ -16,8 +16,10 @@ def ray_session():
     """A real `ray.init(num_cpus=2)`, started once and shared by every test that asks for it."""
     import ray
 
+    from popvae.population.contract import NAMESPACE
+
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="popvae")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace=NAMESPACE)
     yield ray
     ray.shutdown()
 

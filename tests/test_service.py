@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from popvae.cluster.service import create_app, serve
 from popvae.cluster.status_table import print_status
+from popvae.population.contract import NAMESPACE, coordinator_name
 from popvae.population.rundir import write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -235,8 +236,11 @@ def test_live_coordinator_preferred_then_folder(ray_session, runs_root: Path) ->
         def status(self) -> dict:
             return self.snapshot
 
-    live_only = FakeCoordinator.options(name="coordinator:liveonly", namespace="popvae").remote(status("liveonly", 1, 2, 2))
-    newest = FakeCoordinator.options(name="coordinator:newest", namespace="popvae").remote(status("newest", 42, 50, 3))
+    def coordinator(run_id: str, snapshot: dict):
+        return FakeCoordinator.options(name=coordinator_name(run_id), namespace=NAMESPACE).remote(snapshot)
+
+    live_only = coordinator("liveonly", status("liveonly", 1, 2, 2))
+    newest = coordinator("newest", status("newest", 42, 50, 3))
     client = TestClient(create_app(runs_root, ray_address="auto"), raise_server_exceptions=False)
     _poll_until(lambda: client.get("/healthz").json(), lambda b: b["ray"] == "connected")
     body = _poll_until(lambda: client.get("/population", params={"run": "newest"}).json(), lambda b: b["source"] == "live")
