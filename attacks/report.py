@@ -42,6 +42,7 @@ from popvae.attacks.metrics import (
 from popvae.attacks.patches import patch_detection
 from popvae.attacks.purification import purification
 from popvae.attacks.unseen import unseen_classes
+from popvae.models.atomic import atomic_write
 from popvae.models.checkpoint import load_model
 from popvae.models.data import ImageSet, to_float, train_val_split
 from popvae.models.protocol import AutoEncoder
@@ -189,8 +190,8 @@ def _write(report: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     if latent_like:
         figures.latent_plot(latent_like, out_dir / "latent_ms_ssim.png")
     report = _jsonable(report)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
-    (out_dir / "report.md").write_text("\n".join(_markdown(report)))
+    atomic_write(out_dir / "report.json", lambda fh: fh.write(json.dumps(report, indent=2, allow_nan=False).encode()))
+    atomic_write(out_dir / "report.md", lambda fh: fh.write("\n".join(_markdown(report)).encode()))
     return report
 
 

@@ -54,9 +54,15 @@ class RunConfig(BaseModel):
     def _consistent(self) -> RunConfig:
         if self.baseline and self.members != 1:
             raise ValueError(f"the baseline is a single annealed model: members must be 1, got {self.members}")
+        # The image shape comes from the dataset; a shape the user set must agree with it rather than be replaced.
         channels, side, _ = IMAGE_SHAPE[self.dataset]
+        shape = {"in_channels": channels, "image_size": side}
+        for name in sorted(self.model.model_fields_set & shape.keys()):
+            if getattr(self.model, name) != shape[name]:
+                raise ValueError(f"model.{name} = {getattr(self.model, name)} does not match {self.dataset} "
+                                 f"({channels} channel(s), {side}x{side} images); leave it unset to take the dataset's")
         if (self.model.in_channels, self.model.image_size) != (channels, side):
-            self.model = self.model.model_copy(update={"in_channels": channels, "image_size": side})
+            self.model = type(self.model).model_validate({**self.model.model_dump(exclude_unset=True), **shape})
         if any(c < 0 for c in self.exclude_classes):
             raise ValueError(f"exclude_classes must be class indices >= 0, got {self.exclude_classes}")
         return self
@@ -69,7 +75,8 @@ def parse_config(data: dict[str, Any]) -> RunConfig:
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ConfigError(f"invalid config: {where}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own ValueError
+        raise ConfigError(f"invalid config: {where}: {message}") from None
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -188,6 +188,16 @@ def test_torchvision_dataset_with_bad_magic_is_a_dataset_error(capsys, tmp_path)
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("model, field", [({"in_channels": 3}, "in_channels"), ({"image_size": 64}, "image_size")])
+def test_a_model_shape_that_contradicts_the_dataset_is_an_error(capsys, tmp_path, model, field):
+    """It used to be replaced silently by the dataset's shape."""
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"model": model}))
+    code, err = run_cli(capsys, *BASE, "--config", str(config), "--run-dir", str(tmp_path / "r"))
+    assert code == 2 and f"model.{field}" in err and "synthetic" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
 def finished_run(folder, epochs_done=2, epochs=2):
     """A run folder as a finished run leaves it, as far as a resume reads it: config.json and checkpoints/latest.pt."""
     import torch
