@@ -3,6 +3,8 @@ two mirrored decoders whose mean is the reconstruction."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -34,14 +36,19 @@ class GSVAE(nn.Module):
     def _noise(self, sample: bool | None) -> bool:
         return (self.training or self.config.eval_noise) if sample is None else sample
 
-    def forward(self, x: Tensor, sample: bool | None = None) -> dict[str, Tensor | list[Tensor]]:
+    def forward(self, x: Tensor, sample: bool | None = None, noise: Sequence[Tensor] | None = None,
+                tau: float | Tensor | None = None) -> dict[str, Tensor | list[Tensor]]:
+        """`noise`: the Gumbel draws g of z1 and z2 made by the caller (then used whatever `sample` says); `tau` overrides
+        self.tau. A pack (population/pack.py) passes both, each member's own, through vmap."""
         logits = self.logits(x)
-        zs = [gumbel_softmax(lg, self.tau, self._noise(sample)).flatten(1) for lg in logits]
+        tau = self.tau if tau is None else tau
+        draws = [self._noise(sample)] * len(logits) if noise is None else noise
+        zs = [gumbel_softmax(lg, tau, g).flatten(1) for lg, g in zip(logits, draws)]
         return {"logits": logits, "z": torch.cat(zs, 1), "recon": self.decode(torch.cat(zs, 1))}
 
-    def loss(self, x: Tensor) -> dict[str, Tensor]:
+    def loss(self, x: Tensor, noise: Sequence[Tensor] | None = None, tau: float | Tensor | None = None) -> dict[str, Tensor]:
         """Eq. 10: BCE summed over pixels + KL(q(z1)||U) + KL(q(z2)||U), averaged over the batch."""
-        out = self(x)
+        out = self(x, noise=noise, tau=tau)
         rec = bce_per_image(out["recon"], x).mean()
         kl1, kl2 = (kl_to_uniform(lg).mean() for lg in out["logits"])
         return {"total": rec + kl1 + kl2, "reconstruction": rec, "kl_z1": kl1, "kl_z2": kl2}

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
-def gumbel_softmax(logits: Tensor, tau: float, noise: bool) -> Tensor:
-    """softmax((logits + g) / tau) over the last dim; g ~ Gumbel(0,1) when `noise`, else g = 0."""
+def gumbel_noise(shape: tuple[int, ...] | torch.Size, device: str | torch.device | None = None,
+                 dtype: torch.dtype | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """g ~ Gumbel(0,1), drawn as F.gumbel_softmax draws it (-log of an Exponential(1) fill) from `generator` (default:
+    torch's global stream). Both paths draw through here, so a member's g is the same unpacked (the global stream, seeded
+    per epoch) and packed (its own generator, seeded the same), call for call."""
+    return -torch.empty(shape, device=device, dtype=dtype).exponential_(generator=generator).log()
+
+
+def gumbel_softmax(logits: Tensor, tau: float | Tensor, noise: bool | Tensor) -> Tensor:
+    """softmax((logits + g) / tau) over the last dim: g ~ Gumbel(0,1) drawn here when `noise` is True, g = 0 when False,
+    and `noise` itself when it is a tensor (drawn by the caller: a pack draws each member's from that member's stream).
+    `tau` may be a tensor (each member's own tau inside a pack's vmap)."""
+    if isinstance(noise, Tensor):
+        return F.softmax((logits + noise) / tau, dim=-1)
     if noise:
-        return F.gumbel_softmax(logits, tau=tau, hard=False, dim=-1)
+        return gumbel_softmax(logits, tau, gumbel_noise(logits.shape, logits.device, logits.dtype))
     return F.softmax(logits / tau, dim=-1)
 
 

@@ -23,8 +23,14 @@ from popvae.attacks.pgd import fgsm, pgd
 from popvae.models.data import to_float
 
 
+def epoch_torch_seed(seed: int, member: int, epoch: int) -> int:
+    """The seed of a member's torch stream (its Gumbel noise) for one epoch: the global stream unpacked, its own
+    generator in a pack."""
+    return (seed * 1_000_003 + member * 10_007 + epoch) % (2**63)
+
+
 def epoch_rng(seed: int, member: int, epoch: int) -> np.random.Generator:
-    torch.manual_seed((seed * 1_000_003 + member * 10_007 + epoch) % (2**63))
+    torch.manual_seed(epoch_torch_seed(seed, member, epoch))
     return np.random.default_rng([seed, member, epoch])
 
 

@@ -1,0 +1,275 @@
+"""A pack: k population members hosted as one stacked model (DESIGN §7 "Packing"), the packed counterpart of MemberState.
+
+Plain Python, no Ray, so tests and a later worker can host it alike. What makes a packed member the same member as an
+unpacked one, step for step:
+
+- Weights: each member is built exactly as MemberState builds it (torch seed `seed * 7919 + index`), then the k models
+  are stacked (`torch.func.stack_module_state`) into (k, ...) tensors; one `functional_call` under `vmap` trains them all.
+- Batches: each member draws its epoch's index batches from `epoch_rng(seed, index, generation)` through `batch_indices`,
+  as MemberState does. The training images sit on the pack's device once, as uint8; a step is one index gather there.
+- Gumbel noise: drawn outside vmap, per member, from that member's own generator seeded with `epoch_torch_seed(seed,
+  index, generation)` (the seed MemberState puts on torch's global stream), z1 then z2 at every step, through the same
+  `gumbel_noise` the unpacked path uses: the draws are identical call for call. The stacked noise goes into the vmapped
+  loss (GSVAE.loss(x, noise=..., tau=...)); no random op runs inside vmap, so its `randomness="different"` only guards.
+- tau: a tensor of k taus, one 0-d slice per member inside vmap.
+- Adam: StackedAdam, one update over the stacked tensors with a step count per slot (see its docstring).
+- A non-finite loss in a slot stops that slot for the rest of the epoch (no step, weights and moments untouched) and its
+  result is NaN parts, as MemberState's; the other slots go on.
+
+Numerics: packed and unpacked agree to float rounding, not bit for bit (vmap runs the convolutions as grouped ones).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, stack_module_state, vmap
+
+from popvae.models.gumbel import gumbel_noise
+from popvae.models.registry import build
+from popvae.population.config import RunConfig
+from popvae.population.member import _node_id, pick_device
+from popvae.population.training import batch_indices, epoch_rng, epoch_torch_seed
+
+EVAL_BATCH = 256  # MemberState scores the validation split in batches of this size
+
+
+def _per_slot(values: list[float], like: Tensor) -> Tensor:
+    """One value per slot, shaped to broadcast over a stacked (k, ...) tensor."""
+    return torch.tensor(values, dtype=like.dtype, device=like.device).view(-1, *([1] * (like.dim() - 1)))
+
+
+class StackedAdam:
+    """Adam over stacked (k, ...) parameters: exactly k independent torch.optim.Adam, one per slot, in one update.
+
+    torch.optim.Adam over the stacked tensors is already elementwise (the moments are k Adams' moments), but not quite k
+    Adams: its `step`, which sets the bias correction, is one count per tensor, shared by the k slots, so a slot reset
+    (new weights for a NaN member: fresh moments, step 0) would be corrected as if it had taken every step; and it cannot
+    leave a slot out, since a zero gradient still decays the moments and counts a step. So this is torch's Adam update
+    written over the stacked tensors with one step count per slot: bias corrections are computed per slot in Python
+    floats as torch's non-capturable Adam computes them, and broadcast over each slot; only the slots that step are
+    updated, the others keep their weights, moments and count. lr, betas and eps are those of the model's own
+    `make_optimizer()` (plain Adam only). A slot's state reads and writes as that torch.optim.Adam's state_dict, so an
+    optimizer checkpoint moves between a pack slot and a MemberState either way.
+    """
+
+    def __init__(self, params: dict[str, Tensor], template: torch.optim.Optimizer) -> None:
+        group = template.param_groups[0]
+        if not isinstance(template, torch.optim.Adam) or len(template.param_groups) != 1 or group["weight_decay"] \
+                or group["amsgrad"] or group["maximize"] or isinstance(group["lr"], Tensor):
+            raise ValueError("StackedAdam stands in for a plain torch.optim.Adam with one parameter group only")
+        self.lr, (self.beta1, self.beta2), self.eps = float(group["lr"]), group["betas"], float(group["eps"])
+        self.param_groups = copy.deepcopy(template.state_dict()["param_groups"])
+        self.names = list(params)
+        self.slots = next(iter(params.values())).shape[0]
+        self.exp_avg = {n: torch.zeros_like(p) for n, p in params.items()}
+        self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in params.items()}
+        self.steps = [0] * self.slots
+
+    def step(self, params: dict[str, Tensor], grads: dict[str, Tensor], slots: list[int]) -> None:
+        """One Adam step of the given slots, in place; every other slot is left exactly as it was."""
+        if not slots:
+            return
+        for s in slots:
+            self.steps[s] += 1
+        bc1 = [1 - self.beta1 ** self.steps[s] for s in slots]
+        bc2_sqrt = [(1 - self.beta2 ** self.steps[s]) ** 0.5 for s in slots]
+        neg_step = [-self.lr / b for b in bc1]
+        every = len(slots) == self.slots
+        sel = None if every else torch.tensor(slots, device=next(iter(params.values())).device)
+        with torch.no_grad():
+            for n in self.names:
+                p, g, m, v = params[n], grads[n], self.exp_avg[n], self.exp_avg_sq[n]
+                if not every:  # work on copies of the stepping slots, then write them back
+                    p, g, m, v = p[sel], g[sel], m[sel], v[sel]
+                m.lerp_(g, 1 - self.beta1)
+                v.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
+                denom = v.sqrt().div_(_per_slot(bc2_sqrt, v)).add_(self.eps)
+                p.addcdiv_(m * _per_slot(neg_step, m), denom)
+                if not every:
+                    for full, part in ((params[n], p), (self.exp_avg[n], m), (self.exp_avg_sq[n], v)):
+                        full.index_copy_(0, sel, part)
+
+    def reset(self, slot: int) -> None:
+        for n in self.names:
+            self.exp_avg[n][slot].zero_()
+            self.exp_avg_sq[n][slot].zero_()
+        self.steps[slot] = 0
+
+    def state_dict(self, slot: int) -> dict[str, Any]:
+        """The slot's state as torch.optim.Adam.state_dict() of one member (CPU tensors; no state before its first step)."""
+        state = {} if self.steps[slot] == 0 else {
+            i: {"step": torch.tensor(float(self.steps[slot])), "exp_avg": self.exp_avg[n][slot].detach().cpu().clone(),
+                "exp_avg_sq": self.exp_avg_sq[n][slot].detach().cpu().clone()}
+            for i, n in enumerate(self.names)
+        }
+        return {"state": state, "param_groups": copy.deepcopy(self.param_groups)}
+
+    def load_state_dict(self, slot: int, state_dict: dict[str, Any]) -> None:
+        groups = state_dict["param_groups"]
+        if len(groups) != 1 or len(groups[0]["params"]) != len(self.names):
+            raise ValueError(f"optimizer state for {len(self.names)} parameters in one group expected")
+        theirs = (float(groups[0]["lr"]), tuple(groups[0]["betas"]), float(groups[0]["eps"]))
+        if theirs != (self.lr, tuple(self.betas), self.eps):
+            raise ValueError(f"optimizer state has lr, betas, eps = {theirs}; this pack's are {(self.lr, self.betas, self.eps)}")
+        state = state_dict["state"]
+        if not state:
+            self.reset(slot)
+            return
+        for i, n in enumerate(self.names):
+            self.exp_avg[n][slot].copy_(state[i]["exp_avg"])
+            self.exp_avg_sq[n][slot].copy_(state[i]["exp_avg_sq"])
+        self.steps[slot] = int(float(state[0]["step"]))
+
+    @property
+    def betas(self) -> tuple[float, float]:
+        return (self.beta1, self.beta2)
+
+
+class _Loss(nn.Module):
+    """functional_call runs a module's forward; this one's forward is the member's loss with the pack's noise and tau."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, noise: tuple[Tensor, ...] | None, tau: Tensor) -> dict[str, Tensor]:
+        return self.model.loss(x, noise=noise, tau=tau)
+
+
+def _to_device_uint8(images: np.ndarray, device: torch.device) -> Tensor:
+    with warnings.catch_warnings():  # object-store arrays are read-only; they are only ever read
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.as_tensor(images).to(device)
+
+
+class PackState:
+    """k members of one run as one stacked model, addressed by their 1-based member indices (see the module docstring)."""
+
+    def __init__(self, indices: list[int], config: RunConfig, train_images: np.ndarray, val_images: np.ndarray,
+                 threads: int) -> None:
+        if not indices or len(set(indices)) != len(indices):
+            raise ValueError(f"a pack hosts one or more distinct members, got {indices}")
+        torch.set_num_threads(max(1, threads))
+        self.indices, self.config = list(indices), config
+        self.slot = {index: s for s, index in enumerate(self.indices)}
+        self.device = pick_device(config.device)
+        models = []
+        for index in self.indices:
+            torch.manual_seed(config.seed * 7919 + index)  # the same initial weights as MemberState's
+            models.append(build("gsvae", config.model).to(self.device))
+        params, buffers = stack_module_state(models)
+        self.params = {k: v.detach() for k, v in params.items()}
+        self.buffers = {k: v.detach() for k, v in buffers.items()}
+        self.keys = list(models[0].state_dict())
+        self.shapes = models[0].shapes
+        self.optimizer = StackedAdam(self.params, models[0].make_optimizer())
+        self._loss = _Loss(copy.deepcopy(models[0]).to("meta"))  # the stacked tensors stand in for its weights
+        self.train_images = _to_device_uint8(train_images, self.device)  # once; batches are gathers on the device
+        self.val_images = _to_device_uint8(val_images, self.device)
+        self._train_step = vmap(grad(self._slot_loss, has_aux=True), randomness="different")
+        self._eval_loss = torch.no_grad()(vmap(self._slot_loss, in_dims=(0, 0, None, 0, 0), randomness="different"))
+        self._eval_plain = torch.no_grad()(vmap(self._slot_loss, in_dims=(0, 0, None, None, 0), randomness="different"))
+
+    def _slot_loss(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor,
+                   noise: tuple[Tensor, ...] | None, tau: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        state = {f"model.{k}": v for k, v in (params | buffers).items()}
+        parts = functional_call(self._loss, state, (x, noise, tau))
+        return parts["total"], {k: v.detach() for k, v in parts.items()}
+
+    def _noise(self, generators: list[torch.Generator], batch: int) -> tuple[Tensor, ...]:
+        """Every member's Gumbel draws for one forward pass, stacked: z1's then z2's, each from the member's own stream,
+        in the order its unpacked forward draws them."""
+        per_member = [[gumbel_noise((batch, v, k), self.device, generator=g) for v, k in self.shapes] for g in generators]
+        return tuple(torch.stack(layer) for layer in zip(*per_member))
+
+    def epoch_batches(self, generation: int) -> Tensor:
+        """The epoch's index batches, (steps, k, batch) on the device: each member's from its own epoch rng, as MemberState's."""
+        c = self.config
+        steps = c.steps_per_epoch or max(len(self.train_images) // c.batch_size, 1)
+        per_member = [list(batch_indices(len(self.train_images), c.batch_size, steps, epoch_rng(c.seed, index, generation)))
+                      for index in self.indices]
+        return torch.from_numpy(np.stack(per_member, axis=1)).to(self.device)  # one small copy per epoch, not per step
+
+    def gather(self, idx: Tensor) -> Tensor:
+        """(k, batch) indices -> (k, batch, C, H, W) float [0,1] images, gathered on the device (as models.data.to_float)."""
+        return self.train_images[idx].float().div_(255.0)
+
+    def train_epoch(self, generation: int, taus: dict[int, float]) -> dict[int, dict[str, Any]]:
+        """One epoch of every member; {index: the result MemberState.train_epoch returns}. `seconds` is the pack's epoch."""
+        if set(taus) != set(self.indices):
+            raise ValueError(f"taus for members {sorted(taus)} given; this pack hosts {self.indices}")
+        started = time.perf_counter()
+        c, k = self.config, len(self.indices)
+        tau = torch.tensor([float(taus[i]) for i in self.indices], device=self.device)
+        generators = [torch.Generator(self.device).manual_seed(epoch_torch_seed(c.seed, i, generation)) for i in self.indices]
+        batches = self.epoch_batches(generation)
+        steps = len(batches)
+        alive, sums = [True] * k, [dict[str, float]() for _ in range(k)]
+        names: list[str] = []
+        self._loss.train()  # (GSVAE's own noise is off whenever noise is given; the mode matters for validation only)
+        for idx in batches:
+            noise = self._noise(generators, idx.shape[1])
+            grads, parts = self._train_step(self.params, self.buffers, self.gather(idx), noise, tau)
+            names = list(parts)
+            rows = torch.stack([parts[n] for n in names], 1).tolist()  # one sync: the host decides which slots step
+            for s, row in enumerate(rows):
+                if alive[s] and not math.isfinite(row[0]):  # "total" first, as GSVAE.loss returns it
+                    alive[s] = False  # as MemberState: no step, the epoch ends for this member with NaN parts
+                if alive[s]:
+                    for n, value in zip(names, row):
+                        sums[s][n] = sums[s].get(n, 0.0) + value
+            self.optimizer.step(self.params, grads, [s for s in range(k) if alive[s]])
+        losses = [{n: (sums[s][n] / steps if alive[s] else math.nan) for n in names} for s in range(k)]
+        vals = self._validate(generators, tau, alive) if c.select_on == "val" else [math.nan] * k
+        seconds, node = time.perf_counter() - started, _node_id()
+        return {index: {"member": index, "generation": generation, "tau": taus[index], "loss": losses[s], "val_loss": vals[s],
+                        "seconds": seconds, "node_id": node} for s, index in enumerate(self.indices)}
+
+    def _validate(self, generators: list[torch.Generator], tau: Tensor, alive: list[bool]) -> list[float]:
+        """Each member's mean loss on the validation split at its epoch's tau, as population.training.evaluate scores it
+        (eval mode: Gumbel noise only if the model's config asks, then from the member's stream where the unpacked
+        member's would continue)."""
+        self._loss.eval()
+        noisy = self._loss.model.config.eval_noise
+        sums = [0.0] * len(self.indices)
+        for start in range(0, len(self.val_images), EVAL_BATCH):
+            x = self.val_images[start : start + EVAL_BATCH].float().div_(255.0)
+            if noisy:
+                total, _ = self._eval_loss(self.params, self.buffers, x, self._noise(generators, len(x)), tau)
+            else:
+                total, _ = self._eval_plain(self.params, self.buffers, x, None, tau)
+            for s, value in enumerate(total.tolist()):
+                sums[s] += value * len(x)
+        return [sums[s] / len(self.val_images) if alive[s] else math.nan for s in range(len(self.indices))]
+
+    def get_weights(self, index: int) -> dict[str, np.ndarray]:
+        """The member's state_dict as CPU numpy arrays (copies: later training does not change them)."""
+        s, tensors = self.slot[index], self.params | self.buffers
+        return {k: tensors[k][s].detach().cpu().numpy().copy() for k in self.keys}
+
+    def set_weights(self, index: int, weights: dict[str, np.ndarray], reset_optimizer: bool = False) -> None:
+        """Copy weights into the member's slot (a broadcast inside the pack); a reset also clears its Adam moments and step."""
+        if set(weights) != set(self.keys):
+            raise KeyError(f"weights must have exactly the model's keys; missing {sorted(set(self.keys) - set(weights))}, "
+                           f"unexpected {sorted(set(weights) - set(self.keys))}")
+        s, tensors = self.slot[index], self.params | self.buffers
+        with warnings.catch_warnings(), torch.no_grad():  # object-store arrays are read-only; they are only read
+            warnings.simplefilter("ignore", UserWarning)
+            for k in self.keys:
+                tensors[k][s].copy_(torch.as_tensor(weights[k]))
+        if reset_optimizer:  # a NaN loss may have poisoned the moment estimates
+            self.optimizer.reset(s)
+
+    def get_optimizer_state(self, index: int) -> dict[str, Any]:
+        return self.optimizer.state_dict(self.slot[index])
+
+    def set_optimizer_state(self, index: int, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(self.slot[index], state)
