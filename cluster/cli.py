@@ -7,6 +7,7 @@ The work is done by `population` (run policies, job plans, runs) and `popvae.api
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
 import sys
@@ -18,15 +19,34 @@ from popvae.population.config import ConfigError, load_config_file, parse_config
 
 EXIT_BAD_INPUT = 2
 
+
+def _int(text: str) -> int:
+    """An integer in ASCII digits (int() would also take Unicode digits such as '٣')."""
+    if not text.strip().lstrip("+-").isascii() or not text.strip().lstrip("+-").isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    """A finite number in ASCII (float() would also take Unicode digits, 'nan' and 'inf')."""
+    try:
+        value = float(text) if text.isascii() else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 # flag -> (config path, type, help); None means "leave the config's value"
 TRAIN_FLAGS: dict[str, tuple[tuple[str, ...], Any, str]] = {
     "--dataset": (("dataset",), str, f"one of {', '.join(DATASETS)} (default fashion-mnist)"),
     "--data-root": (("data_root",), str, "folder holding the dataset files"),
-    "--members": (("members",), int, "population size n (default 5)"),
-    "--epochs": (("epochs",), int, "epochs = generations (default 5)"),
-    "--batch-size": (("batch_size",), int, "default 64"),
-    "--steps-per-epoch": (("steps_per_epoch",), int, "cap the batches per epoch (default: a full pass)"),
-    "--seed": (("seed",), int, "default 0"),
+    "--members": (("members",), _int, "population size n (default 5)"),
+    "--epochs": (("epochs",), _int, "epochs = generations (default 5)"),
+    "--batch-size": (("batch_size",), _int, "default 64"),
+    "--steps-per-epoch": (("steps_per_epoch",), _int, "cap the batches per epoch (default: a full pass)"),
+    "--seed": (("seed",), _int, "default 0"),
     "--select-on": (("select_on",), str, "train | val (default val: same held-out images, no noise)"),
     "--device": (("device",), str, "auto | cpu | cuda"),
     "--timeout": (("member_timeout_s",), float, "seconds a member may take for one epoch before it is dropped"),
@@ -34,14 +54,14 @@ TRAIN_FLAGS: dict[str, tuple[tuple[str, ...], Any, str]] = {
     "--tau-min": (("temperature", "tau_min"), float, "lower clip of tau"),
     "--tau-max": (("temperature", "tau_max"), float, "upper clip of tau"),
     "--scale": (("temperature", "scale"), str, "paper (s(i)=i-1) | reference (s(i)=1)"),
-    "--l-inc": (("temperature", "l_inc"), float, "linear increase rate"),
-    "--l-dec": (("temperature", "l_dec"), float, "linear decrease rate"),
-    "--r-inc": (("temperature", "r_inc"), float, "exponential increase rate"),
-    "--r-dec": (("temperature", "r_dec"), float, "exponential decrease rate"),
-    "--lr-tau": (("temperature", "lr_tau"), float, "feedback learning rate"),
-    "--patience": (("temperature", "patience"), int, "feedback patience threshold"),
-    "--feedback-sign": (("temperature", "feedback_sign"), int, "+1 (paper) or -1"),
-    "--anneal-rate": (("temperature", "anneal_rate"), float, "baseline's tau decay per epoch"),
+    "--l-inc": (("temperature", "l_inc"), _float, "linear increase rate"),
+    "--l-dec": (("temperature", "l_dec"), _float, "linear decrease rate"),
+    "--r-inc": (("temperature", "r_inc"), _float, "exponential increase rate"),
+    "--r-dec": (("temperature", "r_dec"), _float, "exponential decrease rate"),
+    "--lr-tau": (("temperature", "lr_tau"), _float, "feedback learning rate"),
+    "--patience": (("temperature", "patience"), _int, "feedback patience threshold"),
+    "--feedback-sign": (("temperature", "feedback_sign"), _int, "+1 (paper) or -1"),
+    "--anneal-rate": (("temperature", "anneal_rate"), _float, "baseline's tau decay per epoch"),
 }
 # Train flags (other than TRAIN_FLAGS) that set the config, and those a resume honours: every other one is an error there.
 CONFIG_FLAGS = ("--config", "--exclude-classes", "--baseline", "--no-reset-patience", "--compare-baseline")
@@ -111,7 +131,40 @@ def _flag_given(args: argparse.Namespace, flag: str) -> bool:
 def cmd_train(args: argparse.Namespace) -> int:
     if (args.run_dir is None) == (args.resume is None):
         return _fail("give exactly one of --run-dir (a new run) or --resume RUN_DIR")
+    from popvae.population.runlock import Interrupted, stop_on_signals
+
+    stop_on_signals()
     try:
+        return _train(args)
+    except Interrupted as stop:
+        return _interrupted(stop, args.run_dir or args.resume)
+
+
+def _interrupted(stop: Any, run_dir: Path) -> int:
+    """One line: what the run kept and how to go on; every Ray process this driver started is stopped."""
+    import json
+
+    if "ray" in sys.modules:
+        import ray
+
+        ray.shutdown()
+    try:
+        done = json.loads((run_dir / "status.json").read_text())["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        done = 0
+    if done and (run_dir / "checkpoints" / "latest.pt").is_file():
+        kept = f"{run_dir} keeps {done} epoch(s); continue with: popvae train --resume {run_dir}"
+    else:
+        kept = "no epoch finished; nothing to resume"
+    print(f"popvae: interrupted by {stop}: {kept}", file=sys.stderr)
+    return stop.exit_code
+
+
+def _train(args: argparse.Namespace) -> int:
+    try:
+        from popvae.population.bounds import check_cluster_flags
+
+        check_cluster_flags(args.address, args.num_cpus)
         if args.resume:
             ignored = [f for f in (*TRAIN_FLAGS, *CONFIG_FLAGS) if f not in RESUME_FLAGS and _flag_given(args, f)]
             if ignored:
@@ -137,6 +190,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             run = runs.new_run(cfg, args.run_dir)
     except (ConfigError, DatasetError) as err:
         return _fail(str(err))
+    except OSError as err:  # e.g. a folder on the path that may not be listed
+        return _fail(f"{err.filename or 'run folder'}: {err.strerror or err}")
     from ray.exceptions import RayError
 
     results = []
@@ -208,7 +263,7 @@ def _print_results(results: list[tuple[str, dict[str, Any]]]) -> None:
 
 def _cluster_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="join this Ray cluster instead of starting one (or RAY_ADDRESS)")
-    p.add_argument("--num-cpus", type=int, help="CPUs for a Ray started here (default: all)")
+    p.add_argument("--num-cpus", type=_int, help="CPUs for a Ray started here (default: all)")
 
 
 def _robust_parser(sub: Any) -> None:
@@ -242,7 +297,13 @@ def cmd_robust(args: argparse.Namespace) -> int:
     from popvae.population import rundir
     from popvae.population.jobs import run_jobs
     from popvae.population.run import ensure_ray
+    from popvae.population.runlock import RunLock
 
+    lock = RunLock(args.run_dir)  # held until this process ends: jobs whose driver died read as interrupted
+    try:
+        lock.acquire()
+    except ConfigError as err:
+        return _fail(str(err))
     if not (args.run_dir / "config.json").exists():
         rundir.write_json(args.run_dir / "config.json", plan["config"])
     jobs = plan["jobs"]

@@ -32,8 +32,17 @@ class Runs:
             return run
         newest = self.store.run_ids(population_only=population) or sorted(self.live.run_ids())
         if not newest:
-            raise NotFound(f"no runs under {self.store.root}")
+            raise NotFound("no runs under the runs root")
+        if population:  # one run with a damaged status.json must not hide every other run
+            return next((run_id for run_id in newest if self._readable(run_id)), newest[0])
         return newest[0]
+
+    def _readable(self, run_id: str) -> bool:
+        try:
+            self.store.status(run_id)
+            return True
+        except (NotFound, Unreadable):
+            return run_id in self.live.run_ids()
 
     def has_folder(self, run_id: str) -> bool:
         try:
@@ -76,7 +85,10 @@ class Runs:
             note = self.live.unavailable_reason() or f"no live coordinator for run {run_id!r}"
         if not self.has_folder(run_id):
             raise Unreadable(f"run {run_id!r} has no folder under the runs root and its coordinator did not answer: {note}")
-        return "run_folder", self.store.status(run_id), note
+        status = self.store.status(run_id)
+        if status.state == "interrupted":
+            note = f"the run's driver is gone (its folder lock is free); it ended after epoch {status.epoch}: {note}"
+        return "run_folder", status, note
 
     def _population(self, run_id: str, source: Source, snapshot: dict[str, Any] | RunStatus, note: str | None) -> Population:
         try:

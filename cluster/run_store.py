@@ -8,6 +8,7 @@ run writes, and re-parsing the Parquet history on every request would cost the t
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 from popvae.cluster.api_models import ID_PATTERN
 from popvae.population.contract import HistoryRow, JobStatus, RunStatus
 from popvae.population.rundir import read_json, read_rows
+from popvae.population.runlock import is_held
 
 _ID_RE = re.compile(ID_PATTERN)
 
@@ -89,9 +91,17 @@ class RunStore:
         if not _ID_RE.match(run_id):
             raise NotFound(f"run {run_id!r} not found")
         path = self.root / run_id
-        if not ((path / "status.json").is_file() or (path / "config.json").is_file()):
+        if not self._inside(path) or not ((path / "status.json").is_file() or (path / "config.json").is_file()):
             raise NotFound(f"run {run_id!r} not found")
         return path
+
+    def _inside(self, path: Path) -> bool:
+        """A folder under the root, also once links are resolved: a symlinked run folder that points outside the
+        runs root is not followed."""
+        try:
+            return Path(os.path.realpath(path)).is_relative_to(Path(os.path.realpath(self.root)))
+        except OSError:
+            return False
 
     def run_ids(self, population_only: bool = False) -> list[str]:
         """Runs, most recently updated first (by the mtime of status.json, else config.json); with
@@ -102,7 +112,7 @@ class RunStore:
         except OSError:
             return []
         for child in children:
-            if not _ID_RE.match(child.name):
+            if not _ID_RE.match(child.name) or (child.is_symlink() and not self._inside(child)):
                 continue
             for name in ("status.json",) if population_only else ("status.json", "config.json"):
                 try:
@@ -117,8 +127,12 @@ class RunStore:
         if not path.exists():
             raise NotFound(f"run {run_id!r} has no population status (status.json), or not yet")
         status = self._cache.get(path, "status", lambda p: _parse(p, read_json, _status))
-        # a run is named by its folder: one that was moved or copied must not answer with its old name
-        return status if status.run_id == run_id else status.model_copy(update={"run_id": run_id})
+        changes: dict[str, Any] = {}
+        if status.run_id != run_id:  # a run is named by its folder: one moved or copied must not answer with its old name
+            changes["run_id"] = run_id
+        if status.state == "running" and is_held(path.parent) is False:  # its driver is gone: the kernel freed the lock
+            changes["state"] = "interrupted"
+        return status.model_copy(update=changes) if changes else status
 
     def history(self, run_id: str) -> list[HistoryRow]:
         path = self.run_dir(run_id) / "history.parquet"
@@ -130,12 +144,15 @@ class RunStore:
         jobs = self.run_dir(run_id) / "jobs"
         if not jobs.is_dir():
             return []
-        return sorted(p.name for p in jobs.iterdir() if p.is_dir() and _ID_RE.match(p.name))
+        return sorted(p.name for p in jobs.iterdir() if p.is_dir() and _ID_RE.match(p.name) and self._inside(p))
 
     def job(self, run_id: str, job_id: str) -> JobStatus:
         if not _ID_RE.match(job_id):
             raise NotFound(f"job {job_id!r} not found")
         path = self.run_dir(run_id) / "jobs" / job_id / "status.json"
-        if not path.exists():
+        if not path.exists() or not self._inside(path.parent):
             raise NotFound(f"job {job_id!r} not found in run {run_id!r}")
-        return self._cache.get(path, "job", lambda p: _parse(p, read_json, _job))
+        job = self._cache.get(path, "job", lambda p: _parse(p, read_json, _job))
+        if job.state in ("queued", "running") and False in (is_held(path.parent), is_held(path.parent.parent.parent)):
+            return job.model_copy(update={"state": "interrupted"})  # the process that ran it is gone
+        return job

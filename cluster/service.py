@@ -69,18 +69,28 @@ def create_app(runs_root: Path, ray_address: str | None = None, token: str | Non
         else {"responses": _ERRORS}
     )
 
+    roots = sorted({str(Path(runs_root).absolute()), os.path.realpath(runs_root)}, key=len, reverse=True)
+
+    def detail(exc: Exception) -> str:
+        """The message without the server's paths: the runs root reads as RUNS_ROOT."""
+        text = str(exc)
+        for root in roots:
+            text = text.replace(root, "RUNS_ROOT")
+        return text
+
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
+        return JSONResponse({"detail": detail(exc)}, status_code=404)
 
     @app.exception_handler(Unreadable)
     async def _unreadable(_: Request, exc: Unreadable) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+        return JSONResponse({"detail": detail(exc)}, status_code=503, headers={"Retry-After": "5"})
 
     @app.get("/healthz", response_model=Health, tags=["service"])
     def healthz() -> Health:
         """Liveness; open without a token so that orchestrators can probe it."""
-        return Health(runs_root=str(runs.store.root), ray=runs.live.state, ray_note=runs.live.unavailable_reason())
+        shown = str(runs.store.root) if token is None else runs.store.root.name  # a public service shows no server path
+        return Health(runs_root=shown, ray=runs.live.state, ray_note=runs.live.unavailable_reason())
 
     @app.get("/runs", response_model=RunList, **guarded, tags=["runs"])
     def list_runs() -> RunList:

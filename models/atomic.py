@@ -21,11 +21,20 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    folder = os.open(path.parent, os.O_RDONLY)
+    replace_durably(tmp, path)
+
+
+def replace_durably(src: str | Path, path: str | Path) -> None:
+    """Rename `src` over `path`, then fsync the folder so that the rename itself survives a power loss."""
+    try:
+        os.replace(src, path)
+    except BaseException:
+        Path(src).unlink(missing_ok=True)
+        raise
+    folder = os.open(Path(path).parent, os.O_RDONLY)
     try:
         os.fsync(folder)
     finally:

@@ -13,13 +13,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from popvae.models.atomic import atomic_write
+from popvae.models.integrity import DamagedFile, checked_write, verify
 from popvae.models.registry import build
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """`torch.save` through `atomic_write`: a crash leaves the old file or the new one."""
-    atomic_write(path, lambda fh: torch.save(obj, fh))
+    """`torch.save` through `checked_write`: a crash leaves the old file or the new one, each with its sha256."""
+    checked_write(path, lambda fh: torch.save(obj, fh))
 
 
 def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any] | None = None) -> None:
@@ -35,9 +35,19 @@ def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any] | None =
     )
 
 
+def nonfinite(tensors: dict[str, Any]) -> str | None:
+    """The name of the first floating-point tensor holding a NaN or an infinity, else None."""
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
+
+
 def load_error(err: BaseException) -> str:
     """One line on why a file would not load. torch's own text for a file that is not a weights-only
     pickle suggests weights_only=False, which is the wrong advice for a damaged file."""
+    if isinstance(err, DamagedFile):
+        return err.reason
     if isinstance(err, pickle.UnpicklingError):
         return "damaged, or not a file written by torch.save"
     text = str(err).strip()
@@ -50,12 +60,17 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
+        verify(path)  # before torch reads it: its zip reader can crash the interpreter on a damaged archive
         blob = torch.load(path, map_location=map_location, weights_only=True)
         model = build(blob["family"], json.loads(blob["config"]))
         model.load_state_dict(blob["state_dict"])
         meta = json.loads(blob.get("meta", "{}"))
+    except DamagedFile as err:
+        raise ValueError(str(err)) from None
     except Exception as err:  # torch, json, pydantic and load_state_dict raise many types for a damaged file
         raise ValueError(f"checkpoint {path} is unreadable or not a popvae model: {load_error(err)}") from None
+    if (bad := nonfinite(blob["state_dict"])) is not None:
+        raise ValueError(f"checkpoint {path} holds non-finite weights (NaN or infinity in {bad})")
     model.eval()
     if "tau" in meta and hasattr(model, "tau"):  # the temperature lives outside the weights
         model.tau = float(meta["tau"])

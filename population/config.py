@@ -17,12 +17,16 @@ class ConfigError(ValueError):
     """An invalid run config; the message is one line naming the field and the problem."""
 
 
+MAX_MEMBERS = 1024  # a sane upper bound; what the cluster can place is checked when Ray is up
+TAU_LIMIT = 1e6  # temperatures the schedules, the losses and the plots handle as finite numbers
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     dataset: str = "fashion-mnist"
     data_root: str | None = None
-    members: int = Field(5, ge=1)
+    members: int = Field(5, ge=1, le=MAX_MEMBERS)
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(64, ge=1)
     steps_per_epoch: int | None = Field(None, ge=1)  # None: one full pass over the training split
@@ -33,7 +37,7 @@ class RunConfig(BaseModel):
     # (the epoch's mean training loss) is the paper's choice.
     select_on: Literal["train", "val"] = "val"
     exclude_classes: list[int] = []
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # numpy's and torch's seed range
     baseline: bool = False  # the standard GS-VAE: one member, tau annealed, same code
     model: GSVAEConfig = GSVAEConfig()
     temperature: TemperatureConfig = TemperatureConfig()
@@ -63,15 +67,24 @@ class RunConfig(BaseModel):
                                  f"({channels} channel(s), {side}x{side} images); leave it unset to take the dataset's")
         if (self.model.in_channels, self.model.image_size) != (channels, side):
             self.model = type(self.model).model_validate({**self.model.model_dump(exclude_unset=True), **shape})
+        t = self.temperature
+        if max(t.tau0, t.tau_min, t.tau_max) > TAU_LIMIT:
+            raise ValueError(f"temperatures must be at most {TAU_LIMIT:g}; got tau0 {t.tau0:g}, tau_min {t.tau_min:g}, "
+                             f"tau_max {t.tau_max:g}")
         if any(c < 0 for c in self.exclude_classes):
             raise ValueError(f"exclude_classes must be class indices >= 0, got {self.exclude_classes}")
         return self
 
 
 def parse_config(data: dict[str, Any]) -> RunConfig:
-    """Validate a config dict; any problem becomes one ConfigError line."""
+    """Validate a config dict strictly, as JSON (no `"members": true`, no numbers written as strings); any problem
+    becomes one ConfigError line."""
     try:
-        return RunConfig.model_validate(data)
+        text = json.dumps(data)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"invalid config: {err}") from None
+    try:
+        return RunConfig.model_validate_json(text, strict=True)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
@@ -83,9 +96,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """A JSON or YAML file as a dict (validated later, together with command-line overrides)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start})") from None
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml

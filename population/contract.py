@@ -40,13 +40,14 @@ def run_id_of(actor_name: str) -> str | None:
 
 LOSS_PARTS = ("total", "reconstruction", "kl_z1", "kl_z2")
 
-RunState = Literal["running", "done", "stopped", "failed"]
-"""running; done (every epoch trained); stopped (ended early on request, resumable); failed."""
+RunState = Literal["running", "done", "stopped", "failed", "interrupted"]
+"""running; done (every epoch trained); stopped (ended early on request, resumable); failed; interrupted (a signal
+stopped it, or its driver died: resumable from the last checkpoint)."""
 MemberState = Literal["training", "idle", "restarting", "failed"]
 MemberEvent = Literal["", "restarted", "dropped", "nan_reset"]
 """What happened to a member in one generation (history `event`; its flags read `event@epoch`)."""
 JobKind = Literal["robust", "evaluation"]
-JobState = Literal["queued", "running", "done", "failed"]
+JobState = Literal["queued", "running", "done", "failed", "interrupted"]
 
 
 class _Record(BaseModel):
@@ -100,6 +101,7 @@ class RunStatus(_Record):
     generation_seconds: float | None = None
     best_member: int | None = None
     updated_at: str
+    coordinator_restarts: int = Field(0, description="coordinators started in place of one whose process died")
     members: list[MemberStatus]
 
 
@@ -136,6 +138,8 @@ class LineageEntry(_Record):
     feedback: list[int] = Field([], description="members whose tau got the feedback term")
     events: dict[str, MemberEvent] = {}
     seconds: dict[str, float] = Field({}, description="train, coordination, checkpoint")
+    coordinator_restarted: bool = Field(False, description="a new coordinator took over (from the last checkpoint) "
+                                        "before this generation")
 
 
 class JobStatus(_Record):

@@ -173,6 +173,10 @@ class PopulationCoordinator:
     def finish(self, state: RunState = "done") -> None:
         self.record.finish(state)
 
+    def coordinator_restarted(self, count: int) -> None:
+        """This coordinator replaces one whose process died (the `count`-th time in this run's session)."""
+        self.record.coordinator_restarted(count)
+
     def status(self) -> dict[str, Any]:
         return dump(self.record.status())
 

@@ -53,7 +53,12 @@ def run_config_near(checkpoint: Path) -> dict[str, Any]:
     for folder in (checkpoint.parent, checkpoint.parent.parent.parent):
         path = folder / "config.json"
         if path.is_file():
-            data = json.loads(path.read_text())
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                raise ConfigError(f"{path} is unreadable: {str(err).splitlines()[0]}") from None
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path} must hold a mapping of settings, not a {type(data).__name__}")
             if "dataset" in data:
                 return data
     return {}

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from popvae.models.checkpoint import atomic_torch_save, save_model
+from popvae.models.integrity import verify
 from popvae.models.registry import build
 from popvae.population import rundir
 from popvae.population.config import RunConfig
@@ -72,6 +73,8 @@ class Recorder:
         self.epochs_done = 0
         self.best: int | None = None
         self.generation_seconds: float | None = None
+        self.coordinator_restarts = 0
+        self._restarted = False  # the next lineage entry says that a new coordinator took over
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self._write: Future[None] | None = None
 
@@ -89,6 +92,10 @@ class Recorder:
 
     def set_state(self, state: RunState) -> None:
         self.state = state
+        self.write_status()
+
+    def coordinator_restarted(self, count: int) -> None:
+        self.coordinator_restarts, self._restarted = count, True
         self.write_status()
 
     def finish(self, state: RunState) -> None:
@@ -121,8 +128,9 @@ class Recorder:
             epoch=epoch, best=best, best_loss=scores[best], received={str(i): best for i in self.members if i != best},
             tau_before=_by_member(before), tau_after=_by_member(self.taus()),
             feedback=[i for i, d in decisions.items() if d.feedback_applied],
-            events={str(i): e for i, e in events.items()}, seconds=dict(seconds),
+            events={str(i): e for i, e in events.items()}, seconds=dict(seconds), coordinator_restarted=self._restarted,
         )
+        self._restarted = False
         self.lineage.append(entry)
         # History first, checkpoint second: a crash in between only makes a resume redo this epoch.
         rundir.write_rows(self.run_dir / "history.parquet", [r.model_dump() for r in self.history])
@@ -151,6 +159,7 @@ class Recorder:
         return RunStatus(
             run_id=self.run_id, state=self.state, epoch=self.epochs_done, epochs=self.cfg.epochs,
             generation_seconds=self.generation_seconds, best_member=self.best, updated_at=rundir.now_iso(),
+            coordinator_restarts=self.coordinator_restarts,
             members=[self._member_status(i, m) for i, m in self.members.items()],
         )
 
@@ -198,6 +207,7 @@ class Recorder:
     def restore(self) -> Gathered:
         """Back to the last checkpoint (history and lineage cut to it); returns the weights every member restarts
         from and each member's optimizer state."""
+        verify(self.run_dir / "checkpoints" / "latest.pt")  # before torch reads it
         ckpt = torch.load(self.run_dir / "checkpoints" / "latest.pt", weights_only=True)
         self.epochs_done = ckpt["epochs_done"]
         for i, m in self.members.items():

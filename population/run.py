@@ -4,12 +4,14 @@ coordinator actor, then score the best model on the test split and draw the pict
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
+from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from popvae.models.checkpoint import load_model
@@ -31,7 +33,10 @@ class RunData:
 
 def load_run_data(cfg: RunConfig) -> RunData:
     """Train (minus excluded classes) split into train/val by the run's seed, and the full test split.
-    Raises DatasetError before anything is written."""
+    Raises DatasetError (ConfigError when it would not fit this machine's memory) before anything is written."""
+    from popvae.population.bounds import check_memory
+
+    check_memory(cfg)
     full = load_split(cfg.dataset, "train", cfg.data_root, cfg.synthetic_size)
     if cfg.exclude_classes:
         if max(cfg.exclude_classes) >= len(full.classes):
@@ -71,27 +76,76 @@ def run_population(
     if not resume or rundir.read_json(run_dir / "config.json") != config:  # a resume may have extended the epochs
         rundir.write_json(run_dir / "config.json", config)
     refs = [ray.put(data.train.images), ray.put(data.val.images)]  # once per run; workers read zero-copy
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)  # beside the run folder
-    coord = Coordinator.options(name=coordinator_name(run_dir.name), namespace=NAMESPACE, scheduling_strategy=here).remote(
-        cfg, str(run_dir), refs, resume)
-    state = "done"
+    coord = _start_coordinator(cfg, run_dir, refs, resume, 0)
+    state, restarts = "done", 0
     try:
-        for epoch in range(ray.get(coord.next_epoch.remote()), cfg.epochs):
-            entry = ray.get(coord.run_generation.remote(epoch))
-            if on_generation is not None and on_generation(entry, ray.get(coord.status.remote())) and epoch + 1 < cfg.epochs:
-                state = "stopped"
+        while True:
+            try:
+                for epoch in range(ray.get(coord.next_epoch.remote()), cfg.epochs):
+                    entry = ray.get(coord.run_generation.remote(epoch))
+                    if on_generation is not None and on_generation(entry, ray.get(coord.status.remote())) \
+                            and epoch + 1 < cfg.epochs:
+                        state = "stopped"
+                        break
+                ray.get(coord.finish.remote(state))
                 break
-        ray.get(coord.finish.remote(state))
-    except BaseException:
+            except RayActorError:  # the coordinator's process died (its members die with it): start one from the checkpoint
+                if restarts >= MAX_COORDINATOR_RESTARTS:
+                    raise
+                restarts += 1
+                ray.kill(coord)
+                coord = _start_coordinator(cfg, run_dir, refs, (run_dir / "checkpoints" / "latest.pt").is_file(), restarts)
+    except BaseException as err:
+        ended = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         with contextlib.suppress(Exception):
-            ray.get(coord.finish.remote("failed"), timeout=10)
+            ray.get(coord.finish.remote(ended), timeout=10)
+        _stop_coordinator(coord)
+        _mark_ended(run_dir, ended)  # a generation still running in the actor may have written over finish()
         raise
-    finally:
-        with contextlib.suppress(Exception):
-            for handle in ray.get(coord.member_handles.remote(), timeout=10).values():
-                ray.kill(handle)
-        ray.kill(coord)
+    _stop_coordinator(coord)
     return summarize(run_dir, data, cfg)
+
+
+MAX_COORDINATOR_RESTARTS = 3
+
+
+def _start_coordinator(cfg: RunConfig, run_dir: Path, refs: list[Any], resume: bool, restarts: int) -> Any:
+    """The run's coordinator, beside the run folder; `restarts` > 0: a replacement for one that died, which says so in
+    the run's status and its next lineage entry."""
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    for attempt in range(50):  # the dead one's name is freed a moment after its death is known
+        try:
+            coord = Coordinator.options(name=coordinator_name(run_dir.name), namespace=NAMESPACE,
+                                        scheduling_strategy=here).remote(cfg, str(run_dir), refs, resume)
+            break
+        except ValueError:
+            if attempt == 49:
+                raise
+            time.sleep(0.2)
+    if restarts:
+        ray.get(coord.coordinator_restarted.remote(restarts))
+    return coord
+
+
+def _stop_coordinator(coord: Any) -> None:
+    """Kill the coordinator and its members, and wait until it is gone (so that it writes nothing more)."""
+    with contextlib.suppress(Exception):
+        for handle in ray.get(coord.member_handles.remote(), timeout=10).values():
+            ray.kill(handle)
+    with contextlib.suppress(Exception):
+        ray.kill(coord)
+    with contextlib.suppress(Exception):
+        ray.get(coord.next_epoch.remote(), timeout=10)  # raises once it is dead
+
+
+def _mark_ended(run_dir: Path, state: str) -> None:
+    """status.json says how the run ended, even when the coordinator could not write it."""
+    from popvae.population.contract import RunStatus, dump
+
+    with contextlib.suppress(Exception):
+        status = RunStatus.model_validate(rundir.read_json(run_dir / "status.json"))
+        if status.state == "running":
+            rundir.write_json(run_dir / "status.json", dump(status.model_copy(update={"state": state})))
 
 
 @dataclass(frozen=True)
@@ -118,12 +172,26 @@ def resumed_run(run_dir: Path, epochs: int | None = None) -> Run:
 
 def train_run(run: Run, on_generation: Callable[[dict[str, Any], dict[str, Any]], bool | None] | None = None,
               address: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:
-    """Join (or start) Ray, check the cluster can host the run (ConfigError), train, return the summary."""
-    ensure_ray(address, num_cpus)
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if run.cfg.device == "cuda" and gpus < run.cfg.members:
-        raise ConfigError(f"device cuda needs a GPU per member: the Ray cluster has {gpus:g} GPUs for {run.cfg.members} members")
-    return run_population(run.cfg, run.run_dir, run.data, resume=run.resume, on_generation=on_generation)
+    """Take the run folder's lock (ConfigError when another process holds it), join (or start) Ray, check the
+    cluster can host the run (ConfigError), train, return the summary. The lock is held until the run ends."""
+    from popvae.population.bounds import check_cluster_flags
+    from popvae.population.runlock import holding, restore_stop_handlers
+    from popvae.population.worker import cpu_share
+
+    check_cluster_flags(address, num_cpus)
+    with holding(run.run_dir):
+        if not run.resume:
+            policy.check_unused(run.run_dir)  # again, under the lock: another process may have used it meanwhile
+        ensure_ray(address, num_cpus)
+        restore_stop_handlers()  # ray.init installs its own SIGTERM handler
+        gpus, cpus = ray.cluster_resources().get("GPU", 0), ray.cluster_resources().get("CPU", 0)
+        members = run.cfg.members
+        if run.cfg.device == "cuda" and gpus < members:
+            raise ConfigError(f"device cuda needs a GPU per member: the Ray cluster has {gpus:g} GPUs for {members} members")
+        if gpus < members and cpu_share(cpus, cpus, members) * members > cpus + 1e-9:
+            raise ConfigError(f"{members} members cannot be placed: the Ray cluster has {cpus:g} CPUs "
+                              f"(at most {int(cpus / cpu_share(cpus, cpus, 10**9))} members)")
+        return run_population(run.cfg, run.run_dir, run.data, resume=run.resume, on_generation=on_generation)
 
 
 def summarize(run_dir: Path, data: RunData, cfg: RunConfig) -> dict[str, Any]:

@@ -89,7 +89,16 @@ def run_evaluation(evaluation: Evaluation, *, address: str | None = None, num_cp
     """Run it here (on the GPU when there is one), or on the Ray cluster's worker pool when `address` or
     $RAY_ADDRESS names one; returns the path of report.md (report.json beside it). RuntimeError when the
     job failed on the pool."""
+    from popvae.population.runlock import holding
+
     job = evaluation.job
+    with holding(Path(job["dir"])):  # held while it runs: a job whose process died reads as interrupted
+        _run_evaluation(job, evaluation, address, num_cpus, progress)
+    return Path(job["out_dir"]) / "report.md"
+
+
+def _run_evaluation(job: dict[str, Any], evaluation: Evaluation, address: str | None, num_cpus: int | None,
+                    progress: bool) -> None:
     if address or os.environ.get("RAY_ADDRESS"):
         from popvae.population.jobs import run_jobs
         from popvae.population.run import ensure_ray
@@ -105,7 +114,6 @@ def run_evaluation(evaluation: Evaluation, *, address: str | None = None, num_cp
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         run_evaluation_job(job, evaluation.train, evaluation.test, device, progress=progress)
-    return Path(job["out_dir"]) / "report.md"
 
 
 def evaluate(target: str | Path, experiments: str | Sequence[str] = EXPERIMENTS, subset: int | None = None,

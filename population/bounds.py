@@ -1,0 +1,102 @@
+"""Bounds checked before any work: the run folder's path, the cluster flags, and memory estimates of the dataset
+and the model against this machine. No torch, no Ray; every failure is a one-line ConfigError (exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from popvae.population.config import ConfigError, RunConfig
+
+NAME_MAX = 255  # bytes in one path component (Linux NAME_MAX)
+PATH_MAX = 4096  # bytes in a whole path (Linux PATH_MAX)
+NOT_FOR_RUNS = (Path("/proc"), Path("/sys"), Path("/dev"))  # kernel file systems: never a run folder
+MAX_NUM_CPUS = 65536
+# Host memory a member process costs beyond its tensors (torch and Ray loaded again in each worker).
+MEMBER_PROCESS_BYTES = 300 * 2**20
+MEMORY_SHARE = 0.8  # of this machine's memory a run may plan to use
+_ADDRESS = re.compile(r"^(auto|local|(ray://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5})$")
+_GiB = 2**30
+
+
+def check_run_dir_path(run_dir: Path) -> None:
+    """A path the system accepts (each name <= 255 bytes, all <= 4096), outside /proc, /sys and /dev, in a place
+    this process may write (probed with a temp file in the folder, or in its nearest existing parent)."""
+    run_dir = Path(run_dir)
+    full = os.fsencode(str(run_dir.absolute()))
+    if len(full) > PATH_MAX:
+        raise ConfigError(f"run folder path is {len(full)} bytes long; the limit is {PATH_MAX}")
+    for part in run_dir.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise ConfigError(f"run folder name {part[:40]}... is {len(os.fsencode(part))} bytes long; "
+                              f"a name may have at most {NAME_MAX}")
+    from popvae.population.rundir import file_in_the_way
+
+    if (blocker := file_in_the_way(run_dir)) is not None:
+        raise ConfigError(f"run folder {run_dir}: {blocker} is a file, not a folder")
+    real = Path(os.path.realpath(run_dir))
+    if any(real == root or root in real.parents for root in NOT_FOR_RUNS):
+        raise ConfigError(f"run folder {run_dir} is under {real.parts[1] and '/' + real.parts[1]}, a kernel file system")
+    probe_in = next((p for p in (run_dir, *run_dir.parents) if p.exists()), Path("."))
+    if probe_in.stat().st_mode & 0o222 == 0:  # read-only by its mode (root may write anyway: do not)
+        raise ConfigError(f"run folder {run_dir}: {probe_in} is read-only")
+    try:
+        fd, probe = tempfile.mkstemp(dir=probe_in, prefix=".popvae-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ConfigError(f"run folder {run_dir}: cannot write in {probe_in}: {err.strerror or err}") from None
+
+
+def check_cluster_flags(address: str | None, num_cpus: int | None) -> None:
+    if num_cpus is not None and not 1 <= num_cpus <= MAX_NUM_CPUS:
+        raise ConfigError(f"--num-cpus must be in 1..{MAX_NUM_CPUS}, got {num_cpus}")
+    if address is not None and not _ADDRESS.match(address):
+        raise ConfigError(f"--address must be auto, local, HOST:PORT or ray://HOST:PORT, got {address!r}")
+    if address is not None and ":" in address and not 1 <= int(address.rsplit(":", 1)[1]) <= 65535:
+        raise ConfigError(f"--address port must be in 1..65535, got {address!r}")
+
+
+def machine_memory() -> int:
+    """Bytes of physical memory on this machine."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def model_parameters(cfg: RunConfig) -> int:
+    """The GS-VAE's parameter count from its config (k4 convolutions down and up, the latent heads), without torch."""
+    m = cfg.model
+    chans = (m.in_channels, *m.widths)
+    convs = sum(16 * a * b + b for a, b in zip(chans, chans[1:]))
+    side = m.image_size // 2 ** len(m.widths)
+    flat = m.widths[-1] * side * side
+    latent = m.z1_vars * m.z1_categories + m.z2_vars * m.z2_categories
+    return 2 * convs + 2 * (flat * latent + latent) + latent * latent
+
+
+def memory_estimate(cfg: RunConfig) -> dict[str, int]:
+    """Bytes a run needs on this machine: the dataset (as loaded; a synthetic set is drawn in float64 first), and each
+    member (weights, gradients, two Adam moments, a batch's activations, its process)."""
+    m = cfg.model
+    pixels = m.in_channels * m.image_size * m.image_size
+    images = cfg.synthetic_size * 5 // 4 if cfg.dataset == "synthetic" else 80_000
+    dataset = images * pixels * (8 + 3)  # float64 drawing (synthetic) or parsing, then uint8 copies
+    sides = [m.image_size // 2 ** (i + 1) for i in range(len(m.widths))]
+    batch = min(cfg.batch_size, images)  # a batch never holds more images than the split
+    activations = batch * sum(w * s * s for w, s in zip(m.widths, sides)) * 4 * 2 * 3
+    member = model_parameters(cfg) * 4 * 4 + activations + MEMBER_PROCESS_BYTES
+    return {"dataset": dataset, "member": member, "total": dataset + cfg.members * member}
+
+
+def check_memory(cfg: RunConfig) -> None:
+    """The dataset and the members must fit this machine's memory (a wrong number fails here, not in an
+    allocation minutes after Ray started)."""
+    need, have = memory_estimate(cfg), int(machine_memory() * MEMORY_SHARE)
+    for part, what in (("dataset", f"the dataset ({cfg.dataset}, synthetic_size {cfg.synthetic_size})"),
+                       ("member", f"one member (model widths {list(cfg.model.widths)}, batch_size {cfg.batch_size})"),
+                       ("total", f"{cfg.members} members and the dataset")):
+        if need[part] > have:
+            raise ConfigError(f"{what} would need about {need[part] / _GiB:.1f} GiB; this machine has "
+                              f"{machine_memory() / _GiB:.1f} GiB (at most {MEMORY_SHARE:.0%} planned)")
