@@ -38,6 +38,16 @@ def _float(text: str) -> float:
     return value
 
 
+def _pack_size(text: str) -> str | int:
+    """`auto` or a positive integer (members per worker process)."""
+    if text == "auto":
+        return text
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected auto or an integer >= 1, got {text!r}")
+    return value
+
+
 # flag -> (config path, type, help); None means "leave the config's value"
 TRAIN_FLAGS: dict[str, tuple[tuple[str, ...], Any, str]] = {
     "--dataset": (("dataset",), str, f"one of {', '.join(DATASETS)} (default fashion-mnist)"),
@@ -49,6 +59,7 @@ TRAIN_FLAGS: dict[str, tuple[tuple[str, ...], Any, str]] = {
     "--seed": (("seed",), _int, "default 0"),
     "--select-on": (("select_on",), str, "train | val (default val: same held-out images, no noise)"),
     "--device": (("device",), str, "auto | cpu | cuda"),
+    "--pack-size": (("pack_size",), _pack_size, "members per worker process: auto (one pack per GPU or CPU node) | K"),
     "--timeout": (("member_timeout_s",), float, "seconds a member may take for one epoch before it is dropped"),
     "--tau0": (("temperature", "tau0"), float, "initial tau"),
     "--tau-min": (("temperature", "tau_min"), float, "lower clip of tau"),

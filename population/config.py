@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -45,6 +45,9 @@ class RunConfig(BaseModel):
     placement_timeout_s: float = Field(300.0, gt=0)  # how long a (re)started member may wait for a slot on the cluster
     checkpoint_every: int = Field(1, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Members per worker process (DESIGN §7 "Packing"): "auto" = one pack per GPU (all the members it gets), or one per
+    # CPU node with torch threads = the node's CPUs; K = at most K members per pack (1: one member per process).
+    pack_size: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
     synthetic_size: int = Field(512, ge=16)
 
     @field_validator("dataset")

@@ -1,14 +1,17 @@
 """The coordinator: a named Ray actor that runs the population's generation protocol.
 
-Per generation (DESIGN §4): every member trains one epoch; scores are gathered behind a barrier
-with a timeout; the best is selected and every tau advanced (`temperature.next_taus`); the best
-weights are fetched once into the object store and that one ObjectRef is handed, as a top-level
-argument, to every other member. What happened is booked by the `Recorder` (history, lineage,
-status, checkpoints), which also restores a resumed run.
+Members live in packs (DESIGN §7 "Packing"): a worker hosts k members as one stacked model, and a member is
+(pack, slot); `worker.plan_packs` decides which members share a worker (`pack_size`). Per generation (DESIGN §4):
+every pack trains one epoch of all its members; scores are gathered behind a barrier with a timeout; the best is
+selected and every tau advanced (`temperature.next_taus`); the best weights are fetched once into the object store
+and that one ObjectRef is handed, as a top-level argument, to every other pack, while the pack holding the best
+copies it between slots (no object-store read). What happened is booked per member by the `Recorder` (history,
+lineage, status, checkpoints), which also restores a resumed run.
 
-Faults never stop the population: a member that dies is restarted and re-seeded from the last
-broadcast weights, then retried once; one that exceeds the timeout is killed, restarted and
-dropped from this generation; one whose score is not finite is reset from the best and flagged.
+Faults never stop the population: a pack that dies is restarted and all its members re-seeded from the last
+broadcast weights (event `restarted` on each), then retried once; a pack that exceeds the timeout is killed,
+restarted and its members dropped from this generation; a member whose score is not finite is reset from the best
+and flagged (its slot only: weights and Adam state).
 """
 
 from __future__ import annotations
@@ -25,38 +28,43 @@ from popvae.population.config import RunConfig
 from popvae.population.contract import MemberEvent, RunState, dump
 from popvae.population.recorder import Gathered, Recorder
 from popvae.population.temperature import MemberTau, annealed_tau, next_taus
-from popvae.population.worker import Placement
+from popvae.population.worker import Placement, plan_packs
 
 Result = dict[str, Any]  # what a member's train_epoch reports
 
 
 class PopulationCoordinator:
-    """The generation protocol over one worker per member (`handles`); `record` keeps the books."""
+    """The generation protocol over packs (`packs[p]`: the members worker `workers[p]` hosts); `record` keeps the books."""
 
     def __init__(self, config: RunConfig, run_dir: str, data_refs: list[ray.ObjectRef], resume: bool = False) -> None:
         self.cfg = config
         self.record = Recorder(config, Path(run_dir))
         self.train_ref, self.val_ref = data_refs
         self.last_broadcast: ray.ObjectRef | None = None
-        self.placement = Placement(config.members, config.device, config.placement_timeout_s)
-        spawned = {i: self._spawn(i) for i in self.record.members}
-        self.handles = {i: worker for i, (worker, _) in spawned.items()}
-        self._await_placed({i: ready for i, (_, ready) in spawned.items()})
+        cpu_nodes = sum(1 for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0)
+        self.packs = plan_packs(list(self.record.members), config.pack_size, ray.cluster_resources().get("GPU", 0),
+                                cpu_nodes, config.device)
+        self.pack_of = {i: p for p, pack in enumerate(self.packs) for i in pack}
+        self.placement = Placement(len(self.packs), config.device, config.placement_timeout_s, share_gpus=True)
+        spawned = {p: self._spawn(p) for p in range(len(self.packs))}
+        self.workers = {p: worker for p, (worker, _) in spawned.items()}
+        self._await_placed({p: ready for p, (_, ready) in spawned.items()})
         if resume:
             self._restore()
         self.record.write_status()
 
     # --- placement ---
-    def _spawn(self, i: int) -> tuple[Any, ray.ObjectRef]:
-        """A worker for member i, and the ref that resolves once the member is built."""
-        worker = self.placement.spawn(i - 1)
-        return worker, worker.host_member.remote(i, self.cfg, self.train_ref, self.val_ref)
+    def _spawn(self, p: int) -> tuple[Any, ray.ObjectRef]:
+        """A worker for pack p, and the ref that resolves once its members are built."""
+        worker = self.placement.spawn(p)
+        return worker, worker.host_pack.remote(self.packs[p], self.cfg, self.train_ref, self.val_ref)
 
     def _await_placed(self, ready: dict[int, ray.ObjectRef]) -> None:
-        """Wait for members to be built, but not for ever: a run that stops and can be resumed beats one that
+        """Wait for packs to be built, but not for ever: a run that stops and can be resumed beats one that
         hangs silently."""
-        started, missing = self.placement.started({i: (self.handles[i], ref) for i, ref in ready.items()})
-        ray.get([ready[i] for i in started])  # a member that failed to build raises here
+        started, missing_packs = self.placement.started({p: (self.workers[p], ref) for p, ref in ready.items()})
+        ray.get([ready[p] for p in started])  # a pack that failed to build raises here
+        missing = sorted(i for p in missing_packs for i in self.packs[p])
         if missing:
             self.record.set_state("failed")
             raise RuntimeError(
@@ -70,7 +78,7 @@ class PopulationCoordinator:
         started = time.perf_counter()
         results, events = self._train_all(epoch)
         trained = time.perf_counter()
-        scores = {i: self._score(results.get(i)) for i in self.handles}
+        scores = {i: self._score(results.get(i)) for i in self.pack_of}
         for i, score in scores.items():
             if not math.isfinite(score) and results.get(i) is not None:
                 events[i] = "nan_reset"
@@ -80,13 +88,13 @@ class PopulationCoordinator:
                 self.record.set_state("failed")
                 raise RuntimeError(f"generation {epoch}: no member produced a finite loss and kept its weights")
             best, decisions = self._select(epoch, candidates)
-            best_ref = self.handles[best].get_weights.remote()
+            best_ref = self.workers[self.pack_of[best]].get_weights.remote(best)
             try:
                 ray.get(best_ref)  # the best may have died since it reported: then the next best is broadcast
                 break
-            except RayError:
-                self._restart(best)
-                events[best], candidates[best] = "restarted", math.nan
+            except RayError:  # its pack mates' trained weights died with it
+                for i in self._restart(self.pack_of[best], events):
+                    candidates[i] = math.nan
         self._broadcast(best, best_ref, events)
         seconds = {"train": trained - started, "coordination": time.perf_counter() - trained}
         entry = self.record.record_generation(epoch, results, scores, best, decisions, events, seconds,
@@ -100,31 +108,37 @@ class PopulationCoordinator:
         return result["val_loss"] if self.cfg.select_on == "val" else result["loss"]["total"]
 
     def _train_all(self, epoch: int) -> tuple[dict[int, Result | None], dict[int, MemberEvent]]:
-        """The barrier: every member's epoch, restarting the dead once, dropping the late."""
+        """The barrier: every pack's epoch, restarting a dead pack once, dropping a late one."""
         taus = self.record.taus()
-        self.record.set_member_state("training", self.handles)
-        pending = {self.handles[i].train_epoch.remote(epoch, taus[i]): i for i in self.handles}
+        self.record.set_member_state("training", list(self.pack_of))
+        train = lambda p: self.workers[p].train_epoch.remote(epoch, {i: taus[i] for i in self.packs[p]})  # noqa: E731
+        pending = {train(p): p for p in self.workers}
         results: dict[int, Result | None] = {}
         events: dict[int, MemberEvent] = {}
+        retried: set[int] = set()
         deadline = time.monotonic() + self.cfg.member_timeout_s
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
             if not ready:
                 break
-            i = pending.pop(ready[0])
+            p = pending.pop(ready[0])
             try:
-                results[i] = ray.get(ready[0])
+                results.update(ray.get(ready[0]))
             except RayError:
-                if events.get(i) == "restarted":  # failed twice in one generation: leave it out
-                    events[i], results[i] = "dropped", None
+                if p in retried:  # failed twice in one generation: leave its members out
+                    self._drop(p, events, results)
                     continue
-                self._restart(i)
-                events[i] = "restarted"
-                pending[self.handles[i].train_epoch.remote(epoch, taus[i])] = i
-        for i in pending.values():  # past the deadline: free the barrier, keep the member for next time
-            self._restart(i)
-            events[i], results[i] = "dropped", None
+                self._restart(p, events)
+                retried.add(p)
+                pending[train(p)] = p
+        for p in pending.values():  # past the deadline: free the barrier, keep the members for next time
+            self._restart(p, events)
+            self._drop(p, events, results)
         return results, events
+
+    def _drop(self, p: int, events: dict[int, MemberEvent], results: dict[int, Result | None]) -> None:
+        for i in self.packs[p]:
+            events[i], results[i] = "dropped", None
 
     def _select(self, epoch: int, scores: dict[int, float]) -> tuple[int, dict[int, MemberTau]]:
         """The best member and every member's next tau decision."""
@@ -133,39 +147,57 @@ class PopulationCoordinator:
         return next_taus(self.record.taus(), self.record.patience(), scores, self.cfg.temperature)
 
     def _broadcast(self, best: int, best_ref: ray.ObjectRef, events: dict[int, MemberEvent]) -> None:
-        """The best weights went into the object store once (`best_ref`); every other member reads that one
-        object. A member that dies meanwhile is restarted from it."""
+        """The best weights went into the object store once (`best_ref`); every other pack reads that one object,
+        the pack holding the best copies between slots. A pack that dies meanwhile is restarted from it."""
         self.last_broadcast = best_ref
-        calls = {i: h.set_weights.remote(best_ref, events.get(i) == "nan_reset") for i, h in self.handles.items() if i != best}
-        for i, call in calls.items():
+        home = self.pack_of[best]
+        calls = {}
+        for p, worker in self.workers.items():
+            targets = [i for i in self.packs[p] if i != best]
+            reset = [i for i in targets if events.get(i) == "nan_reset"]
+            if targets:
+                calls[p] = worker.copy_slot.remote(best, targets, reset) if p == home else \
+                    worker.set_weights.remote(best_ref, targets, reset)
+        for p, call in calls.items():
             try:
                 ray.get(call)
             except RayError:
-                self._restart(i)
-                events[i] = "restarted"
+                self._restart(p, events)
 
-    def _restart(self, i: int) -> None:
-        self.record.set_member_state("restarting", [i])
-        ray.kill(self.handles[i], no_restart=True)
-        self.handles[i], ready = self._spawn(i)
-        self._await_placed({i: ready})
+    def _restart(self, p: int, events: dict[int, MemberEvent]) -> list[int]:
+        """A new worker for pack p, every member re-seeded from the last broadcast; returns those members."""
+        members = self.packs[p]
+        self.record.set_member_state("restarting", members)
+        ray.kill(self.workers[p], no_restart=True)
+        self.workers[p], ready = self._spawn(p)
+        self._await_placed({p: ready})
         if self.last_broadcast is not None:
-            ray.get(self.handles[i].set_weights.remote(self.last_broadcast))
+            ray.get(self.workers[p].set_weights.remote(self.last_broadcast))
+        for i in members:
+            events[i] = "restarted"
+        return members
 
     def _gather(self, best_ref: ray.ObjectRef) -> Gathered:
         """What a checkpoint needs (members are idle between generations)."""
-        optimizers = ray.get([h.get_optimizer_state.remote() for h in self.handles.values()])
-        return ray.get(best_ref), dict(zip(self.handles, optimizers))
+        optimizers: dict[int, dict[str, Any]] = {}
+        for states in ray.get([w.get_optimizer_state.remote() for w in self.workers.values()]):
+            optimizers.update(states)
+        return ray.get(best_ref), {i: optimizers[i] for i in sorted(optimizers)}
 
     def _restore(self) -> None:
         weights, optimizers = self.record.restore()
         self.last_broadcast = ray.put(weights)
-        ray.get([h.set_weights.remote(self.last_broadcast) for h in self.handles.values()])
-        ray.get([h.set_optimizer_state.remote(optimizers[i]) for i, h in self.handles.items()])
+        ray.get([w.set_weights.remote(self.last_broadcast) for w in self.workers.values()])
+        ray.get([w.set_optimizer_state.remote({i: optimizers[i] for i in self.packs[p]}) for p, w in self.workers.items()])
 
     # --- the actor's interface (population.run, the status service, tests) ---
     def member_handles(self) -> dict[int, Any]:
-        return dict(self.handles)
+        """{member: the worker hosting its pack} (pack mates share one handle)."""
+        return {i: self.workers[p] for i, p in self.pack_of.items()}
+
+    def pack_layout(self) -> list[list[int]]:
+        """The members of each pack, in pack order."""
+        return [list(pack) for pack in self.packs]
 
     def next_epoch(self) -> int:
         return self.record.epochs_done

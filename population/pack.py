@@ -268,6 +268,17 @@ class PackState:
         if reset_optimizer:  # a NaN loss may have poisoned the moment estimates
             self.optimizer.reset(s)
 
+    def copy_slot(self, source: int, targets: list[int], reset: list[int] = ()) -> None:  # type: ignore[assignment]
+        """The broadcast inside the pack: member `source`'s weights copied into the `targets`' slots (no host copy);
+        the members in `reset` also lose their Adam state."""
+        s, tensors = self.slot[source], self.params | self.buffers
+        with torch.no_grad():
+            for t in targets:
+                for k in self.keys:
+                    tensors[k][self.slot[t]].copy_(tensors[k][s])
+        for t in reset:
+            self.optimizer.reset(self.slot[t])
+
     def get_optimizer_state(self, index: int) -> dict[str, Any]:
         return self.optimizer.state_dict(self.slot[index])
 

@@ -1,12 +1,16 @@
 """The worker pool: one Worker actor per device (a GPU bundle, or a share of the CPUs).
 
-A worker either hosts one population member or runs one job (robust-AE training, an evaluation);
-Ray runs an actor's calls one at a time, so it never does both at once. Data arrive as top-level
-ObjectRef arguments, so Ray hands every worker on a node the same object-store copy, zero-copy.
+A worker either hosts a pack of population members (`PackState`: k members as one stacked model, DESIGN §7
+"Packing"; a pack of 1 is one member per process) or runs one job (robust-AE training, an evaluation); Ray runs an
+actor's calls one at a time, so it never does both at once. Data arrive as top-level ObjectRef arguments, so Ray
+hands every worker on a node the same object-store copy, zero-copy; a pack then holds the images on its device once.
+Members are addressed by their 1-based index wherever they live.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,48 +20,63 @@ import torch
 
 from popvae.models.data import ImageSet
 from popvae.population.config import RunConfig
-from popvae.population.member import MemberState
+from popvae.population.pack import PackState
 
 
 class Worker:
     def __init__(self, threads: int) -> None:
         torch.set_num_threads(max(1, threads))  # Ray's CPU counts are logical: match torch to them
         self.threads = max(1, threads)
-        self.member: MemberState | None = None
+        self.pack: PackState | None = None
 
     def node_id(self) -> str:
         """Answers once the worker is placed and started (and says where)."""
         return ray.get_runtime_context().get_node_id()
 
-    # --- hosting a population member ---
-    def host_member(self, index: int, config: RunConfig, train_images: np.ndarray, val_images: np.ndarray) -> None:
-        self.member = MemberState(index, config, train_images, val_images, self.threads)
+    def pid(self) -> int:
+        return os.getpid()
 
-    def _m(self) -> MemberState:
-        if self.member is None:
-            raise RuntimeError("this worker hosts no member")
-        return self.member
+    # --- hosting a pack of population members ---
+    def host_pack(self, indices: list[int], config: RunConfig, train_images: np.ndarray, val_images: np.ndarray) -> None:
+        self.pack = PackState(indices, config, train_images, val_images, self.threads)
 
-    def train_epoch(self, generation: int, tau: float) -> dict[str, Any]:
-        return self._m().train_epoch(generation, tau)
+    def _p(self) -> PackState:
+        if self.pack is None:
+            raise RuntimeError("this worker hosts no members")
+        return self.pack
 
-    def get_weights(self) -> dict[str, np.ndarray]:
-        return self._m().get_weights()
+    def train_epoch(self, generation: int, taus: dict[int, float]) -> dict[int, dict[str, Any]]:
+        """One epoch of every member in the pack: {member: its result}."""
+        return self._p().train_epoch(generation, taus)
 
-    def set_weights(self, weights: dict[str, np.ndarray], reset_optimizer: bool = False) -> None:
-        self._m().set_weights(weights, reset_optimizer)
+    def get_weights(self, index: int) -> dict[str, np.ndarray]:
+        return self._p().get_weights(index)
 
-    def get_optimizer_state(self) -> dict[str, Any]:
-        return self._m().get_optimizer_state()
+    def set_weights(self, weights: dict[str, np.ndarray], members: list[int] | None = None,
+                    reset: list[int] = ()) -> None:  # type: ignore[assignment]
+        """Load `weights` (one object-store object, read once) into `members` (default: all); `reset` also clears
+        those members' Adam state."""
+        pack = self._p()
+        for i in pack.indices if members is None else members:
+            pack.set_weights(i, weights, i in reset)
 
-    def set_optimizer_state(self, state: dict[str, Any]) -> None:
-        self._m().set_optimizer_state(state)
+    def copy_slot(self, source: int, members: list[int], reset: list[int] = ()) -> None:  # type: ignore[assignment]
+        """The broadcast inside the pack that holds the best: a slot copy, no object-store read."""
+        self._p().copy_slot(source, members, reset)
+
+    def get_optimizer_state(self) -> dict[int, dict[str, Any]]:
+        pack = self._p()
+        return {i: pack.get_optimizer_state(i) for i in pack.indices}
+
+    def set_optimizer_state(self, states: dict[int, dict[str, Any]]) -> None:
+        for i, state in states.items():
+            self._p().set_optimizer_state(i, state)
 
     # --- running a job ---
     def run_job(self, job: dict[str, Any], train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
                 classes: tuple[str, ...]) -> dict[str, Any]:
         """`job["kind"]` is "robust" (train one method into job["dir"]) or "evaluation"."""
-        self.member = None  # a worker runs a member or a job, never both
+        self.pack = None  # a worker runs members or a job, never both
         train_set, test_set = ImageSet(*train, classes), ImageSet(*test, classes)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if job["kind"] == "robust":
@@ -79,28 +98,43 @@ def cpu_share(cluster_cpus: float, largest_node_cpus: float, n: int) -> float:
     return max(min(cluster_cpus / n, largest_node_cpus), 0.01)
 
 
-class Placement:
-    """Where n workers go: one GPU bundle each (a placement group) when the cluster has a GPU per
-    worker, otherwise an equal share of the cluster's CPUs, spread across nodes."""
+def plan_packs(members: list[int], pack_size: str | int, gpus: float, cpu_nodes: int, device: str = "auto") -> list[list[int]]:
+    """Which members share a worker: "auto" = one pack per GPU when the cluster has GPUs (and device allows them),
+    otherwise one per CPU node; K = at most K per pack. Packs are contiguous runs of members, sizes within one."""
+    if pack_size == "auto":
+        count = int(gpus) if device != "cpu" and gpus >= 1 else max(cpu_nodes, 1)
+    else:
+        count = math.ceil(len(members) / int(pack_size))
+    count = max(1, min(count, len(members)))
+    return [[int(i) for i in chunk] for chunk in np.array_split(np.asarray(members), count)]
 
-    def __init__(self, n: int, device: str = "auto", timeout_s: float = 300.0) -> None:
+
+class Placement:
+    """Where n workers go: one GPU bundle each (a placement group) when the cluster has a GPU per worker (or, with
+    `share_gpus`, any GPU: then the workers split the GPUs, so n packs fit on fewer devices), otherwise an equal share
+    of the cluster's CPUs, spread across nodes, with torch threads to match."""
+
+    def __init__(self, n: int, device: str = "auto", timeout_s: float = 300.0, share_gpus: bool = False) -> None:
         self.n = n
         self.timeout_s = timeout_s
         self.group = None
         self.cpus = 0.0
-        if device != "cpu" and ray.cluster_resources().get("GPU", 0) >= n:
+        self.gpus = 1.0
+        available = ray.cluster_resources().get("GPU", 0) if device != "cpu" else 0
+        if available >= n or (share_gpus and available >= 1):
             from ray.util.placement_group import placement_group
 
-            self.group = placement_group([{"GPU": 1, "CPU": 1}] * n, strategy="PACK")
+            self.gpus = min(1.0, available / n)
+            self.group = placement_group([{"GPU": self.gpus, "CPU": 1}] * n, strategy="PACK")
             try:
                 ray.get(self.group.ready(), timeout=timeout_s)
             except ray.exceptions.GetTimeoutError:
                 ray.util.remove_placement_group(self.group)
-                raise RuntimeError(f"no room for {n} bundles of 1 GPU + 1 CPU within {timeout_s:g} s") from None
+                raise RuntimeError(f"no room for {n} bundles of {self.gpus:g} GPU + 1 CPU within {timeout_s:g} s") from None
 
     def describe(self) -> str:
         """What one worker asks the cluster for."""
-        return "1 GPU and 1 CPU" if self.group is not None else f"{self.cpus:.2f} CPUs"
+        return f"{self.gpus:g} GPU and 1 CPU" if self.group is not None else f"{self.cpus:.2f} CPUs"
 
     def started(self, pending: dict[int, tuple[Any, ray.ObjectRef]]) -> tuple[dict[int, Any], list[int]]:
         """Of `pending` ({key: (worker, its first call)}), the workers whose call finished within the timeout,
@@ -118,7 +152,7 @@ class Placement:
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
             strategy = PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=slot)
-            return RemoteWorker.options(num_cpus=1, num_gpus=1, scheduling_strategy=strategy).remote(1)
+            return RemoteWorker.options(num_cpus=1, num_gpus=self.gpus, scheduling_strategy=strategy).remote(1)
         nodes = [node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"]]
         self.cpus = cpu_share(ray.cluster_resources().get("CPU", 1.0), max(nodes, default=1.0), self.n)
         return RemoteWorker.options(num_cpus=self.cpus, scheduling_strategy="SPREAD").remote(max(int(self.cpus), 1))

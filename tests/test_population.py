@@ -1,4 +1,5 @@
-"""The distributed path on a real local Ray: broadcast, resume, a killed member, an injected NaN."""
+"""The distributed path on a real local Ray: broadcast, resume, a killed pack, an injected NaN, packed (several members
+per worker) and unpacked (`pack_size` 1)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from popvae.population.config import parse_config
 from popvae.population.contract import NAMESPACE
 from popvae.population.coordinator import Coordinator
 from popvae.population.run import load_run_data, run_population
-from popvae.population.worker import cpu_share
+from popvae.population.worker import cpu_share, plan_packs
 
 SMALL_MODEL = {"widths": [8, 16, 16, 16], "z1_vars": 4, "z1_categories": 4, "z2_vars": 2, "z2_categories": 4}
 
@@ -27,7 +28,7 @@ def member_weights_equal(handles):
     """True when every member holds exactly the same weights (after a broadcast)."""
     import ray
 
-    all_weights = ray.get([h.get_weights.remote() for h in handles.values()])
+    all_weights = ray.get([h.get_weights.remote(i) for i, h in handles.items()])
     first = all_weights[0]
     return all(all(np.array_equal(first[k], w[k]) for k in first) for w in all_weights[1:])
 
@@ -52,7 +53,7 @@ def test_broadcast_leaves_every_member_with_the_best_weights(ray_session, tmp_pa
     assert not member_weights_equal(handles)  # members start from different seeds
     entry = ray_session.get(coord.run_generation.remote(0))
     assert member_weights_equal(handles)
-    best = ray_session.get(handles[entry["best"]].get_weights.remote())
+    best = ray_session.get(handles[entry["best"]].get_weights.remote(entry["best"]))
     rows = rundir.read_rows(tmp_path / "run" / "history.parquet")
     assert sum(r["is_best"] for r in rows) == 1 and len(rows) == 3
     assert entry["received"] == {str(i): entry["best"] for i in (1, 2, 3) if i != entry["best"]}
@@ -65,8 +66,9 @@ def test_broadcast_leaves_every_member_with_the_best_weights(ray_session, tmp_pa
     ray_session.kill(coord)
 
 
-def test_stopped_and_resumed_run_equals_uninterrupted_run(ray_session, tmp_path):
-    cfg = small_config()
+@pytest.mark.parametrize("pack_size", ["auto", 1])
+def test_stopped_and_resumed_run_equals_uninterrupted_run(ray_session, tmp_path, pack_size):
+    cfg = small_config(pack_size=pack_size)
     data = load_run_data(cfg)
     whole = run_population(cfg, tmp_path / "whole", data)
     seen = []
@@ -96,40 +98,47 @@ def wait_until_training(ray_session, coord, deadline_s=30):
     raise AssertionError("members never started training")
 
 
-def test_member_killed_mid_epoch_is_restarted_and_the_run_goes_on(ray_session, tmp_path):
-    coord = start_coordinator(small_config(steps_per_epoch=60, members=2), tmp_path / "run")
+@pytest.mark.parametrize(("members", "pack_size", "victims"), [(2, 1, [2]), (4, 2, [3, 4])])
+def test_pack_killed_mid_epoch_is_restarted_and_the_run_goes_on(ray_session, tmp_path, members, pack_size, victims):
+    coord = start_coordinator(small_config(steps_per_epoch=60, members=members, pack_size=pack_size), tmp_path / "run")
+    assert ray_session.get(coord.pack_layout.remote())[-1] == victims
     ray_session.get(coord.run_generation.remote(0))
     pending = coord.run_generation.remote(1)
     wait_until_training(ray_session, coord)
-    victim = ray_session.get(coord.member_handles.remote())[2]
-    ray_session.kill(victim)
+    victim = ray_session.get(coord.member_handles.remote())[victims[0]]
+    ray_session.kill(victim)  # the whole pack dies: every member in it is restarted from the last broadcast
     entry = ray_session.get(pending)
-    assert entry["events"] == {"2": "restarted"}
+    assert entry["events"] == {str(i): "restarted" for i in victims}
     entry = ray_session.get(coord.run_generation.remote(2))
     assert entry["events"] == {}
     rows = rundir.read_rows(tmp_path / "run" / "history.parquet")
-    assert [r["event"] for r in rows if r["member"] == 2] == ["", "restarted", ""]
+    for i in range(1, members + 1):
+        assert [r["event"] for r in rows if r["member"] == i] == (["", "restarted", ""] if i in victims else ["", "", ""])
     assert all(math.isfinite(r["score"]) for r in rows)
     handles = ray_session.get(coord.member_handles.remote())
-    assert handles[2] != victim and member_weights_equal(handles)
+    assert handles[victims[0]] != victim and member_weights_equal(handles)
     status = ray_session.get(coord.status.remote())
-    assert status["members"][1]["flags"] == ["restarted@1"]
+    assert [m["flags"] for m in status["members"]] == [["restarted@1"] if i in victims else [] for i in range(1, members + 1)]
     for h in handles.values():
         ray_session.kill(h)
     ray_session.kill(coord)
 
 
-def test_injected_nan_member_is_reset_from_the_best_and_flagged(ray_session, tmp_path):
-    coord = start_coordinator(small_config(), tmp_path / "run")
+@pytest.mark.parametrize("pack_size", ["auto", 1])
+def test_injected_nan_member_is_reset_from_the_best_and_flagged(ray_session, tmp_path, pack_size):
+    coord = start_coordinator(small_config(pack_size=pack_size), tmp_path / "run")
+    assert len(ray_session.get(coord.pack_layout.remote())) == (1 if pack_size == "auto" else 3)
     ray_session.get(coord.run_generation.remote(0))
     handles = ray_session.get(coord.member_handles.remote())
-    weights = ray_session.get(handles[3].get_weights.remote())
-    ray_session.get(handles[3].set_weights.remote({k: np.full_like(v, np.nan) for k, v in weights.items()}))
+    weights = ray_session.get(handles[3].get_weights.remote(3))
+    ray_session.get(handles[3].set_weights.remote({k: np.full_like(v, np.nan) for k, v in weights.items()}, [3]))
     entry = ray_session.get(coord.run_generation.remote(1))
-    assert entry["events"] == {"3": "nan_reset"} and entry["best"] != 3
+    assert entry["events"] == {"3": "nan_reset"} and entry["best"] != 3  # the slot's pack mates trained on
     assert member_weights_equal(handles)
     entry = ray_session.get(coord.run_generation.remote(2))
-    rows = [r for r in rundir.read_rows(tmp_path / "run" / "history.parquet") if r["member"] == 3]
+    every = rundir.read_rows(tmp_path / "run" / "history.parquet")
+    assert all(math.isfinite(r["score"]) for r in every if r["member"] != 3)
+    rows = [r for r in every if r["member"] == 3]
     assert [r["event"] for r in rows] == ["", "nan_reset", ""]
     assert math.isnan(rows[1]["score"]) and math.isfinite(rows[2]["score"])
     assert "nan_reset@1" in ray_session.get(coord.status.remote())["members"][2]["flags"]
@@ -139,7 +148,7 @@ def test_injected_nan_member_is_reset_from_the_best_and_flagged(ray_session, tmp
 
 
 def test_best_member_dying_after_it_reported_hands_the_broadcast_to_the_next_best(ray_session, tmp_path):
-    cfg = small_config(steps_per_epoch=20)
+    cfg = small_config(steps_per_epoch=20, pack_size=1)  # one member per process: the best dies alone
     reference = start_coordinator(cfg, tmp_path / "ref")  # the same seed: members 1 and 2 train identically
     for epoch in (0, 1):
         ray_session.get(reference.run_generation.remote(epoch))
@@ -151,8 +160,8 @@ def test_best_member_dying_after_it_reported_hands_the_broadcast_to_the_next_bes
     coord = start_coordinator(cfg, tmp_path / "run")
     ray_session.get(coord.run_generation.remote(0))
     handles = ray_session.get(coord.member_handles.remote())
-    nan = ray_session.put({k: np.full_like(v, np.nan) for k, v in ray_session.get(handles[3].get_weights.remote()).items()})
-    backlog = [handles[3].train_epoch.remote(100 + k, 1.0) for k in range(10)]  # member 3 reports late, and NaN
+    nan = ray_session.put({k: np.full_like(v, np.nan) for k, v in ray_session.get(handles[3].get_weights.remote(3)).items()})
+    backlog = [handles[3].train_epoch.remote(100 + k, {3: 1.0}) for k in range(10)]  # member 3 reports late, and NaN
     handles[3].set_weights.remote(nan)
     pending = coord.run_generation.remote(1)
     wait_until_training(ray_session, coord)
@@ -184,17 +193,17 @@ def test_baseline_is_one_member_with_annealed_tau(ray_session, tmp_path):
 
 
 def test_member_past_the_timeout_is_dropped_from_the_generation_and_back_in_the_next(ray_session, tmp_path):
-    cfg = small_config(members=2, steps_per_epoch=20)
+    cfg = small_config(members=2, steps_per_epoch=20, pack_size=1)  # a late pack of one: its member is dropped
     coord = start_coordinator(cfg, tmp_path / "run")
     first = ray_session.get(coord.run_generation.remote(0))
     epoch_s = first["seconds"]["train"]
-    slow_cfg = small_config(members=2, steps_per_epoch=20, member_timeout_s=max(3 * epoch_s, 2.0))
+    slow_cfg = small_config(members=2, steps_per_epoch=20, pack_size=1, member_timeout_s=max(3 * epoch_s, 2.0))
     coord2 = start_coordinator(slow_cfg, tmp_path / "b")
     for h in ray_session.get(coord.member_handles.remote()).values():  # free the CPUs for the second population
         ray_session.kill(h)
     ray_session.get(coord2.run_generation.remote(0))
     busy = ray_session.get(coord2.member_handles.remote())[2]
-    backlog = [busy.train_epoch.remote(100 + k, 1.0) for k in range(30)]  # member 2 is now ~30 epochs behind
+    backlog = [busy.train_epoch.remote(100 + k, {2: 1.0}) for k in range(30)]  # member 2 is now ~30 epochs behind
     entry = ray_session.get(coord2.run_generation.remote(1))
     assert entry["events"] == {"2": "dropped"} and entry["best"] == 1
     rows = rundir.read_rows(tmp_path / "b" / "history.parquet")
@@ -234,3 +243,14 @@ def test_cpu_share_never_asks_more_than_one_node_holds() -> None:
     assert cpu_share(3.0, 1.0, 1) == 1.0
     assert cpu_share(8.0, 4.0, 4) == 2.0
     assert cpu_share(2.0, 2.0, 5) == pytest.approx(0.4)
+
+
+def test_plan_packs_one_pack_per_device_or_at_most_k() -> None:
+    members = list(range(1, 9))
+    assert plan_packs(members, "auto", gpus=0, cpu_nodes=1) == [members]  # one CPU node: one pack
+    assert plan_packs(members, "auto", gpus=1, cpu_nodes=1) == [members]  # n members on 1 GPU
+    assert plan_packs(members, "auto", gpus=2, cpu_nodes=1) == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    assert plan_packs(members, "auto", gpus=2, cpu_nodes=3, device="cpu") == [[1, 2, 3], [4, 5, 6], [7, 8]]
+    assert plan_packs(members, 1, gpus=0, cpu_nodes=1) == [[i] for i in members]  # today's one member per process
+    assert plan_packs(members, 3, gpus=0, cpu_nodes=1) == [[1, 2, 3], [4, 5, 6], [7, 8]]
+    assert plan_packs([1, 2], "auto", gpus=4, cpu_nodes=1) == [[1], [2]]
