@@ -4,6 +4,7 @@ coordinator actor, then score the best model on the test split and draw the pict
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -175,14 +176,19 @@ def train_run(run: Run, on_generation: Callable[[dict[str, Any], dict[str, Any]]
     """Take the run folder's lock (ConfigError when another process holds it), join (or start) Ray, check the
     cluster can host the run (ConfigError), train, return the summary. The lock is held until the run ends."""
     from popvae.population.bounds import check_cluster_flags
-    from popvae.population.runlock import holding, restore_stop_handlers
+    from popvae.population.runlock import Interrupted, holding, restore_stop_handlers
     from popvae.population.worker import cpu_share
 
     check_cluster_flags(address, num_cpus)
     with holding(run.run_dir):
         if not run.resume:
             policy.check_unused(run.run_dir)  # again, under the lock: another process may have used it meanwhile
-        ensure_ray(address, num_cpus)
+        try:
+            ensure_ray(address, num_cpus)
+        except SystemExit as exit_:  # ray.init's own SIGTERM handler exits with the signal's number
+            if exit_.code == signal.SIGTERM:
+                raise Interrupted(signal.SIGTERM) from None
+            raise
         restore_stop_handlers()  # ray.init installs its own SIGTERM handler
         gpus, cpus = ray.cluster_resources().get("GPU", 0), ray.cluster_resources().get("CPU", 0)
         members = run.cfg.members
