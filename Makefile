@@ -21,12 +21,15 @@ $(STAMP): pyproject.toml
 install: $(STAMP) system-deps
 
 # System packages from Debian, installed when missing and apt is usable (as root):
-# dataset-fashion-mnist, the embedded default dataset (no download at run time), and
-# docker-compose, which the tests use to validate docker/docker-compose.yml.
+# dataset-fashion-mnist, the embedded default dataset (no download at run time),
+# docker-compose, which the tests use to validate docker/docker-compose.yml, and chromium with
+# chromium-driver, the headless browser of the dashboard test (tests/test_dashboard.py).
 system-deps:
 	@missing=""; \
 	[ -f $(FMNIST) ] || missing="$$missing dataset-fashion-mnist"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null 2>&1 || \

@@ -8,16 +8,17 @@ snapshot is caught on the way in (and answered with a 503) rather than on the wa
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from popvae.population.contract import HistoryRow, JobStatus, RunState, RunStatus
+from popvae.population.contract import HistoryRow, JobStatus, LineageEntry, RunState, RunStatus
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 Source = Literal["live", "run_folder"]
 RayState = Literal["disabled", "connecting", "connected", "unreachable"]
+RunKind = Literal["population", "robust", "evaluation"]
 
 
 class RunQuery(BaseModel):
@@ -56,8 +57,12 @@ class Population(RunStatus):
 
 class RunSummary(BaseModel):
     run_id: str
+    kind: RunKind | None = Field(
+        None, description="population (popvae train), robust (popvae robust) or evaluation (only evaluation jobs); "
+        "null for a live run without folder"
+    )
     state: RunState | None = Field(None, description="null when the run has no readable status.json")
-    epoch: int | None = None
+    epoch: int | None = Field(None, description="generations done (as in status.json)")
     epochs: int | None = None
     updated_at: str | None = None
     live: bool = Field(description="a coordinator actor for this run is alive")
@@ -80,3 +85,25 @@ class JobList(BaseModel):
     run_id: str
     jobs: list[JobStatus]
     unreadable: list[str] = Field([], description="job folders whose status.json could not be read")
+
+
+class Picture(BaseModel):
+    path: str = Field(description="relative to the run folder; fetch it from /runs/{run_id}/files/{path}")
+    title: str = Field(description="what it shows, for a caption")
+
+
+class RunOverview(BaseModel):
+    """Everything about one run that is not per epoch: what it is, its config, its end-of-run summary, pictures, reports."""
+
+    run_id: str
+    kind: RunKind | None
+    status: RunStatus | None = Field(None, description="status.json, when the run has a population (null otherwise)")
+    config: dict[str, Any] = Field({}, description="config.json as written when the run started")
+    summary: dict[str, Any] | None = Field(None, description="summary.json (test scores of the best model), once the run ended")
+    pictures: list[Picture] = Field([], description="PNG pictures under the run folder (plots, evaluation figures)")
+    reports: list[str] = Field([], description="report.md files under the run folder, relative paths")
+
+
+class LineagePage(BaseModel):
+    run_id: str
+    generations: list[LineageEntry] = Field(description="one entry per generation done, oldest first (lineage.json)")

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from popvae.cluster.api_models import JobList, Population, RunSummary, Source
 from popvae.cluster.live_status import LiveCoordinators
+from popvae.cluster.run_files import run_kind
 from popvae.cluster.run_store import NotFound, RunStore, Unreadable
 from popvae.population.contract import HistoryRow, JobStatus, RunStatus
 
@@ -61,7 +62,8 @@ class Runs:
             except (NotFound, Unreadable):
                 status = None
             fields = status.model_dump(include={"state", "epoch", "epochs", "updated_at"}) if status else {}
-            out.append(RunSummary(run_id=run_id, live=run_id in live, has_folder=run_id in folders, **fields))
+            kind = run_kind(self.store.root / run_id) if run_id in folders else "population"
+            out.append(RunSummary(run_id=run_id, kind=kind, live=run_id in live, has_folder=run_id in folders, **fields))
         return out
 
     def population_json(self, run_id: str) -> bytes:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from popvae.cluster.api_models import ID_PATTERN
-from popvae.population.contract import HistoryRow, JobStatus, RunStatus
+from popvae.population.contract import HistoryRow, JobStatus, LineageEntry, RunStatus
 from popvae.population.rundir import read_json, read_rows
 from popvae.population.runlock import is_held
 
@@ -80,6 +80,12 @@ def _job(raw: Any) -> JobStatus:
     return JobStatus.model_validate(raw)
 
 
+def _lineage(raw: Any) -> list[LineageEntry]:
+    if not isinstance(raw, list):
+        raise ValueError("lineage.json must hold a list of generations")
+    return [LineageEntry.model_validate(g) for g in raw]
+
+
 class RunStore:
     """The runs under `root`: each a folder holding `config.json` or `status.json`."""
 
@@ -139,6 +145,12 @@ class RunStore:
         if not path.exists():
             return []
         return self._cache.get(path, "history", lambda p: _parse(p, read_rows, _history))
+
+    def lineage(self, run_id: str) -> list[LineageEntry]:
+        path = self.run_dir(run_id) / "lineage.json"
+        if not path.exists():
+            return []
+        return self._cache.get(path, "lineage", lambda p: _parse(p, read_json, _lineage))
 
     def job_ids(self, run_id: str) -> list[str]:
         jobs = self.run_dir(run_id) / "jobs"

@@ -30,6 +30,7 @@ from popvae.cluster.api_models import (
     RunList,
     RunQuery,
 )
+from popvae.cluster.dashboard import add_dashboard
 from popvae.cluster.live_status import LiveCoordinators
 from popvae.cluster.run_catalog import Runs
 from popvae.cluster.run_store import NotFound, RunStore, Unreadable
@@ -61,7 +62,9 @@ def create_app(runs_root: Path, ray_address: str | None = None, token: str | Non
     app = FastAPI(
         title="popvae status",
         version="1",
-        description="Read-only status of popvae populations and jobs.",
+        description="Read-only status of popvae populations and jobs. The dashboard is at /, this API's pages at /docs.",
+        docs_url=None,  # served by add_dashboard from the vendored swagger-ui files: no CDN
+        redoc_url=None,
     )
     guarded = (
         {"dependencies": [Depends(_bearer_guard(token))], "responses": {**_ERRORS, **_UNAUTHORIZED}}
@@ -119,6 +122,7 @@ def create_app(runs_root: Path, ray_address: str | None = None, token: str | Non
     def get_job(job_id: Annotated[str, PathParam(pattern=ID_PATTERN)], q: Annotated[RunQuery, Query()]) -> JobStatus:
         return runs.job(q.run, job_id)
 
+    add_dashboard(app, runs, guarded)
     return app
 
 

@@ -73,22 +73,25 @@ def dump(record: BaseModel) -> Any:
 
 
 class LossParts(_Record):
-    total: float | None
-    reconstruction: float | None
-    kl_z1: float | None
-    kl_z2: float | None
+    """A member's mean training loss over its last epoch, per image: summed binary cross-entropy plus the two KLs."""
+
+    total: float | None = Field(description="reconstruction + kl_z1 + kl_z2; null when it diverged")
+    reconstruction: float | None = Field(description="binary cross-entropy summed over the pixels of an image")
+    kl_z1: float | None = Field(description="KL of the first categorical latent layer")
+    kl_z2: float | None = Field(description="KL of the second categorical latent layer")
 
 
 class MemberStatus(_Record):
-    index: int = Field(ge=1)
-    strategy: Strategy
-    tau: float | None
-    loss: LossParts | None = None
-    val_loss: float | None = None
-    patience: int
+    index: int = Field(ge=1, description="1-based member number")
+    strategy: Strategy = Field(description="its own tau schedule (Algorithm 2)")
+    tau: float | None = Field(description="the tau it trains with in the next generation (the history's tau_next of the "
+                              "last epoch done; the history's tau is the one each epoch used)")
+    loss: LossParts | None = Field(None, description="its last epoch's mean training loss; null before its first epoch")
+    val_loss: float | None = Field(None, description="its last epoch's loss on the held-out validation images, no noise")
+    patience: int = Field(description="generations in a row it lost to the best (Algorithm 3)")
     state: MemberState
-    node_id: str | None = None
-    flags: list[str] = []
+    node_id: str | None = Field(None, description="the Ray node it last trained on")
+    flags: list[str] = Field([], description="what happened to it: event@epoch (0-based epoch)")
 
 
 class RunStatus(_Record):
@@ -96,10 +99,10 @@ class RunStatus(_Record):
 
     run_id: str
     state: RunState
-    epoch: int = Field(description="generations done")
-    epochs: int
-    generation_seconds: float | None = None
-    best_member: int | None = None
+    epoch: int = Field(description="generations done (the console's 'epoch k/n' while epoch k+1 trains is k done)")
+    epochs: int = Field(description="generations planned")
+    generation_seconds: float | None = Field(None, description="wall time of the last generation done")
+    best_member: int | None = Field(None, description="the best member of the last generation done")
     updated_at: str
     coordinator_restarts: int = Field(0, description="coordinators started in place of one whose process died")
     members: list[MemberStatus]
@@ -108,8 +111,8 @@ class RunStatus(_Record):
 class HistoryRow(_Record):
     """One row of `history.parquet`: one member in one generation."""
 
-    epoch: int
-    member: int
+    epoch: int = Field(description="0-based epoch (generation); people see epoch + 1")
+    member: int = Field(description="1-based member number")
     strategy: Strategy
     tau: float | None = Field(description="the tau it trained with")
     tau_next: float | None = Field(description="the tau chosen for the next generation")
@@ -120,8 +123,8 @@ class HistoryRow(_Record):
     val_loss: float | None = None
     score: float | None = Field(None, description="the loss selection used (select_on); NaN/null when it did not report")
     patience: int
-    is_best: bool
-    seconds: float | None
+    is_best: bool = Field(description="it won this generation: every other member received its weights")
+    seconds: float | None = Field(description="its training and scoring time this epoch")
     event: MemberEvent = ""
     node_id: str | None = None
 

@@ -71,7 +71,7 @@ def test_population_defaults_to_newest_population_run_from_folder(client: TestCl
         ("/jobs", {"run": "nope"}, 404),
         ("/jobs/nope", {}, 404),
         ("/jobs/job-a", {"run": "older"}, 404),
-        ("/jobs/..", {}, 404),
+        ("/jobs/%2e%2e", {}, 422),  # a literal /jobs/.. is normalised to / by the client: the dashboard page
     ],
 )
 def test_errors_are_json_4xx_or_503(client: TestClient, path: str, params: dict, code: int) -> None:
