@@ -405,12 +405,17 @@ def _status_parser(sub: Any) -> None:
     p.add_argument("--url", default="http://127.0.0.1:8000")
     p.add_argument("--run", help="run id (default: the most recently updated)")
     p.add_argument("--token", help="bearer token (default: $POPVAE_API_TOKEN)")
+    p.add_argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
+                   help="redraw every SECONDS (default 2) until the run and its jobs end, or Ctrl-C")
+    p.add_argument("--jobs", action="store_true", help="also list the run's robust and evaluation jobs")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from popvae.cluster.status_table import print_status
 
-    return print_status(args.url, args.run, args.token)
+    if args.watch is not None and not args.watch > 0:
+        raise SystemExit(f"popvae status: --watch needs a positive number of seconds, got {args.watch:g}")
+    return print_status(args.url, args.run, args.token, watch=args.watch, jobs=args.jobs)
 
 
 COMMANDS = {

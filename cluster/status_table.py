@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 import httpx
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
 
 from popvae.cluster.service import TOKEN_ENV
@@ -52,22 +54,73 @@ def _table(pop: dict[str, Any]) -> Table:
     return table
 
 
-def print_status(url: str, run: str | None = None, token: str | None = None) -> int:
-    """Print the population of `run` (default: the newest) served at `url`; 0 on success, 1 with a message otherwise."""
-    token = token or os.environ.get(TOKEN_ENV) or None
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    params = {"run": run} if run else {}
+def _jobs_table(body: dict[str, Any]) -> Table:
+    table = Table(title=f"jobs of {body['run_id']}", title_justify="left", box=None, pad_edge=False)
+    for name in ("job", "kind", "method", "state", "epoch", "updated", "error"):
+        table.add_column(name, justify="right" if name == "epoch" else "left")
+    for j in body["jobs"]:
+        table.add_row(j["id"], j["kind"], j.get("method") or "", j["state"], f"{j.get('epoch') or 0}/{j.get('epochs') or '-'}",
+                      (j.get("updated_at") or "")[:19].replace("T", " "), (j.get("error") or "")[:60],
+                      style={"failed": "red", "running": "bold"}.get(j["state"]))
+    for job_id in body.get("unreadable", []):
+        table.add_row(job_id, "", "", "unreadable", "", "", "status.json could not be read", style="red")
+    return table
+
+
+class _Failure(Exception):
+    pass
+
+
+def _get(client: httpx.Client, url: str, path: str, params: dict[str, str], missing_ok: bool = False) -> dict[str, Any] | None:
     try:
-        response = httpx.get(f"{url.rstrip('/')}/population", params=params, headers=headers, timeout=10)
+        response = client.get(f"{url.rstrip('/')}{path}", params=params)
     except httpx.HTTPError as e:
-        print(f"popvae status: cannot reach {url}: {e}", file=sys.stderr)
-        return 1
+        raise _Failure(f"cannot reach {url}: {e}") from e
+    if response.status_code == 404 and missing_ok:
+        return None
     if response.status_code != 200:
         try:
             detail = response.json().get("detail")
         except ValueError:
             detail = response.text[:200]
-        print(f"popvae status: {response.status_code} from {url}: {detail}", file=sys.stderr)
+        raise _Failure(f"{response.status_code} from {url}: {detail}")
+    return response.json()
+
+
+def _view(client: httpx.Client, url: str, run: str | None, jobs: bool) -> tuple[Group, bool]:
+    """The population (when the run has one) and, with `jobs`, its jobs; and whether the run is still going."""
+    params = {"run": run} if run else {}
+    pop = _get(client, url, "/population", params, missing_ok=jobs and run is not None)
+    parts: list[Any] = [_table(pop)] if pop else []
+    going = pop is not None and pop["state"] == "running"
+    if jobs:
+        listed = _get(client, url, "/jobs", {"run": pop["run_id"]} if pop else params)
+        parts.append(_jobs_table(listed) if listed["jobs"] or listed.get("unreadable") else f"run {listed['run_id']}: no jobs")
+        going = going or any(j["state"] in ("queued", "running") for j in listed["jobs"])
+    return Group(*parts), going
+
+
+def print_status(url: str, run: str | None = None, token: str | None = None, watch: float | None = None,
+                 jobs: bool = False) -> int:
+    """Print the population of `run` (default: the newest) served at `url`, with `jobs` its jobs too; with `watch`,
+    redraw every `watch` seconds until the run and its jobs end or Ctrl-C. 0 on success, 1 with a message otherwise."""
+    token = token or os.environ.get(TOKEN_ENV) or None
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    console = Console(width=160)
+    try:
+        with httpx.Client(headers=headers, timeout=10) as client:
+            view, going = _view(client, url, run, jobs)
+            if not watch:
+                console.print(view)
+                return 0
+            with Live(view, console=console, auto_refresh=False) as live:
+                while going:
+                    time.sleep(watch)
+                    view, going = _view(client, url, run, jobs)
+                    live.update(view, refresh=True)
+    except _Failure as e:
+        print(f"popvae status: {e}", file=sys.stderr)
         return 1
-    Console(width=160).print(_table(response.json()))
+    except KeyboardInterrupt:
+        return 0
     return 0

@@ -210,6 +210,15 @@ def test_real_uvicorn_and_status_table(uvicorn_url: str, capsys: pytest.CaptureF
     assert "not found" in capsys.readouterr().err
 
 
+def test_status_table_jobs_view(uvicorn_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert print_status(uvicorn_url, jobs=True) == 0
+    out = capsys.readouterr().out
+    assert "linear_increase" in out and "jobs of newest" in out and "job-a" in out and "job-b" in out
+    assert print_status(uvicorn_url, run="robust", jobs=True) == 0  # no population: the jobs alone
+    out = capsys.readouterr().out
+    assert "jobs of robust" in out and "gmm_dae" in out and "strategy" not in out
+
+
 def test_status_table_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
     assert print_status(f"http://127.0.0.1:{_free_port()}") == 1
     assert "cannot reach" in capsys.readouterr().err
