@@ -37,6 +37,7 @@ from popvae.population.contract import (
     RunStatus,
     dump,
 )
+from popvae.population.run_logs import RunLogs
 from popvae.population.temperature import MemberTau, Strategy, strategy_for
 
 # What checkpoints/latest.pt holds: enough to resume every member exactly.
@@ -75,6 +76,7 @@ class Recorder:
         self.generation_seconds: float | None = None
         self.coordinator_restarts = 0
         self._restarted = False  # the next lineage entry says that a new coordinator took over
+        self.logs = RunLogs(self.run_dir)  # TensorBoard events per member and progress.csv
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self._write: Future[None] | None = None
 
@@ -101,6 +103,7 @@ class Recorder:
     def finish(self, state: RunState) -> None:
         """The run ends (done, stopped or failed): the last checkpoint on disk, members idle unless failed."""
         self.wait_for_writes()
+        self.logs.close()
         for m in self.members.values():
             m.state = "failed" if m.state == "failed" else "idle"
         self.set_state(state)
@@ -135,6 +138,7 @@ class Recorder:
         # History first, checkpoint second: a crash in between only makes a resume redo this epoch.
         rundir.write_rows(self.run_dir / "history.parquet", [r.model_dump() for r in self.history])
         self._write_lineage()
+        self.logs.generation(self.history[-len(self.members):], self.history)
         if epoch + 1 == self.cfg.epochs or (epoch + 1) % self.cfg.checkpoint_every == 0:
             self._checkpoint(*gather(), best_tau=before[best], best_score=scores[best])
         entry.seconds["checkpoint"] = time.perf_counter() - writing

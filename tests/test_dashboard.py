@@ -145,6 +145,10 @@ def test_dashboard_shows_a_live_run(ray_session, service, browser, tmp_path: Pat
     done = shot(browser, tmp_path, "dashboard-done.png")
     assert running.stat().st_size > 10_000 and done.stat().st_size > 10_000
 
+    # the logs other tools read: TensorBoard events per member, progress.csv
+    assert sorted(p.name for p in (root / "demo" / "tensorboard").iterdir()) == [f"member-{i}" for i in range(1, MEMBERS + 1)]
+    assert len((root / "demo" / "progress.csv").read_text().splitlines()) == 1 + MEMBERS * EPOCHS
+
     # the REST the page reads, over the same server
     lineage = httpx.get(f"{url}/runs/demo/lineage").json()["generations"]
     assert [g["epoch"] for g in lineage] == list(range(EPOCHS))
