@@ -13,19 +13,27 @@ from popvae.attacks.figures import write_figure, write_image_grid
 from popvae.models.data import to_float
 
 
-def plot_history(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """tau.png and loss.png: one line per member; the best member of each epoch is marked."""
+def plot_history(rows: list[dict[str, Any]], out_dir: Path, run_id: str | None = None, select_on: str = "val") -> list[Path]:
+    """tau.png and loss.png: one line per member over 1-based epochs (as the console counts); the best member of
+    each epoch is circled. The title names the run (default: the folder holding `out_dir`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    run_id = run_id or out_dir.resolve().parent.name
+    split = "validation" if select_on == "val" else "training"
     written = []
-    for column, label, name in (("tau", "temperature tau (used this epoch)", "tau.png"),
-                                ("score", "selection loss", "loss.png")):
+    for column, label, title, name in (
+        ("tau", "tau used in the epoch", "temperature per member", "tau.png"),
+        ("score", f"{split} loss per image (summed BCE + KL)", f"selection loss per member ({split})", "loss.png"),
+    ):
         fig = Figure(figsize=(7, 4), layout="constrained")  # the Figure API renders with Agg, no display needed
         ax = fig.subplots()
         for member in sorted({r["member"] for r in rows}):
             mine = sorted((r for r in rows if r["member"] == member), key=lambda r: r["epoch"])
-            ax.plot([r["epoch"] for r in mine], [r[column] for r in mine], marker=".", label=f"{member} {mine[0]['strategy']}")
+            ax.plot([r["epoch"] + 1 for r in mine], [r[column] for r in mine], marker=".",
+                    label=f"{member} {mine[0]['strategy']}")
             best = [r for r in mine if r["is_best"]]
-            ax.scatter([r["epoch"] for r in best], [r[column] for r in best], s=60, facecolors="none", edgecolors="k")
+            ax.scatter([r["epoch"] + 1 for r in best], [r[column] for r in best], s=60, facecolors="none", edgecolors="k")
+        ax.set_title(f"run {run_id}: {title}", fontsize=10)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.legend(fontsize=7, title="member (circle: best)")

@@ -205,7 +205,7 @@ def summarize(run_dir: Path, data: RunData, cfg: RunConfig) -> dict[str, Any]:
     model, meta = load_model(run_dir / "best.pt")
     scores = {**evaluate(model, data.test.images, 256, "cpu"), "mse": reconstruction_mse(model, data.test.images, "cpu")}
     rows = rundir.read_rows(run_dir / "history.parquet")
-    plot_history(rows, run_dir / "plots")
+    plot_history(rows, run_dir / "plots", run_id=run_dir.name, select_on=cfg.select_on)
     save_reconstruction_grid(model, data.test.images, run_dir / "plots" / "reconstructions.png")
     summary = {
         "run_id": run_dir.name, "best_member": meta["member"], "best_tau": meta["tau"], "best_epoch": meta["epoch"],
