@@ -1,66 +1,83 @@
-"""How a generation scales: 2 members on Ray (1 torch thread each) against one member alone and
-against the reference code's design (a sequential loop over the same 2 members in one process
-using both cores), same steps per epoch; and the coordination overhead for 8 members.
+"""Packed members against one member per process and against the sequential single-process loop, on this machine.
 
-Prints one JSON object. Run from the repository root:  .venv/bin/python -m benchmarks.population [--steps 40] [--generations 3]
-Everything is measured in this run, on this machine (CPU unless a GPU is visible); ratios, not
-absolute times, are the result, since these machines are noisy.
+For n = 5 and 8 members, three repeats each (spread reported), the same config (batch 64, --steps per generation,
+select_on train, CPU): the seconds of one generation of
+- `packed`: the population on Ray with pack_size auto (one pack per CPU node: here one worker, torch threads = the
+  node's CPUs);
+- `one_per_process`: the population on Ray with pack_size 1 (a worker process per member, CPUs shared equally);
+- `loop`: the reference code's design, no Ray: MemberStates (plain nn.Modules) trained one after another in this
+  process with all its CPUs, the best's weights then copied into the others;
+and the resident memory of all worker processes (RSS and PSS from /proc), per member, packed and one per process.
+Start-up: from `popvae train` (a fresh process) to the first training step (the run's status.json turns its members
+to "training"), packed and one per process. Ratios are within one run: absolute times drift with the machine's load.
+
+Prints one JSON object (and writes it with --out). From the repository root:
+    .venv/bin/python -m benchmarks.population --out benchmarks/results/population-cpu.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import ray
 import torch
 
+from benchmarks.common import emit, spread
 from popvae.population.config import parse_config
 from popvae.population.contract import NAMESPACE
 from popvae.population.coordinator import Coordinator
 from popvae.population.member import MemberState
 from popvae.population.run import ensure_ray, load_run_data
-from popvae.population.temperature import next_taus, strategy_for
+from popvae.population.temperature import next_taus
+
+TARGETS = {"packed_over_loop": "<= 1.0 (never slower)", "one_per_process_over_packed_n8": ">= 1.2",
+           "packed_rss_mb_per_member_n8": "<= 250", "startup_s": "<= 10 (idle machine)"}
 
 
-def config(members: int, steps: int, generations: int, dataset: str):
+def config(members: int, steps: int, generations: int, dataset: str, pack_size: str | int = "auto"):
     return parse_config({"dataset": dataset, "members": members, "epochs": generations, "steps_per_epoch": steps,
-                         "batch_size": 64, "select_on": "train", "device": "cpu"})
+                         "batch_size": 64, "select_on": "train", "device": "cpu", "pack_size": pack_size})
 
 
-def ray_generations(cfg, data, run_dir: Path) -> list[dict]:
-    """Lineage entries of every generation of a population on Ray (the first one included)."""
-    refs = [ray.put(data.train.images), ray.put(data.val.images)]
+def _proc_kb(pid: int, path: str, field: str) -> int:
+    for line in Path(f"/proc/{pid}/{path}").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def ray_population(cfg, refs, run_dir: Path) -> dict:
+    """Seconds of every generation (status' generation_seconds) and the memory of every worker process after them."""
     coord = Coordinator.options(namespace=NAMESPACE).remote(cfg, str(run_dir), refs, False)
-    out = []
+    seconds = []
     for epoch in range(cfg.epochs):
-        entry = ray.get(coord.run_generation.remote(epoch))
-        entry["generation_seconds"] = ray.get(coord.status.remote())["generation_seconds"]
-        out.append(entry)
-    for handle in ray.get(coord.member_handles.remote()).values():
-        ray.kill(handle)
+        ray.get(coord.run_generation.remote(epoch))
+        seconds.append(ray.get(coord.status.remote())["generation_seconds"])
+    workers = {id(h): h for h in ray.get(coord.member_handles.remote()).values()}.values()
+    pids = ray.get([w.pid.remote() for w in workers])
+    rss = sum(_proc_kb(p, "status", "VmRSS") for p in pids) / 1024
+    pss = sum(_proc_kb(p, "smaps_rollup", "Pss") for p in pids) / 1024
+    for w in workers:
+        ray.kill(w)
     ray.kill(coord)
-    return out
+    return {"seconds": seconds, "workers": len(pids), "rss_mb": rss, "pss_mb": pss}
 
 
-def one_member_alone(cfg, data, threads: int) -> list[float]:
-    """The same member code with no Ray and no peers: the floor a generation can reach."""
-    member = MemberState(1, cfg, data.train.images, data.val.images, threads)
-    return [member.train_epoch(g, 1.0)["seconds"] for g in range(cfg.epochs)]
-
-
-def sequential_loop(cfg, data, members: int) -> list[float]:
-    """The reference design: one process (all cores), members trained one after another, then the
-    best copied into the others."""
-    torch.set_num_threads(2)
-    pop = [MemberState(i, cfg, data.train.images, data.val.images, 2) for i in range(1, members + 1)]
-    taus = {i: 1.0 for i in range(1, members + 1)}
+def sequential_loop(cfg, data, threads: int) -> list[float]:
+    """The reference design: one process (all cores), members trained one after another, then the best copied into
+    the others."""
+    torch.set_num_threads(threads)
+    pop = [MemberState(i, cfg, data.train.images, data.val.images, threads) for i in range(1, cfg.members + 1)]
+    taus = {i: 1.0 for i in range(1, cfg.members + 1)}
     patience = {i: 0 for i in taus}
     times = []
     for g in range(cfg.epochs):
@@ -76,64 +93,95 @@ def sequential_loop(cfg, data, members: int) -> list[float]:
     return times
 
 
+def startup(members: int, pack_size: str | int, dataset: str, cpus: int) -> dict:
+    """`popvae train` as a fresh process: seconds until its members are training, and until it exits (1 step)."""
+    popvae = Path(sys.executable).parent / "popvae"
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        status = run_dir / "status.json"
+        started = time.perf_counter()
+        proc = subprocess.Popen([str(popvae), "train", "--dataset", dataset, "--members", str(members), "--epochs", "1",
+                                 "--steps-per-epoch", "1", "--batch-size", "64", "--select-on", "train", "--device",
+                                 "cpu", "--pack-size", str(pack_size), "--run-dir", str(run_dir), "--quiet",
+                                 "--num-cpus", str(cpus)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        first_step = None
+        while proc.poll() is None:
+            if first_step is None and status.exists():
+                try:
+                    members_state = [m["state"] for m in json.loads(status.read_text())["members"]]
+                except (ValueError, KeyError):
+                    members_state = []
+                if members_state and all(s == "training" for s in members_state):
+                    first_step = time.perf_counter() - started
+            time.sleep(0.02)
+        if proc.returncode != 0:
+            raise RuntimeError(f"popvae train failed: {proc.stderr.read()[-2000:]}")
+        return {"to_first_step_s": first_step, "to_exit_s": time.perf_counter() - started}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=40, help="batches of 64 per epoch")
-    parser.add_argument("--generations", type=int, default=3, help="the first is warm-up and not counted")
-    parser.add_argument("--big", type=int, default=8, help="members for the coordination measurement")
+    parser.add_argument("--steps", type=int, default=20, help="batches of 64 per generation")
+    parser.add_argument("--generations", type=int, default=3, help="per population; the first is warm-up, not counted")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--members", type=int, nargs="+", default=[5, 8])
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     dataset = "fashion-mnist" if Path("/usr/share/datasets/fashion-mnist").exists() else "synthetic"
-    cfg2 = config(2, args.steps, args.generations, dataset)
-    data = load_run_data(cfg2)
-    ensure_ray(num_cpus=2)
+    cpus = os.cpu_count() or 1
+    load_before = os.getloadavg()
+    data = load_run_data(config(2, args.steps, args.generations, dataset))
+    ensure_ray(num_cpus=cpus)
+    refs = [ray.put(data.train.images), ray.put(data.val.images)]
+    counted = lambda xs: statistics.median(xs[1:])  # noqa: E731  (drop the warm-up generation)
+    sizes = {}
     with tempfile.TemporaryDirectory() as tmp:
-        two = ray_generations(cfg2, data, Path(tmp) / "two")
-        big = ray_generations(config(args.big, args.steps, 2, dataset), data, Path(tmp) / "big")
+        for n in args.members:
+            runs: dict[str, list] = {"packed": [], "one_per_process": [], "loop": []}
+            memory: dict[str, dict] = {}
+            for r in range(args.repeats):
+                for label, pack_size in (("packed", "auto"), ("one_per_process", 1)):
+                    out = ray_population(config(n, args.steps, args.generations, dataset, pack_size), refs,
+                                         Path(tmp) / f"{n}-{label}-{r}")
+                    runs[label].append(counted(out["seconds"]))
+                    memory[label] = {"workers": out["workers"], "rss_mb_per_member": out["rss_mb"] / n,
+                                     "pss_mb_per_member": out["pss_mb"] / n, "rss_mb_all_workers": out["rss_mb"]}
+                runs["loop"].append(counted(sequential_loop(config(n, args.steps, args.generations, dataset), data, cpus)))
+            ratios = [{"packed_over_loop": p / q, "one_per_process_over_packed": u / p}
+                      for p, u, q in zip(runs["packed"], runs["one_per_process"], runs["loop"], strict=True)]
+            sizes[str(n)] = {
+                "generation_seconds": {k: spread(v) for k, v in runs.items()},
+                "ratios_per_repeat": ratios,
+                "ratios": {k: spread([x[k] for x in ratios]) for k in ratios[0]},
+                "memory": memory,
+            }
     ray.shutdown()
-    torch.set_num_threads(1)
-    alone = one_member_alone(cfg2, data, threads=1)
-    seq = sequential_loop(cfg2, data, 2)
-
-    med = lambda xs: statistics.median(xs[1:])  # noqa: E731  (drop the warm-up generation)
-    gen_two = med([e["generation_seconds"] for e in two])
-    big_last = big[-1]
-    coordination_ms = 1000 * big_last["seconds"]["coordination"]
+    start = {label: [startup(8, ps, dataset, cpus) for _ in range(args.repeats)] for label, ps in
+             (("packed", "auto"), ("one_per_process", 1))}
+    n8 = sizes.get("8")
     result = {
-        "machine": {"cpus": 2, "platform": platform.machine(), "torch": torch.__version__, "ray": ray.__version__,
-                    "device": "cpu", "dataset": dataset},
-        "steps_per_epoch": args.steps, "batch_size": 64, "generations_counted": args.generations - 1,
-        "model_parameters": int(sum(p.numel() for p in MemberState(1, cfg2, data.train.images[:1], data.val.images[:1], 1)
-                                    .model.parameters())),
-        "seconds": {"ray_generation_2_members": gen_two, "one_member_alone_1_thread": med(alone),
-                    "sequential_loop_2_members_2_threads": med(seq)},
-        "ratios": {
-            "generation_over_one_member": gen_two / med(alone),
-            "speedup_over_sequential_loop": med(seq) / gen_two,
-            # Where the time goes: the sequential loop gives each member both cores, so its cost per member
-            # shrinks by torch's intra-op speedup from the second thread; the Ray generation (one member per
-            # core) cannot beat the sequential loop by more than seq / alone, whatever Ray costs.
-            "intra_op_speedup_from_second_thread": 2 * med(alone) / med(seq),
-            "ceiling_of_speedup_over_sequential_loop": med(seq) / med(alone),
-        },
-        "coordination": {
-            "members": args.big, "ms": coordination_ms,
-            "fraction_of_generation": big_last["seconds"]["coordination"] / (big_last["seconds"]["train"]
-                                                                             + big_last["seconds"]["coordination"]),
-            "checkpoint_ms_not_counted": 1000 * big_last["seconds"]["checkpoint"],
-            "two_members_ms": 1000 * med([e["seconds"]["coordination"] for e in two]),
-        },
-        "targets": {"generation_over_one_member": "<= 1.15", "speedup_over_sequential_loop": ">= 1.4",
-                    "coordination_fraction": "<= 0.02"},
-        "strategies": [strategy_for(i) for i in range(1, args.big + 1)],
+        "machine": {"cpus": cpus, "platform": platform.machine(), "torch": torch.__version__, "ray": ray.__version__,
+                    "device": "cpu", "gpu": "none: no GPU machine was available to this task, so no population-gpu.json",
+                    "dataset": dataset, "load_average_before": load_before, "load_average_after": os.getloadavg()},
+        "config": {"steps_per_generation": args.steps, "batch_size": 64, "generations": args.generations,
+                   "generations_counted": args.generations - 1, "repeats": args.repeats, "select_on": "train",
+                   "packed": "pack_size auto: 1 worker, torch threads = CPUs", "one_per_process":
+                   "pack_size 1: n workers, CPUs shared equally (1 torch thread each)",
+                   "loop": "no Ray: n MemberStates one after another, torch threads = CPUs"},
+        "members": sizes,
+        "startup_8_members": {k: {"to_first_step_s": spread([x["to_first_step_s"] for x in v]),
+                                  "to_exit_s": spread([x["to_exit_s"] for x in v])} for k, v in start.items()},
+        "targets": TARGETS,
     }
-    result["met"] = {
-        "generation_over_one_member": result["ratios"]["generation_over_one_member"] <= 1.15,
-        "speedup_over_sequential_loop": result["ratios"]["speedup_over_sequential_loop"] >= 1.4,
-        "coordination_fraction": result["coordination"]["fraction_of_generation"] <= 0.02,
-    }
-    print(json.dumps(result, indent=2))
+    if n8 is not None:
+        result["met"] = {
+            "packed_over_loop": all(s["ratios"]["packed_over_loop"]["median"] <= 1.0 for s in sizes.values()),
+            "one_per_process_over_packed_n8": n8["ratios"]["one_per_process_over_packed"]["median"] >= 1.2,
+            "packed_rss_mb_per_member_n8": n8["memory"]["packed"]["rss_mb_per_member"] <= 250,
+            "startup_s": result["startup_8_members"]["packed"]["to_first_step_s"]["median"] <= 10,
+        }
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=4)
     main()

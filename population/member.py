@@ -1,8 +1,9 @@
-"""A population member: one model, its optimizer and its tau, hosted by a worker actor.
+"""One population member as a plain nn.Module: model, optimizer and tau, trained by `population.training`.
 
-Thin: it holds state and calls `population.training`. Ray never retries its calls (the worker runs with
-max_restarts=0, max_task_retries=0): the coordinator restarts a dead member itself, from the last broadcast,
-and decides whether to retry its epoch, so no call can train twice.
+Workers do not host these: they host packs (`population.pack.PackState`, k members as one stacked model; a pack of 1
+is one member per process). MemberState is the unpacked reference a pack is tested against (tests/test_pack.py) and
+the reference code's design in benchmarks (a sequential loop of members in one process, Tune trials); the helpers
+below are shared with the pack.
 """
 
 from __future__ import annotations
