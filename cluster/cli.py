@@ -76,7 +76,7 @@ TRAIN_FLAGS: dict[str, tuple[tuple[str, ...], Any, str]] = {
 }
 # Train flags (other than TRAIN_FLAGS) that set the config, and those a resume honours: every other one is an error there.
 CONFIG_FLAGS = ("--config", "--exclude-classes", "--baseline", "--no-reset-patience", "--compare-baseline")
-RESUME_FLAGS = ("--epochs", "--quiet", "--address", "--num-cpus")
+RESUME_FLAGS = ("--epochs", "--quiet", "--verbose", "--address", "--num-cpus")
 
 
 def _fail(message: str) -> int:
@@ -114,6 +114,7 @@ def _train_parser(sub: Any) -> None:
     )
     _cluster_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--verbose", action="store_true", help="also show Ray's own start-up messages")
 
 
 def train_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,13 +143,13 @@ def _flag_given(args: argparse.Namespace, flag: str) -> bool:
 def cmd_train(args: argparse.Namespace) -> int:
     if (args.run_dir is None) == (args.resume is None):
         return _fail("give exactly one of --run-dir (a new run) or --resume RUN_DIR")
-    from popvae.population.runlock import Interrupted, stop_on_signals
+    from popvae.population.runlock import as_interrupted, stop_on_signals
 
     stop_on_signals()
     try:
         return _train(args)
-    except Interrupted as stop:
-        return _interrupted(stop, args.run_dir or args.resume)
+    except KeyboardInterrupt as stop:  # Interrupted, or what Ray's ray.get made of it
+        return _interrupted(as_interrupted(stop), args.run_dir or args.resume)
 
 
 def _interrupted(stop: Any, run_dir: Path) -> int:
@@ -205,52 +206,46 @@ def _train(args: argparse.Namespace) -> int:
         return _fail(f"{err.filename or 'run folder'}: {err.strerror or err}")
     from ray.exceptions import RayError
 
-    results = []
+    results, dirs = [], [run.run_dir]
     try:
         results.append(("population", _train_with_progress(run, args)))
         if args.compare_baseline:
             from popvae.population.policy import baseline_config, baseline_dir
 
             run = runs.new_run(baseline_config(run.cfg), baseline_dir(run.run_dir), run.data)
+            dirs.append(run.run_dir)
             results.append(("baseline", _train_with_progress(run, args)))
     except ConfigError as err:  # the cluster cannot host the run, or the baseline's folder was taken meanwhile
         return _fail(str(err))
     except RayError as err:
         return _run_failed(err, run.run_dir)
     _print_results(results)
+    from popvae.cluster.train_console import look_hints
+
+    print("\n".join(look_hints(dirs)))
     return 0
 
 
 def _train_with_progress(run: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Train one run under the live console (stderr; --quiet: none), Tune-like: see cluster/train_console.py."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from popvae.cluster.train_console import TrainConsole
     from popvae.population.run import train_run
 
     cfg = run.cfg
-    console = Console(stderr=True, quiet=args.quiet)
     label = "baseline" if cfg.baseline else f"{cfg.members} members"
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task(f"{run.run_dir.name} ({label})", total=cfg.epochs)
+    first = 0
+    if run.resume:
+        import json
 
-        def show(entry: dict[str, Any], status: dict[str, Any]) -> None:
-            taus = " ".join(f"{m['index']}:{m['tau']:.2f}" for m in status["members"])
-            events = f"  events {entry['events']}" if entry["events"] else ""
-            progress.console.print(
-                f"epoch {entry['epoch'] + 1}/{cfg.epochs}  best member {entry['best']}  {cfg.select_on} loss "
-                f"{entry['best_loss']:.2f}  taus {taus}  {status['generation_seconds']:.1f}s{events}",
-                soft_wrap=True,
-            )
-            progress.update(task, completed=entry["epoch"] + 1)
-
-        return train_run(run, on_generation=show, address=args.address, num_cpus=args.num_cpus)
+        try:
+            first = int(json.loads((run.run_dir / "status.json").read_text())["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            first = 0
+    with TrainConsole(Console(stderr=True, quiet=args.quiet), run.run_dir, cfg.epochs, label, first) as live:
+        return train_run(run, on_generation=live.on_generation, address=args.address, num_cpus=args.num_cpus,
+                         verbose=args.verbose, on_scoring=live.on_scoring)
 
 
 def _print_results(results: list[tuple[str, dict[str, Any]]]) -> None:

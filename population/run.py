@@ -4,6 +4,7 @@ coordinator actor, then score the best model on the test split and draw the pict
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import time
 from collections.abc import Callable
@@ -54,10 +55,23 @@ def load_run_data(cfg: RunConfig) -> RunData:
     return data
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    if not ray.is_initialized():
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, verbose: bool = False) -> None:
+    """Join (or start) Ray. Its start-up notes ("Started a local Ray instance", the token-authentication notice)
+    are logged by the "ray" logger at INFO and WARNING: shown with `verbose`, otherwise only its errors reach stderr."""
+    if ray.is_initialized():
+        return
+    if verbose:
+        ray.init(address=address, num_cpus=num_cpus, namespace=NAMESPACE, include_dashboard=False,
+                 log_to_driver=False, configure_logging=True, logging_level=logging.INFO)
+        return
+    ray_logger = logging.getLogger("ray")
+    level = ray_logger.level
+    ray_logger.setLevel(logging.ERROR)
+    try:
         ray.init(address=address, num_cpus=num_cpus, namespace=NAMESPACE, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
+    finally:
+        ray_logger.setLevel(level)
 
 
 def run_population(
@@ -66,6 +80,7 @@ def run_population(
     data: RunData,
     resume: bool = False,
     on_generation: Callable[[dict[str, Any], dict[str, Any]], bool | None] | None = None,
+    on_scoring: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Train (or continue) the population and return the run's summary.
 
@@ -104,7 +119,7 @@ def run_population(
         _mark_ended(run_dir, ended)  # a generation still running in the actor may have written over finish()
         raise
     _stop_coordinator(coord)
-    return summarize(run_dir, data, cfg)
+    return summarize(run_dir, data, cfg, on_scoring)
 
 
 MAX_COORDINATOR_RESTARTS = 3
@@ -172,9 +187,11 @@ def resumed_run(run_dir: Path, epochs: int | None = None) -> Run:
 
 
 def train_run(run: Run, on_generation: Callable[[dict[str, Any], dict[str, Any]], bool | None] | None = None,
-              address: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:
-    """Take the run folder's lock (ConfigError when another process holds it), join (or start) Ray, check the
-    cluster can host the run (ConfigError), train, return the summary. The lock is held until the run ends."""
+              address: str | None = None, num_cpus: int | None = None, verbose: bool = False,
+              on_scoring: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Take the run folder's lock (ConfigError when another process holds it), join (or start) Ray (its start-up
+    notes shown only with `verbose`), check the cluster can host the run (ConfigError), train, return the summary.
+    The lock is held until the run ends. `on_scoring(what, done, total)` follows the test-set scoring."""
     from popvae.population.bounds import check_cluster_flags
     from popvae.population.runlock import Interrupted, holding, restore_stop_handlers
     from popvae.population.worker import cpu_share
@@ -184,7 +201,7 @@ def train_run(run: Run, on_generation: Callable[[dict[str, Any], dict[str, Any]]
         if not run.resume:
             policy.check_unused(run.run_dir)  # again, under the lock: another process may have used it meanwhile
         try:
-            ensure_ray(address, num_cpus)
+            ensure_ray(address, num_cpus, verbose)
         except SystemExit as exit_:  # ray.init's own SIGTERM handler exits with the signal's number
             if exit_.code == signal.SIGTERM:
                 raise Interrupted(signal.SIGTERM) from None
@@ -197,13 +214,24 @@ def train_run(run: Run, on_generation: Callable[[dict[str, Any], dict[str, Any]]
         if gpus < members and cpu_share(cpus, cpus, members) * members > cpus + 1e-9:
             raise ConfigError(f"{members} members cannot be placed: the Ray cluster has {cpus:g} CPUs "
                               f"(at most {int(cpus / cpu_share(cpus, cpus, 10**9))} members)")
-        return run_population(run.cfg, run.run_dir, run.data, resume=run.resume, on_generation=on_generation)
+        return run_population(run.cfg, run.run_dir, run.data, resume=run.resume, on_generation=on_generation,
+                              on_scoring=on_scoring)
 
 
-def summarize(run_dir: Path, data: RunData, cfg: RunConfig) -> dict[str, Any]:
-    """Test-set scores of the best model, plots, and summary.json (which says how each score was taken)."""
+def summarize(run_dir: Path, data: RunData, cfg: RunConfig,
+              on_scoring: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Test-set scores of the best model, plots, and summary.json (which says how each score was taken).
+    `on_scoring(what, done, total)` is called as the test images are scored (a progress display)."""
     model, meta = load_model(run_dir / "best.pt")
-    scores = {**evaluate(model, data.test.images, 256, "cpu"), "mse": reconstruction_mse(model, data.test.images, "cpu")}
+    n = len(data.test.images)
+
+    def step(what: str) -> Callable[[int], None] | None:
+        return None if on_scoring is None else lambda done: on_scoring(what, done, n)
+
+    scores = {**evaluate(model, data.test.images, 256, "cpu", progress=step("test loss")),
+              "mse": reconstruction_mse(model, data.test.images, "cpu", progress=step("test MSE"))}
+    if on_scoring is not None:
+        on_scoring("pictures", 0, 1)
     rows = rundir.read_rows(run_dir / "history.parquet")
     plot_history(rows, run_dir / "plots", run_id=run_dir.name, select_on=cfg.select_on)
     save_reconstruction_grid(model, data.test.images, run_dir / "plots" / "reconstructions.png")

@@ -153,12 +153,23 @@ class Interrupted(KeyboardInterrupt):
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _installed = False
+_received: int | None = None
 
 
 def _raise_interrupted(signum: int, _frame: object) -> None:
+    global _received
+    _received = signum
     for s in _STOP_SIGNALS:  # a second signal while stopping must not interrupt the clean-up
         signal.signal(s, signal.SIG_IGN)
     raise Interrupted(signum)
+
+
+def as_interrupted(err: KeyboardInterrupt) -> Interrupted:
+    """The `Interrupted` behind a KeyboardInterrupt: Ray's blocking calls (ray.get) replace the exception our
+    handler raised with a plain KeyboardInterrupt; the signal it was for is remembered here."""
+    if isinstance(err, Interrupted):
+        return err
+    return Interrupted(_received if _received is not None else signal.SIGINT)
 
 
 def stop_on_signals() -> None:

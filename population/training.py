@@ -12,7 +12,7 @@ noise the uninterrupted run would have drawn.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -120,23 +120,31 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images: np.n
 
 
 @torch.no_grad()
-def reconstruction_mse(model: nn.Module, images: np.ndarray, device: str | torch.device, batch_size: int = 500) -> float:
-    """Per-pixel mean squared error of deterministic reconstructions on [0,1] pixels over every image."""
+def reconstruction_mse(model: nn.Module, images: np.ndarray, device: str | torch.device, batch_size: int = 500,
+                       progress: Callable[[int], None] | None = None) -> float:
+    """Per-pixel mean squared error of deterministic reconstructions on [0,1] pixels over every image.
+    `progress(images_done)` is called after each batch."""
     with eval_mode(model):
         total = 0.0
         for start in range(0, len(images), batch_size):
             x = to_float(images[start : start + batch_size], device)
             total += float((model.reconstruct(x, sample=False) - x).pow(2).sum())
+            if progress is not None:
+                progress(start + len(x))
     return total / images.size
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: np.ndarray, batch_size: int, device: str | torch.device) -> dict[str, float]:
-    """Loss parts in eval mode (no Gumbel noise unless the model's config asks), averaged over every image."""
+def evaluate(model: nn.Module, images: np.ndarray, batch_size: int, device: str | torch.device,
+             progress: Callable[[int], None] | None = None) -> dict[str, float]:
+    """Loss parts in eval mode (no Gumbel noise unless the model's config asks), averaged over every image.
+    `progress(images_done)` is called after each batch."""
     sums: dict[str, float] = {}
     with eval_mode(model):
         for start in range(0, len(images), batch_size):
             x = to_float(images[start : start + batch_size], device)
             for k, v in model.loss(x).items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(x)
+            if progress is not None:
+                progress(start + len(x))
     return {k: v / len(images) for k, v in sums.items()}

@@ -1,0 +1,159 @@
+"""The console of `popvae train`, like Ray Tune's: a table that refreshes in place, one row per member, the
+generation's time and the ETA, progress while the test set is scored, and at the end the run folder and how to
+look at it. Imported only once a run starts (rich, no torch or Ray)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class TrainConsole:
+    """Use as a context manager around one run; pass `on_generation` and `on_scoring` to `train_run`."""
+
+    def __init__(self, console: Console, run_dir: Path, epochs: int, label: str, first_epoch: int = 0) -> None:
+        self.console = console
+        self.run_dir = run_dir
+        self.epochs = epochs
+        self.label = label
+        self.first_epoch = first_epoch  # a resumed run starts here: its ETA counts only this session's generations
+        self.started = time.monotonic()
+        self.last_done = self.started
+        self.entry: dict[str, Any] | None = None
+        self.status: dict[str, Any] | None = None
+        self.done = first_epoch
+        self.scoring: tuple[str, int, int] | None = None
+        self.ended: str | None = None
+        self.reported: list[float] = []  # when each generation of this session was reported
+        self.live = Live(self, console=console, refresh_per_second=2, transient=False, redirect_stderr=False)
+
+    def __enter__(self) -> TrainConsole:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.ended = "done" if exc[0] is None else "stopped"
+        self.scoring = None
+        self.live.__exit__(*exc)  # draws the last state once more, and leaves it on the screen
+
+    # hooks for train_run
+    def on_generation(self, entry: dict[str, Any], status: dict[str, Any]) -> None:
+        self.entry, self.status = entry, status
+        self.done = entry["epoch"] + 1
+        self.last_done = time.monotonic()
+        self.reported.append(self.last_done)
+        self.live.refresh()
+
+    def on_scoring(self, what: str, done: int, total: int) -> None:
+        self.scoring = (what, done, total)
+        self.live.refresh()
+
+    # drawing
+    def _eta(self) -> str:
+        """Generations left times the mean generation time between reports (Ray's start-up excluded)."""
+        if not self.reported:
+            return "-"
+        if len(self.reported) >= 2:
+            per = (self.reported[-1] - self.reported[0]) / (len(self.reported) - 1)
+        else:
+            per = (self.status or {}).get("generation_seconds") or (self.last_done - self.started)
+        return _duration(per * (self.epochs - self.done))
+
+    def _headline(self) -> Text:
+        now = time.monotonic()
+        gen = self.status.get("generation_seconds") if self.status else None
+        if self.ended is not None:
+            doing = self.ended
+        elif self.scoring is not None:
+            doing = "scoring the best model on the test set"
+        elif self.done < self.epochs:
+            doing = f"training epoch {self.done + 1}/{self.epochs} ({_duration(now - self.last_done)})"
+        else:
+            doing = "finishing"
+        line = Text.assemble(
+            (f"{self.run_dir.name}", "bold"), f" ({self.label})  epochs done {self.done}/{self.epochs}  ",
+            f"last generation {_num(gen, 1)}s  elapsed {_duration(now - self.started)}  ETA {self._eta()}  ",
+            (doing, "cyan"),
+        )
+        return line
+
+    def _table(self) -> Table:
+        best = self.status.get("best_member") if self.status else None
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for name in ("member", "strategy", "tau used -> next", "loss", "val loss", "patience", "state", "node", "flags"):
+            table.add_column(name, justify="right" if name in ("member", "loss", "val loss", "patience") else "left",
+                             no_wrap=True, overflow="ellipsis" if name in ("flags", "strategy") else "fold")
+        if self.status is None:
+            table.add_row("-", "(the members report after their first epoch)", "", "", "", "", "starting", "", "")
+            return table
+        used = (self.entry or {}).get("tau_before", {})
+        for m in self.status["members"]:
+            tau_used = used.get(str(m["index"]))
+            table.add_row(
+                f"{'*' if m['index'] == best else ''}{m['index']}",
+                m["strategy"],
+                f"{_num(tau_used, 3)} -> {_num(m['tau'], 3)}",
+                _num((m.get("loss") or {}).get("total")),
+                _num(m.get("val_loss")),
+                str(m["patience"]),
+                m["state"],
+                (m.get("node_id") or "-")[:8],
+                ",".join(m.get("flags") or []),
+                style="bold" if m["index"] == best else None,
+            )
+        return table
+
+    def _scoring_line(self) -> Text | None:
+        if self.scoring is None:
+            return None
+        what, done, total = self.scoring
+        if what == "pictures":
+            return Text("drawing the pictures (plots/)", style="cyan")
+        width = 30
+        filled = int(width * done / total) if total else width
+        return Text(f"test set: {what} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} images", style="cyan")
+
+    def __rich__(self) -> Group:
+        parts: list[Any] = [self._headline(), self._table()]
+        if self.entry is not None:
+            events = self.entry.get("events") or {}
+            note = f"  events {events}" if events else ""
+            parts.append(Text(f"* best of epoch {self.entry['epoch'] + 1}: member {self.entry['best']} "
+                              f"(selection loss {_num(self.entry.get('best_loss'))}){note}", style="dim"))
+        scoring = self._scoring_line()
+        if scoring is not None:
+            parts.append(scoring)
+        return Group(*parts)
+
+
+def look_hints(run_dirs: list[Path]) -> list[str]:
+    """How to look at finished runs: the folder, the dashboard command and URL, the TensorBoard command."""
+    root = run_dirs[0].parent
+    if len(run_dirs) > 1:  # the population and its baseline side by side, nothing else under the root
+        tensorboard = "--logdir_spec " + ",".join(f"{d.name}:{d / 'tensorboard'}" for d in run_dirs)
+    else:
+        tensorboard = f"--logdir {run_dirs[0] / 'tensorboard'}"
+    lines = [f"run folder:  {d}" for d in run_dirs]
+    lines += [
+        f"dashboard:   popvae serve --runs-root {root}   then open http://127.0.0.1:8000/",
+        f"tensorboard: tensorboard {tensorboard}",
+        f"pictures:    {run_dirs[0] / 'plots'}/",
+    ]
+    return lines
