@@ -30,6 +30,31 @@ class _Poll:
     note: str | None = None
 
 
+def missing_ray_auth() -> str | None:
+    """What this process lacks to present a Ray token (Ray >= 2.59 token authentication), or None."""
+    import os
+    from pathlib import Path
+
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to the cluster's token"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if not os.environ.get("RAY_AUTH_TOKEN") and not Path(path or Path.home() / ".ray" / "auth_token").is_file():
+        return "set RAY_AUTH_TOKEN to the cluster's token (RAY_AUTH_MODE=token is set)"
+    return None
+
+
+def connect_failure(err: Exception) -> str:
+    """One line for a failed ray.init: a token-authenticated cluster refuses a client without its token with a bare
+    ConnectionError (the real cause is only in Ray's C++ log), so name the variables when they are not set."""
+    first = f"{type(err).__name__}: {err}".splitlines()[0]
+    if "Authentication" in type(err).__name__ or "auth" in str(err).lower():
+        return f"authentication failed ({first}); check RAY_AUTH_TOKEN is the cluster's token"
+    missing = missing_ray_auth()
+    if missing is not None:
+        return f"{first} (if the cluster uses token authentication, the Ray >= 2.59 default: {missing})"
+    return f"{first} (RAY_AUTH_TOKEN is set: check it is the cluster's token and the address is right)"
+
+
 class LiveCoordinators:
     """Coordinator actors (named by `contract.coordinator_name` in `contract.NAMESPACE`) of the Ray cluster at `address`.
 
@@ -83,7 +108,7 @@ class LiveCoordinators:
             try:
                 ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.ERROR)
             except Exception as e:  # any failure to connect means "not live"; retried
-                self._state, self._error = "unreachable", f"{type(e).__name__}: {e}".splitlines()[0]
+                self._state, self._error = "unreachable", connect_failure(e)
                 log.warning("Ray at %s unreachable (%s); retrying in %.0fs", self.address, self._error, self.retry_s)
                 time.sleep(self.retry_s)
         self._state, self._error = "connected", None

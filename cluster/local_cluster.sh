@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The docker-compose topology as plain processes on this machine, all on loopback:
-# a Ray head (no CPUs, so members land on the workers; dashboard off), two workers with their own
+# a Ray head (no CPUs, so members land on the workers; its dashboard and jobs API on 127.0.0.1 for
+# `ray job submit`), two workers with their own
 # --num-cpus and custom resources {"worker1": 1} / {"worker2": 1}, and the status service.
 #
 #   cluster/local_cluster.sh start     # prints the addresses; state under $POPVAE_CLUSTER_DIR
@@ -12,7 +13,7 @@
 # Ports and the temp dir are distinct from a default `ray.init()` so that both can run at once.
 #
 # Settings (environment): POPVAE_CLUSTER_DIR (/tmp/popvae-lc), POPVAE_RAY_PORT (6390),
-# POPVAE_SERVICE_PORT (8390), POPVAE_RUNS_ROOT ($POPVAE_CLUSTER_DIR/runs), POPVAE_WORKER_CPUS (1),
+# POPVAE_SERVICE_PORT (8390), POPVAE_DASHBOARD_PORT (8395: Ray's dashboard and jobs API), POPVAE_RUNS_ROOT ($POPVAE_CLUSTER_DIR/runs), POPVAE_WORKER_CPUS (1),
 # POPVAE_SERVICE_NICE (0; e.g. 10 gives training CPU priority over the status service),
 # PYTHON (python3 on PATH; the project must be importable), RAY_AUTH_TOKEN (generated if unset).
 set -euo pipefail
@@ -20,6 +21,7 @@ set -euo pipefail
 STATE=${POPVAE_CLUSTER_DIR:-/tmp/popvae-lc}
 PORT=${POPVAE_RAY_PORT:-6390}
 SERVICE_PORT=${POPVAE_SERVICE_PORT:-8390}
+DASHBOARD_PORT=${POPVAE_DASHBOARD_PORT:-8395}
 RUNS_ROOT=${POPVAE_RUNS_ROOT:-$STATE/runs}
 WORKER_CPUS=${POPVAE_WORKER_CPUS:-1}
 SERVICE_NICE=${POPVAE_SERVICE_NICE:-0}
@@ -83,7 +85,7 @@ start() {
 
   # shellcheck disable=SC2046
   launch head "${RAY[@]}" start --head --port="$PORT" --ray-client-server-port=$((PORT + 1)) --num-cpus=0 \
-    --include-dashboard=false "${common[@]}" $(node_ports 0)
+    --include-dashboard=true --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" "${common[@]}" $(node_ports 0)
   wait_for_nodes 1 60 || { stop; return 1; }
   for k in 1 2; do # one at a time: nodes starting together on one host race for ports
     # shellcheck disable=SC2046
@@ -97,7 +99,11 @@ start() {
   cat <<EOF
 Ray cluster  $ADDRESS  (head + 2 workers; RAY_AUTH_TOKEN in $STATE/auth_token)
 status       http://127.0.0.1:$SERVICE_PORT/population   runs under $RUNS_ROOT
-train with   RAY_AUTH_MODE=token RAY_AUTH_TOKEN=\$(cat $STATE/auth_token) popvae train --address $ADDRESS --run-dir $RUNS_ROOT/<name> ...
+jobs API     http://127.0.0.1:$DASHBOARD_PORT  (Ray's dashboard; token required)
+auth         export RAY_AUTH_MODE=token RAY_AUTH_TOKEN=\$(cat $STATE/auth_token)
+train with   popvae train --address $ADDRESS --run-dir $RUNS_ROOT/<name> ...
+submit with  ray job submit --address http://127.0.0.1:$DASHBOARD_PORT --working-dir . -- python cluster/train.py --run-dir $RUNS_ROOT/<name> ...
+watch with   popvae serve --address $ADDRESS --runs-root $RUNS_ROOT --port 8000
 EOF
 }
 

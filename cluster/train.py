@@ -14,6 +14,7 @@ from popvae.cluster.cli import main
 
 def run(argv: list[str]) -> int:
     import ray
+    import torch  # noqa: F401  before ray.init: torch first loaded after it dies in a Ray job ("oneMKL FATAL ERROR")
 
     from popvae.population.contract import NAMESPACE
 

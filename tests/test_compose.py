@@ -72,6 +72,19 @@ def test_compose_refuses_to_run_without_tokens(missing: str) -> None:
     assert done.returncode != 0 and missing in done.stderr
 
 
+def test_cluster_yaml_validates_against_rays_schema_as_written() -> None:
+    """Ray's own ray/autoscaler/ray-schema.json, before Ray's prepare_config fills anything in: no legacy keys."""
+    import json
+
+    import jsonschema
+    import ray
+
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    config = yaml.safe_load((REPO / "cluster" / "cluster.yaml").read_text())
+    errors = [f"{list(e.path)}: {e.message}" for e in jsonschema.Draft7Validator(schema).iter_errors(config)]
+    assert errors == []
+
+
 def test_cluster_yaml_is_a_valid_on_prem_launcher_config() -> None:
     from ray.autoscaler._private.util import prepare_config, validate_config
 
