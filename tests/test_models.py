@@ -83,7 +83,7 @@ def test_checkpoint_round_trip_keeps_weights_config_and_tau(tmp_path):
     assert loaded.tau == pytest.approx(0.37) and meta["tau"] == pytest.approx(0.37)
     assert loaded.config == model.config and not loaded.training
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
-    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temp files left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "m.pt.sha256"]  # its manifest, no temp files
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="unreadable"):
         load_model(tmp_path / "bad.pt")
