@@ -85,7 +85,7 @@ def test_checkpoint_round_trip_keeps_weights_config_and_tau(tmp_path):
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "m.pt.sha256"]  # its manifest, no temp files
     (tmp_path / "bad.pt").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="unreadable"):
+    with pytest.raises(ValueError, match="bad.pt is damaged"):
         load_model(tmp_path / "bad.pt")
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "none.pt")
