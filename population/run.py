@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -193,20 +192,15 @@ def train_run(run: Run, on_generation: Callable[[dict[str, Any], dict[str, Any]]
     notes shown only with `verbose`), check the cluster can host the run (ConfigError), train, return the summary.
     The lock is held until the run ends. `on_scoring(what, done, total)` follows the test-set scoring."""
     from popvae.population.bounds import check_cluster_flags
-    from popvae.population.runlock import Interrupted, holding, restore_stop_handlers
+    from popvae.population.runlock import holding, signals_kept_while_ray_starts
     from popvae.population.worker import cpu_share
 
     check_cluster_flags(address, num_cpus)
     with holding(run.run_dir):
         if not run.resume:
             policy.check_unused(run.run_dir)  # again, under the lock: another process may have used it meanwhile
-        try:
+        with signals_kept_while_ray_starts():  # ray.init installs its own SIGTERM handler
             ensure_ray(address, num_cpus, verbose)
-        except SystemExit as exit_:  # ray.init's own SIGTERM handler exits with the signal's number
-            if exit_.code == signal.SIGTERM:
-                raise Interrupted(signal.SIGTERM) from None
-            raise
-        restore_stop_handlers()  # ray.init installs its own SIGTERM handler
         gpus, cpus = ray.cluster_resources().get("GPU", 0), ray.cluster_resources().get("CPU", 0)
         members = run.cfg.members
         if run.cfg.device == "cuda" and gpus < members:

@@ -182,6 +182,42 @@ def stop_on_signals() -> None:
         _installed = True
 
 
+@contextlib.contextmanager
+def signals_kept_while_ray_starts() -> Iterator[None]:
+    """Around `ray.init`, which installs its own SIGTERM handler (it exits from wherever Python is): a SIGTERM or
+    SIGINT in that window stops the run as `Interrupted` all the same. Its SystemExit is turned into one, and a signal
+    whose exception Python had to ignore (raised inside an at-fork hook while Ray spawns its processes) is still
+    seen: the wakeup fd records every signal at the C level, whichever Python handler ran. Our handlers are put back
+    afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    try:
+        try:
+            yield
+        except SystemExit as exit_:
+            if exit_.code in _STOP_SIGNALS:
+                raise Interrupted(int(exit_.code)) from None
+            raise
+        finally:
+            signal.set_wakeup_fd(previous)
+            restore_stop_handlers()
+        try:
+            received = reader.recv(64)
+        except BlockingIOError:
+            received = b""
+        for signum in received:
+            if signum in _STOP_SIGNALS:
+                raise Interrupted(signum)
+    finally:
+        reader.close()
+        writer.close()
+
+
 def restore_stop_handlers() -> None:
     """Put `stop_on_signals`' handlers back if they were installed (after something, e.g. ray.init, replaced them)."""
     if _installed:
