@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -196,6 +197,13 @@ def signals_kept_while_ray_starts() -> Iterator[None]:
     reader.setblocking(False)
     writer.setblocking(False)
     previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    unraisable = sys.unraisablehook
+
+    def quiet_stops(event: Any) -> None:  # a stop Python had to drop is raised below: no "Exception ignored" trace
+        if not isinstance(event.exc_value, (SystemExit, KeyboardInterrupt)):
+            unraisable(event)
+
+    sys.unraisablehook = quiet_stops
     try:
         try:
             yield
@@ -205,6 +213,7 @@ def signals_kept_while_ray_starts() -> Iterator[None]:
             raise
         finally:
             signal.set_wakeup_fd(previous)
+            sys.unraisablehook = unraisable
             restore_stop_handlers()
         try:
             received = reader.recv(64)
