@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -24,15 +27,24 @@ def ray_session():
     ray.shutdown()
 
 
-@pytest.fixture
-def all_cpus_taken(ray_session):
-    """An actor holding every CPU of the session, so that nothing else can be placed until the test ends."""
+@contextlib.contextmanager
+def cpus_taken(ray: Any) -> Iterator[None]:
+    """An actor holding every CPU of the cluster, so that nothing else can be placed inside the block."""
 
-    class Hog:
+    class Hog:  # defined here so that Ray pickles it by value (workers cannot import conftest)
         def ping(self) -> bool:
             return True
 
-    hog = ray_session.remote(num_cpus=ray_session.cluster_resources()["CPU"])(Hog).remote()
-    ray_session.get(hog.ping.remote())
-    yield
-    ray_session.kill(hog)
+    hog = ray.remote(num_cpus=ray.cluster_resources()["CPU"])(Hog).remote()
+    ray.get(hog.ping.remote())
+    try:
+        yield
+    finally:
+        ray.kill(hog)
+
+
+@pytest.fixture
+def all_cpus_taken(ray_session):
+    """Every CPU of the session taken until the test ends."""
+    with cpus_taken(ray_session):
+        yield

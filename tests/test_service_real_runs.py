@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import cpus_taken
 from fastapi.testclient import TestClient
 
 from popvae.cluster.service import create_app
@@ -35,17 +36,8 @@ def real_runs(ray_session, tmp_path_factory) -> Path:
     run_population(cfg, root / "done", data)
     run_population(cfg, root / "stopped", data, on_generation=lambda entry, status: True)  # stop after the first
 
-    class Hog:  # every CPU taken: the members of "failed" find no slot
-        def ping(self) -> bool:
-            return True
-
-    hog = ray_session.remote(num_cpus=ray_session.cluster_resources()["CPU"])(Hog).remote()
-    ray_session.get(hog.ping.remote())
-    try:
-        with pytest.raises(Exception, match="found no slot"):
-            run_population(small_config(members=2, placement_timeout_s=1.0), root / "failed", data)
-    finally:
-        ray_session.kill(hog)
+    with cpus_taken(ray_session), pytest.raises(Exception, match="found no slot"):  # "failed": no slot for members
+        run_population(small_config(members=2, placement_timeout_s=1.0), root / "failed", data)
 
     robust = root / "robust"
     rundir.write_json(robust / "config.json", {"kind": "robust", "methods": ["vae-kl", "no-such-method"]})
