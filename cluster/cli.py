@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from popvae.models.datasets import DATASETS, DatasetError
+from popvae.models.datasets import DATASETS, DatasetError, check_dataset_name
 from popvae.population.config import ConfigError, load_config_file, parse_config
 
 EXIT_BAD_INPUT = 2
@@ -75,7 +75,8 @@ TRAIN_FLAGS: dict[str, tuple[tuple[str, ...], Any, str]] = {
     "--anneal-rate": (("temperature", "anneal_rate"), _float, "baseline's tau decay per epoch"),
 }
 # Train flags (other than TRAIN_FLAGS) that set the config, and those a resume honours: every other one is an error there.
-CONFIG_FLAGS = ("--config", "--exclude-classes", "--baseline", "--no-reset-patience", "--compare-baseline")
+CONFIG_FLAGS = ("--config", "--exclude-classes", "--baseline", "--no-reset-patience", "--compare-baseline",
+                "--reference-dynamics", "--no-broadcast")
 RESUME_FLAGS = ("--epochs", "--quiet", "--verbose", "--address", "--num-cpus")
 
 
@@ -107,6 +108,10 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("--exclude-classes", type=_class_list, help="e.g. 0,5: train without them")
     p.add_argument("--baseline", action="store_true", help="train the standard GS-VAE: one member, tau annealed")
     p.add_argument("--no-reset-patience", action="store_true", help="keep counting patience after a feedback step")
+    p.add_argument("--reference-dynamics", action="store_true",
+                   help="the authors' tau rates (s(i)=1, +0.5, -0.002, x1.03, x0.999, feedback 0.01 after 5, no upper clip); "
+                        "the tau flags override single values")
+    p.add_argument("--no-broadcast", action="store_true", help="ablation: members train independently, best picked at the end")
     p.add_argument(
         "--compare-baseline",
         action="store_true",
@@ -119,6 +124,12 @@ def _train_parser(sub: Any) -> None:
 
 def train_config(args: argparse.Namespace) -> dict[str, Any]:
     data: dict[str, Any] = load_config_file(args.config) if args.config else {}
+    if args.reference_dynamics:
+        from popvae.population.temperature import REFERENCE_DYNAMICS
+
+        data["temperature"] = {**REFERENCE_DYNAMICS, **(data.get("temperature") or {})}
+    if args.no_broadcast:
+        data["broadcast"] = False
     for flag, (path, _, _) in TRAIN_FLAGS.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
@@ -372,6 +383,61 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce_parser(sub: Any) -> None:
+    p = sub.add_parser("reproduce", help="the papers' protocol and the ablations end to end, into one report")
+    p.add_argument("--preset", default="cpu", choices=("smoke", "cpu", "paper"),
+                   help="budget: smoke (synthetic data, seconds), cpu (about an hour on 2 cores), paper (for GPUs)")
+    p.add_argument("--dataset", help="default fashion-mnist (smoke: synthetic)")
+    p.add_argument("--data-root", help="folder holding the dataset files")
+    p.add_argument("--out", type=Path, help="folder of every run it trains (default runs/reproduction-DATASET-PRESET); "
+                                            "the same command again continues an interrupted reproduction")
+    p.add_argument("--report-dir", type=Path, help="where reproduction.md, .json and the plots go (default: --out)")
+    _cluster_flags(p)
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from popvae.population.reproduce import PRESETS, check_out_dir
+
+    protocol = PRESETS[args.preset]
+    try:
+        if args.dataset:
+            protocol = protocol.model_copy(update={"dataset": check_dataset_name(args.dataset)})
+        out = args.out or Path("runs") / f"reproduction-{protocol.dataset}-{protocol.preset}"
+        check_out_dir(out, protocol)
+        from popvae.population.bounds import check_cluster_flags
+
+        check_cluster_flags(args.address, args.num_cpus)
+    except (ConfigError, DatasetError) as err:
+        return _fail(str(err))
+    from popvae.population.reproduce import reproduce
+    from popvae.population.runlock import as_interrupted, stop_on_signals
+
+    stop_on_signals()
+    again = f"popvae reproduce --preset {args.preset} --dataset {protocol.dataset} --out {out}"
+    say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        report = reproduce(protocol, out, args.report_dir, data_root=args.data_root, address=args.address,
+                           num_cpus=args.num_cpus, say=say)
+    except KeyboardInterrupt as stop:
+        if "ray" in sys.modules:
+            import ray
+
+            ray.shutdown()
+        stop = as_interrupted(stop)
+        print(f"popvae: interrupted by {stop}: finished steps are kept in {out}; continue with: {again}", file=sys.stderr)
+        return stop.exit_code
+    except (ConfigError, DatasetError) as err:
+        return _fail(str(err))
+    except Exception as err:  # a run or job failed on the cluster: its cause in one line, not Ray's wrapped traceback
+        cause = getattr(err, "cause", None) or err
+        print(f"popvae: reproduction failed: {type(cause).__name__}: {str(cause).strip().splitlines()[-1]}", file=sys.stderr)
+        print(f"popvae: finished steps are kept in {out}; after a fix, continue with: {again}", file=sys.stderr)
+        return 1
+    print(f"report: {report}")
+    return 0
+
+
 def _serve_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="the read-only REST status service")
     p.add_argument("--runs-root", type=Path, default=Path("runs"), help="folder whose subfolders are runs")
@@ -417,6 +483,7 @@ COMMANDS = {
     "train": (_train_parser, cmd_train),
     "robust": (_robust_parser, cmd_robust),
     "evaluate": (_evaluate_parser, cmd_evaluate),
+    "reproduce": (_reproduce_parser, cmd_reproduce),
     "serve": (_serve_parser, cmd_serve),
     "status": (_status_parser, cmd_status),
 }

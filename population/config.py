@@ -39,6 +39,10 @@ class RunConfig(BaseModel):
     exclude_classes: list[int] = []
     seed: int = Field(0, ge=0, lt=2**32)  # numpy's and torch's seed range
     baseline: bool = False  # the standard GS-VAE: one member, tau annealed, same code
+    # Ablations (`popvae reproduce`): False = members train independently, the best is picked at the end;
+    # k = one member following member k's schedule of Algorithm 2 (the winning schedule, without a population).
+    broadcast: bool = True
+    schedule_of: int | None = Field(None, ge=1, le=MAX_MEMBERS)
     model: GSVAEConfig = GSVAEConfig()
     temperature: TemperatureConfig = TemperatureConfig()
     member_timeout_s: float = Field(1800.0, gt=0)  # the generation barrier's limit per member
@@ -61,6 +65,9 @@ class RunConfig(BaseModel):
     def _consistent(self) -> RunConfig:
         if self.baseline and self.members != 1:
             raise ValueError(f"the baseline is a single annealed model: members must be 1, got {self.members}")
+        if self.schedule_of is not None and (self.members != 1 or self.baseline):
+            raise ValueError(f"schedule_of trains member {self.schedule_of}'s schedule alone: members must be 1 and "
+                             f"baseline false, got members {self.members}, baseline {str(self.baseline).lower()}")
         # The image shape comes from the dataset; a shape the user set must agree with it rather than be replaced.
         channels, side, _ = IMAGE_SHAPE[self.dataset]
         shape = {"in_channels": channels, "image_size": side}

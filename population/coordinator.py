@@ -27,7 +27,7 @@ from ray.exceptions import RayError
 from popvae.population.config import RunConfig
 from popvae.population.contract import MemberEvent, RunState, dump
 from popvae.population.recorder import Gathered, Recorder
-from popvae.population.temperature import MemberTau, annealed_tau, next_taus
+from popvae.population.temperature import MemberTau, annealed_tau, next_taus, scheduled_tau
 from popvae.population.worker import Placement, plan_packs
 
 Result = dict[str, Any]  # what a member's train_epoch reports
@@ -144,17 +144,21 @@ class PopulationCoordinator:
         """The best member and every member's next tau decision."""
         if self.cfg.baseline:
             return 1, {1: MemberTau(annealed_tau(epoch + 1, self.cfg.temperature), 0, False)}
+        if self.cfg.schedule_of is not None:
+            tau = scheduled_tau(self.record.taus()[1], self.cfg.schedule_of, self.cfg.temperature)
+            return 1, {1: MemberTau(tau, 0, False)}
         return next_taus(self.record.taus(), self.record.patience(), scores, self.cfg.temperature)
 
     def _broadcast(self, best: int, best_ref: ray.ObjectRef, events: dict[int, MemberEvent]) -> None:
         """The best weights went into the object store once (`best_ref`); every other pack reads that one object,
-        the pack holding the best copies between slots. A pack that dies meanwhile is restarted from it."""
+        the pack holding the best copies between slots. A pack that dies meanwhile is restarted from it. Without
+        the broadcast (an ablation) only the members reset after a NaN receive the best weights."""
         self.last_broadcast = best_ref
         home = self.pack_of[best]
         calls = {}
         for p, worker in self.workers.items():
-            targets = [i for i in self.packs[p] if i != best]
-            reset = [i for i in targets if events.get(i) == "nan_reset"]
+            reset = [i for i in self.packs[p] if i != best and events.get(i) == "nan_reset"]
+            targets = [i for i in self.packs[p] if i != best] if self.cfg.broadcast else reset
             if targets:
                 calls[p] = worker.copy_slot.remote(best, targets, reset) if p == home else \
                     worker.set_weights.remote(best_ref, targets, reset)
@@ -178,16 +182,21 @@ class PopulationCoordinator:
         return members
 
     def _gather(self, best_ref: ray.ObjectRef) -> Gathered:
-        """What a checkpoint needs (members are idle between generations)."""
+        """What a checkpoint needs (members are idle between generations); each member's own weights only when
+        there is no broadcast (after one, every member holds the best's)."""
         optimizers: dict[int, dict[str, Any]] = {}
         for states in ray.get([w.get_optimizer_state.remote() for w in self.workers.values()]):
             optimizers.update(states)
-        return ray.get(best_ref), {i: optimizers[i] for i in sorted(optimizers)}
+        own = None if self.cfg.broadcast else \
+            {i: ray.get(self.workers[p].get_weights.remote(i)) for i, p in sorted(self.pack_of.items())}
+        return ray.get(best_ref), {i: optimizers[i] for i in sorted(optimizers)}, own
 
     def _restore(self) -> None:
-        weights, optimizers = self.record.restore()
+        weights, optimizers, own = self.record.restore()
         self.last_broadcast = ray.put(weights)
         ray.get([w.set_weights.remote(self.last_broadcast) for w in self.workers.values()])
+        if own is not None:
+            ray.get([self.workers[self.pack_of[i]].set_weights.remote(ray.put(w), [i]) for i, w in own.items()])
         ray.get([w.set_optimizer_state.remote({i: optimizers[i] for i in self.packs[p]}) for p, w in self.workers.items()])
 
     # --- the actor's interface (population.run, the status service, tests) ---

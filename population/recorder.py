@@ -40,12 +40,14 @@ from popvae.population.contract import (
 from popvae.population.run_logs import RunLogs
 from popvae.population.temperature import MemberTau, Strategy, strategy_for
 
-# What checkpoints/latest.pt holds: enough to resume every member exactly.
+# What checkpoints/latest.pt holds: enough to resume every member exactly (plus "member_weights", each member's own,
+# in a run without the broadcast).
 CHECKPOINT_KEYS = frozenset({"epochs_done", "taus", "patience", "flags", "weights", "optimizers"})
 
 Weights = dict[str, np.ndarray]
-Gathered = tuple[Weights, dict[int, Any]]
-"""What a checkpoint needs from the members: the best weights, and every member's optimizer state."""
+Gathered = tuple[Weights, dict[int, Any], dict[int, Weights] | None]
+"""What a checkpoint needs from the members: the best weights, every member's optimizer state, and each member's own
+weights when they differ (no broadcast), else None."""
 
 
 @dataclass
@@ -66,7 +68,7 @@ class Recorder:
         self.run_id = self.run_dir.name
         start = MemberTau(config.temperature.tau0, 0, False)
         self.members = {
-            i: MemberRecord("anneal" if config.baseline else strategy_for(i), start) for i in range(1, config.members + 1)
+            i: MemberRecord(_strategy(config, i), start) for i in range(1, config.members + 1)
         }
         self.history: list[HistoryRow] = []
         self.lineage: list[LineageEntry] = []
@@ -184,12 +186,15 @@ class Recorder:
         rundir.write_json(self.run_dir / "lineage.json", [dump(g) for g in self.lineage])
 
     # --- checkpoints ---
-    def _checkpoint(self, weights: Weights, optimizers: dict[int, Any], best_tau: float, best_score: float) -> None:
+    def _checkpoint(self, weights: Weights, optimizers: dict[int, Any], own: dict[int, Weights] | None, best_tau: float,
+                    best_score: float) -> None:
         """Copy the state now (members are idle between generations), write it in the background: with fast
         devices, serialising every optimizer state would otherwise hold up the next generation."""
         state = {"epochs_done": self.epochs_done, "taus": self.taus(), "patience": self.patience(),
                  "flags": {i: list(m.flags) for i, m in self.members.items()},
-                 "weights": {k: torch.from_numpy(v.copy()) for k, v in weights.items()}, "optimizers": optimizers}
+                 "weights": _tensors(weights), "optimizers": optimizers}
+        if own is not None:
+            state["member_weights"] = {i: _tensors(w) for i, w in own.items()}
         meta = {"tau": best_tau, "member": self.best, "epoch": self.epochs_done - 1, "score": best_score,
                 "select_on": self.cfg.select_on, "run_id": self.run_id, "baseline": self.cfg.baseline}
         self.wait_for_writes()  # one write at a time, in order
@@ -210,7 +215,7 @@ class Recorder:
 
     def restore(self) -> Gathered:
         """Back to the last checkpoint (history and lineage cut to it); returns the weights every member restarts
-        from and each member's optimizer state."""
+        from, each member's optimizer state, and each member's own weights where the run keeps them."""
         verify(self.run_dir / "checkpoints" / "latest.pt")  # before torch reads it
         ckpt = torch.load(self.run_dir / "checkpoints" / "latest.pt", weights_only=True)
         self.epochs_done = ckpt["epochs_done"]
@@ -222,7 +227,22 @@ class Recorder:
         lineage = rundir.read_json(self.run_dir / "lineage.json") if (self.run_dir / "lineage.json").exists() else []
         self.lineage = [LineageEntry.model_validate(g) for g in lineage if g["epoch"] < self.epochs_done]
         self.best = self.lineage[-1].best if self.lineage else None
-        return {k: v.numpy() for k, v in ckpt["weights"].items()}, ckpt["optimizers"]
+        own = {i: _arrays(w) for i, w in ckpt["member_weights"].items()} if "member_weights" in ckpt else None
+        return _arrays(ckpt["weights"]), ckpt["optimizers"], own
+
+
+def _strategy(config: RunConfig, i: int) -> Strategy:
+    if config.baseline:
+        return "anneal"
+    return strategy_for(config.schedule_of if config.schedule_of is not None else i)
+
+
+def _tensors(weights: Weights) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v.copy()) for k, v in weights.items()}
+
+
+def _arrays(weights: dict[str, torch.Tensor]) -> Weights:
+    return {k: v.numpy() for k, v in weights.items()}
 
 
 def _by_member(values: dict[int, float]) -> dict[str, float]:

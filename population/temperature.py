@@ -26,6 +26,15 @@ SCALE_DEFAULTS = {
 _FIRST_S = {"paper": {"r_inc": 3, "r_dec": 4}, "reference": {"r_inc": 1, "r_dec": 1}}
 
 
+# The authors' code as their published training log shows it (DESIGN §4): every member at the same rate (s(i) = 1),
+# +0.5, -0.002, x1.03 and x0.999 per epoch, feedback 0.01 x the loss gap after 5 epochs behind, and no effective upper
+# clip (their linear-increase member reached tau 84). `popvae train --reference-dynamics`, `reproduce`'s protocol.
+REFERENCE_DYNAMICS: dict[str, float | int | str | bool] = {
+    "scale": "reference", "tau0": 1.0, "tau_min": 0.1, "tau_max": 1e6, "l_inc": 0.5, "l_dec": 0.002, "r_inc": 1.03,
+    "r_dec": 1 / 0.999, "lr_tau": 0.01, "patience": 5, "reset_patience": True, "feedback_sign": 1,
+}
+
+
 class TemperatureConfig(BaseModel):
     """Every knob of Algorithms 2-3. Defaults: the paper's s(i) = i - 1 with rates chosen so that
     members 2-5 move at +0.1, -0.1, x1.1 and /1.1 per epoch (see the README)."""

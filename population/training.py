@@ -120,18 +120,24 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images: np.n
 
 
 @torch.no_grad()
-def reconstruction_mse(model: nn.Module, images: np.ndarray, device: str | torch.device, batch_size: int = 500,
-                       progress: Callable[[int], None] | None = None) -> float:
-    """Per-pixel mean squared error of deterministic reconstructions on [0,1] pixels over every image.
-    `progress(images_done)` is called after each batch."""
+def per_image_mse(model: nn.Module, images: np.ndarray, device: str | torch.device, batch_size: int = 500,
+                  progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Each image's per-pixel mean squared error of its deterministic reconstruction, on [0,1] pixels (the spread
+    gives a test MSE its confidence interval). `progress(images_done)` is called after each batch."""
+    out = []
     with eval_mode(model):
-        total = 0.0
         for start in range(0, len(images), batch_size):
             x = to_float(images[start : start + batch_size], device)
-            total += float((model.reconstruct(x, sample=False) - x).pow(2).sum())
+            out.append((model.reconstruct(x, sample=False) - x).pow(2).flatten(1).mean(1).double().cpu().numpy())
             if progress is not None:
                 progress(start + len(x))
-    return total / images.size
+    return np.concatenate(out)
+
+
+def reconstruction_mse(model: nn.Module, images: np.ndarray, device: str | torch.device, batch_size: int = 500,
+                       progress: Callable[[int], None] | None = None) -> float:
+    """Per-pixel mean squared error of deterministic reconstructions on [0,1] pixels over every image."""
+    return float(per_image_mse(model, images, device, batch_size, progress).mean())
 
 
 @torch.no_grad()

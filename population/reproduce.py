@@ -1,0 +1,337 @@
+"""`popvae reproduce`: the papers' protocol end to end, with the ablations no paper ran, into one folder.
+
+Every training it starts is a normal run folder (OUT/runs/<step>) or robust job (OUT/robust/jobs/<method>), every
+attack an evaluation report (OUT/evaluations/<step>); a step whose result is on disk is never redone, a population
+run that was interrupted is resumed from its checkpoint, so running the same command again continues. The report
+(`population.reproduction`) is rewritten after every step from whatever is finished.
+
+Presets fix the budget: `smoke` (synthetic data, seconds: the tests), `cpu` (Fashion-MNIST on a 2-core machine in
+about an hour), `paper` (the papers' budgets, for GPUs).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from popvae.population import rundir
+from popvae.population.config import ConfigError
+from popvae.population.paper_numbers import FGSM_EPS, PGD_EPS
+from popvae.population.temperature import REFERENCE_DYNAMICS
+
+PAPER_EPS = tuple(sorted(set(FGSM_EPS + PGD_EPS) - {0.0}))  # both attacks on every eps either table reports
+# Robust-AE methods the report compares: Robust GMM-DAE Table 1 (VAE, GMM-DAE, Robust GMM-DAE), Lu & Chen's VAE/DAE
+# twins with and without latent adversarial training, RAVEN against the plain VAE.
+ROBUST_METHODS = ("vae-kl", "gmm-dae", "robust-gmm-dae", "vae-mmd", "dae-mmd", "vae-swt", "dae-swt", "vae-kl-lat",
+                  "dae-mmd-lat", "raven")
+
+
+class Protocol(BaseModel):
+    """One preset's budget: everything that decides what the reproduction trains and attacks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: str
+    dataset: str = "fashion-mnist"
+    synthetic_size: int = 512
+    members: int = 8  # n of every population (the papers' n)
+    generations: int  # epochs = generations of every GS-VAE run
+    steps: int | None  # optimizer steps per member and generation (None: one pass over the training split)
+    batch_size: int
+    sizes: tuple[int, ...] = (1, 2, 4, 8)  # Figure 4's n
+    held_out: tuple[int, ...] = (2, 3)  # Figure 7: classes the unseen-class runs never see
+    eval_subset: int | None  # test images the attacks use (None: all)
+    eval_settings: dict[str, dict[str, Any]]  # keyword arguments per experiment (`attacks.report.evaluate`)
+    robust_methods: tuple[str, ...] = ROBUST_METHODS
+    robust_epochs: int
+    robust_steps: int | None
+    robust_batch: int = 128
+    seed: int = 0
+
+
+PRESETS: dict[str, Protocol] = {
+    "smoke": Protocol(
+        preset="smoke", dataset="synthetic", synthetic_size=128, members=4, generations=2, steps=2, batch_size=16,
+        sizes=(1, 2, 4), held_out=(0,), eval_subset=16,
+        eval_settings={"purification": {"eps_grid": (0.1, 0.3), "pgd_steps": 2, "eot_samples": 1},
+                       "latent": {"n_images": 4, "trials": 1, "steps": 2}, "max-damage": {"n_images": 4, "trials": 1, "steps": 2},
+                       "latent-pgd": {"eps_grid": (0.0, 1.0), "steps": 2}, "patches": {"sizes": (4,)}},
+        robust_methods=("vae-kl", "robust-gmm-dae"), robust_epochs=1, robust_steps=2, robust_batch=16,
+    ),
+    "cpu": Protocol(
+        preset="cpu", generations=20, steps=30, batch_size=64, eval_subset=500,
+        eval_settings={"purification": {"eps_grid": PAPER_EPS, "pgd_steps": 10, "eot_samples": 2},
+                       "latent": {"n_images": 50, "trials": 4, "steps": 20},
+                       "max-damage": {"n_images": 50, "trials": 4, "steps": 20},
+                       "latent-pgd": {"eps_grid": (0.0, 0.5, 1.0, 2.0, 3.0), "steps": 15}},
+        robust_epochs=3, robust_steps=100,
+    ),
+    "paper": Protocol(
+        preset="paper", generations=100, steps=None, batch_size=128, eval_subset=None,
+        eval_settings={"purification": {"eps_grid": PAPER_EPS}}, robust_epochs=30, robust_steps=None,
+    ),
+}
+
+
+class Step(BaseModel):
+    """One unit of the protocol: a GS-VAE run, an evaluation of one, or the robust-AE jobs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    kind: str  # "run" | "evaluation" | "robust"
+    what: str  # one line for the report
+    config: dict[str, Any] = {}  # run: the RunConfig; evaluation: experiments, target, held_out
+
+
+def _run(p: Protocol, **changes: Any) -> dict[str, Any]:
+    base = {"dataset": p.dataset, "synthetic_size": p.synthetic_size, "epochs": p.generations, "steps_per_epoch": p.steps,
+            "batch_size": p.batch_size, "seed": p.seed, "checkpoint_every": max(1, p.generations // 10)}
+    return base | changes
+
+
+def _reference(p: Protocol, **changes: Any) -> dict[str, Any]:
+    """The paper's population: n members, the authors' dynamics, selection on the epoch's training loss."""
+    return _run(p, members=p.members, select_on="train", temperature=dict(REFERENCE_DYNAMICS)) | changes
+
+
+def steps_of(p: Protocol, steps_per_pass: int, winner: int | None) -> list[Step]:
+    """Every step, in the order they run (the headline comparison first). `steps_per_pass`: a full pass's optimizer
+    steps (for the equal-compute baseline when the preset trains full passes); `winner`: the member whose schedule won
+    most generations of the reference population (None until that run is done)."""
+    per_generation = p.steps or steps_per_pass
+    baseline = {"baseline": True, "members": 1}
+    steps = [
+        Step(name="population-reference", kind="run", config=_reference(p),
+             what=f"population, n = {p.members}, the authors' dynamics (DESIGN §4), selection on training loss"),
+        Step(name="baseline", kind="run", config=_run(p, **baseline), what="standard GS-VAE: one member, tau annealed"),
+        Step(name="population-reference", kind="evaluation", config={"experiments": ["purification", "patches"]},
+             what="Tables 2-3 and Figure 9 on the population"),
+        Step(name="baseline", kind="evaluation", config={"experiments": ["purification", "patches"]},
+             what="Tables 2-3 and Figure 9 on the baseline"),
+        Step(name="population-defaults", kind="run", config=_run(p, members=p.members),
+             what=f"population, n = {p.members}, popvae's defaults (tau clipped to [0.1, 2], selection on validation loss)"),
+        Step(name="no-broadcast", kind="run", config=_reference(p, broadcast=False),
+             what="the reference population without the broadcast: members independent, best picked at the end"),
+        Step(name="no-feedback", kind="run", config=_reference(p, temperature=REFERENCE_DYNAMICS | {"lr_tau": 0.0}),
+             what="the reference population without feedback (lr_tau = 0)"),
+        Step(name="baseline-equal-compute", kind="run", config=_run(p, **baseline, steps_per_epoch=p.members * per_generation),
+             what=f"the baseline given {p.members}x the steps per epoch (the population's compute)"),
+    ]
+    if winner is not None:
+        steps.append(Step(name="winning-schedule-alone", kind="run",
+                          config=_run(p, members=1, select_on="train", schedule_of=winner, temperature=dict(REFERENCE_DYNAMICS)),
+                          what=f"member {winner}'s schedule (the reference population's most frequent winner), trained alone"))
+    steps += [Step(name=f"population-n{n}", kind="run", config=_reference(p, members=n),
+                   what=f"Figure 4: the reference population with n = {n}") for n in p.sizes if n != p.members]
+    held = list(p.held_out)
+    steps += [
+        Step(name="unseen-population", kind="run", config=_reference(p, exclude_classes=held),
+             what=f"Figure 7: the reference population trained without classes {held}"),
+        Step(name="unseen-baseline", kind="run", config=_run(p, **baseline, exclude_classes=held),
+             what=f"Figure 7: the baseline trained without classes {held}"),
+        Step(name="unseen-population", kind="evaluation", config={"experiments": ["unseen"], "held_out": held},
+             what="Figure 7 on the population"),
+        Step(name="unseen-baseline", kind="evaluation", config={"experiments": ["unseen"], "held_out": held},
+             what="Figure 7 on the baseline"),
+        Step(name="robust", kind="robust", config={"methods": list(p.robust_methods)},
+             what="the robust autoencoders, trained as jobs on the worker pool"),
+    ]
+    steps += [Step(name=f"robust-{m}", kind="evaluation", config={"experiments": ["latent", "max-damage", "latent-pgd"],
+                                                                  "target": f"robust/jobs/{m}"},
+                   what=f"latent, maximum-damage and latent PGD attacks on {m}") for m in p.robust_methods]
+    return steps
+
+
+# --- where each step leaves its result ---
+def run_dir(out: Path, name: str) -> Path:
+    return out / "runs" / name
+
+
+def run_done(folder: Path) -> bool:
+    status = rundir.read_json(folder / "status.json") if (folder / "status.json").is_file() else {}
+    return status.get("state") == "done" and (folder / "summary.json").is_file()
+
+
+def evaluation_dir(out: Path, name: str) -> Path:
+    return out / "evaluations" / name
+
+
+def robust_job_dir(out: Path, method: str) -> Path:
+    return out / "robust" / "jobs" / method
+
+
+def robust_done(out: Path, method: str) -> bool:
+    folder = robust_job_dir(out, method)
+    status = rundir.read_json(folder / "status.json") if (folder / "status.json").is_file() else {}
+    return status.get("state") == "done" and (folder / "model.pt").is_file()
+
+
+def step_done(out: Path, step: Step) -> bool:
+    if step.kind == "run":
+        return run_done(run_dir(out, step.name))
+    if step.kind == "evaluation":
+        return (evaluation_dir(out, step.name) / "report.json").is_file()
+    return all(robust_done(out, m) for m in step.config["methods"])
+
+
+def winning_member(folder: Path) -> int | None:
+    """The member that was best in the most generations of a finished run (ties: the lower index)."""
+    if not run_done(folder):
+        return None
+    wins: dict[int, int] = {}
+    for row in rundir.read_rows(folder / "history.parquet"):
+        if row["is_best"]:
+            wins[row["member"]] = wins.get(row["member"], 0) + 1
+    return min(wins, key=lambda i: (-wins[i], i))
+
+
+# --- running it ---
+def check_out_dir(out: Path, protocol: Protocol) -> None:
+    """A new folder, or one this same protocol started (continued); ConfigError otherwise, before anything is written."""
+    saved = out / "protocol.json"
+    if saved.is_file():
+        try:
+            previous = Protocol.model_validate(rundir.read_json(saved))
+        except Exception as err:
+            raise ConfigError(f"{saved} is unreadable: {str(err).splitlines()[0]}") from None
+        if previous != protocol:
+            raise ConfigError(f"{out} holds the {previous.preset!r} preset on {previous.dataset}; give another --out "
+                              f"to run {protocol.preset!r} on {protocol.dataset}")
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} is not empty and holds no reproduction; give a new folder")
+
+
+def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, data_root: str | None = None,
+              address: str | None = None, num_cpus: int | None = None, say: Callable[[str], None] | None = None,
+              on_generation: Callable[[str, dict[str, Any]], bool | None] | None = None) -> Path:
+    """Run (or continue) every step of `protocol` into `out`; returns reproduction.md (in `report_dir`, default `out`).
+
+    `say(line)` hears each step's start and end; `on_generation(step, lineage_entry)` returning True stops that run
+    after the generation (it is resumed by the next call): how the tests interrupt a reproduction.
+    """
+    from popvae.population.reproduction import write_report
+    from popvae.population.runlock import holding
+
+    out, report_dir = Path(out), Path(report_dir or out)
+    say = say or (lambda line: None)
+    check_out_dir(out, protocol)
+    with holding(out):
+        rundir.write_json(out / "protocol.json", protocol.model_dump(mode="json"))
+        data = _Data(protocol, data_root)
+        progress = rundir.read_json(out / "progress.json") if (out / "progress.json").is_file() else {"seconds": {}}
+        started = time.perf_counter()
+        while True:
+            steps = steps_of(protocol, data.steps_per_pass(), winning_member(run_dir(out, "population-reference")))
+            todo = [s for s in steps if not step_done(out, s)]
+            if not todo:
+                break
+            step = todo[0]
+            key = f"{step.kind}:{step.name}"
+            say(f"[{len(steps) - len(todo) + 1}/{len(steps)}] {step.kind} {step.name}: {step.what}")
+            began = time.perf_counter()
+            try:
+                finished = _execute(step, out, protocol, data, address, num_cpus, on_generation)
+            finally:
+                progress["seconds"][key] = progress["seconds"].get(key, 0.0) + time.perf_counter() - began
+                progress["wall_seconds"] = progress.get("wall_seconds", 0.0) + time.perf_counter() - started
+                started = time.perf_counter()
+                rundir.write_json(out / "progress.json", progress)
+            say(f"    {'done' if finished else 'stopped'} in {time.perf_counter() - began:.0f} s")
+            write_report(out, report_dir, protocol, steps)
+            if not finished:
+                break
+        return report_dir / "reproduction.md"
+
+
+class _Data:
+    """The dataset's splits, loaded once and only when a step needs them."""
+
+    def __init__(self, protocol: Protocol, data_root: str | None) -> None:
+        self.protocol, self.root = protocol, data_root
+        self._splits: dict[str, Any] = {}
+
+    def split(self, name: str) -> Any:
+        if name not in self._splits:
+            from popvae.models.data import load_split
+
+            self._splits[name] = load_split(self.protocol.dataset, name, self.root, self.protocol.synthetic_size)
+        return self._splits[name]
+
+    def steps_per_pass(self) -> int:
+        """Optimizer steps in one pass over a run's training split (the full train split less validation)."""
+        from popvae.population.config import RunConfig
+
+        cfg = RunConfig(dataset=self.protocol.dataset, synthetic_size=self.protocol.synthetic_size)
+        return max(1, int(len(self.split("train")) * (1 - cfg.val_fraction)) // self.protocol.batch_size)
+
+
+def _execute(step: Step, out: Path, p: Protocol, data: _Data, address: str | None, num_cpus: int | None,
+             on_generation: Callable[[str, dict[str, Any]], bool | None] | None) -> bool:
+    """Run one step; False when it stopped early (on_generation asked) and must be continued."""
+    if step.kind == "run":
+        return _train(step, run_dir(out, step.name), data.root, address, num_cpus, on_generation)
+    if step.kind == "robust":
+        _robust(step.config["methods"], out, p, data, address, num_cpus)
+        return True
+    _evaluate(step, out, p, data)
+    return True
+
+
+def _train(step: Step, folder: Path, data_root: str | None, address: str | None, num_cpus: int | None,
+           on_generation: Callable[[str, dict[str, Any]], bool | None] | None) -> bool:
+    from popvae.population import run as runs
+    from popvae.population.config import parse_config
+
+    hook = None if on_generation is None else (lambda entry, status: on_generation(step.name, entry))
+    if (folder / "checkpoints" / "latest.pt").is_file():
+        run = runs.resumed_run(folder)
+    else:
+        if folder.exists():
+            shutil.rmtree(folder)  # no epoch finished there: nothing to keep
+        run = runs.new_run(parse_config(step.config | {"data_root": data_root}), folder)
+    runs.train_run(run, hook, address, num_cpus)
+    return run_done(folder)
+
+
+def _robust(methods: list[str], out: Path, p: Protocol, data: _Data, address: str | None, num_cpus: int | None) -> None:
+    """The methods not yet done, as jobs on the worker pool (a job that did not finish is started again)."""
+    import ray
+
+    from popvae.population.jobs import run_jobs
+    from popvae.population.plans import plan_robust
+    from popvae.population.run import ensure_ray
+
+    todo = [m for m in methods if not robust_done(out, m)]
+    for m in todo:
+        shutil.rmtree(robust_job_dir(out, m), ignore_errors=True)
+    plan = plan_robust(todo, out / "robust", dataset=p.dataset, epochs=p.robust_epochs, batch_size=p.robust_batch,
+                       steps_per_epoch=p.robust_steps, seed=p.seed)
+    rundir.write_json(out / "robust" / "config.json", plan["config"] | {"methods": methods})
+    ensure_ray(address, num_cpus)
+    workers = max(1, min(len(todo), int(ray.cluster_resources().get("CPU", 1))))
+    results = run_jobs(plan["jobs"], data.split("train"), data.split("test"), workers)
+    failed = {k: r["error"] for k, r in results.items() if r["state"] != "done"}
+    if failed:
+        raise RuntimeError(f"robust jobs failed: {failed}")
+
+
+def _evaluate(step: Step, out: Path, p: Protocol, data: _Data) -> None:
+    import torch
+
+    from popvae.attacks.report import evaluate, load_evaluable
+
+    target = out / step.config.get("target", f"runs/{step.name}")
+    model, _ = load_evaluable(target / ("model.pt" if (target / "model.pt").is_file() else "best.pt"))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    experiments = step.config["experiments"]
+    settings = {k: v for k, v in p.eval_settings.items() if k in experiments}
+    subset = None if experiments == ["unseen"] else p.eval_subset  # reconstructions only: the full test split is cheap
+    evaluate(model, data.split("train"), data.split("test"), experiments, subset,
+             evaluation_dir(out, step.name), p.seed, device, progress=False, held_out=step.config.get("held_out"),
+             cache_dir=out / "cache", settings=settings)
