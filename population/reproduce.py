@@ -200,7 +200,7 @@ def check_out_dir(out: Path, protocol: Protocol) -> None:
             previous = Protocol.model_validate(rundir.read_json(saved))
         except Exception as err:
             raise ConfigError(f"{saved} is unreadable: {str(err).splitlines()[0]}") from None
-        if previous != protocol:
+        if previous.model_dump(mode="json") != protocol.model_dump(mode="json"):  # JSON turned tuples into lists
             raise ConfigError(f"{out} holds the {previous.preset!r} preset on {previous.dataset}; give another --out "
                               f"to run {protocol.preset!r} on {protocol.dataset}")
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):

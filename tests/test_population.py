@@ -66,9 +66,34 @@ def test_broadcast_leaves_every_member_with_the_best_weights(ray_session, tmp_pa
     ray_session.kill(coord)
 
 
-@pytest.mark.parametrize("pack_size", ["auto", 1])
-def test_stopped_and_resumed_run_equals_uninterrupted_run(ray_session, tmp_path, pack_size):
-    cfg = small_config(pack_size=pack_size)
+def test_without_the_broadcast_members_keep_their_own_weights(ray_session, tmp_path):
+    coord = start_coordinator(small_config(epochs=1, broadcast=False), tmp_path / "run")
+    handles = ray_session.get(coord.member_handles.remote())
+    entry = ray_session.get(coord.run_generation.remote(0))
+    assert not member_weights_equal(handles)
+    ray_session.get(coord.wait_for_writes.remote())
+    saved, meta = load_model(tmp_path / "run" / "best.pt")  # the best is still picked and saved
+    best = ray_session.get(handles[entry["best"]].get_weights.remote(entry["best"]))
+    assert meta["member"] == entry["best"] and all(np.array_equal(saved.state_dict()[k].numpy(), best[k]) for k in best)
+    for h in handles.values():
+        ray_session.kill(h)
+    ray_session.kill(coord)
+
+
+def test_one_member_follows_another_members_schedule(ray_session, tmp_path):
+    from popvae.population.temperature import REFERENCE_DYNAMICS
+
+    cfg = small_config(members=1, schedule_of=2, temperature=REFERENCE_DYNAMICS)  # member 2: linear increase, +0.5
+    run_population(cfg, tmp_path / "solo", load_run_data(cfg))
+    rows = sorted(rundir.read_rows(tmp_path / "solo" / "history.parquet"), key=lambda r: r["epoch"])
+    assert [r["strategy"] for r in rows] == ["linear_increase"] * 3
+    assert [r["tau"] for r in rows] == [1.0, 1.5, 2.0] and rows[-1]["tau_next"] == 2.5
+
+
+@pytest.mark.parametrize("over", [{"pack_size": "auto"}, {"pack_size": 1}, {"broadcast": False}],
+                         ids=["packed", "unpacked", "no-broadcast"])
+def test_stopped_and_resumed_run_equals_uninterrupted_run(ray_session, tmp_path, over):
+    cfg = small_config(**over)
     data = load_run_data(cfg)
     whole = run_population(cfg, tmp_path / "whole", data)
     seen = []
