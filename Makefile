@@ -8,7 +8,10 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 RUN_DIR ?= runs/demo
 
-.PHONY: install run test lint bench system-deps clean
+PRESET ?= cpu
+DATASET ?= fashion-mnist
+
+.PHONY: install run test lint bench reproduce system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +51,12 @@ run: install
 
 test: install
 	$(PY) -m pytest
+
+# The papers' protocol and the ablations (`popvae reproduce`); the runs go to runs/, the report to benchmarks/results/.
+# Run it again to continue an interrupted one. PRESET=smoke|cpu|paper, DATASET=fashion-mnist|mnist.
+reproduce: install
+	$(VENV)/bin/popvae reproduce --preset $(PRESET) --dataset $(DATASET) --out runs/reproduction-$(DATASET)-$(PRESET) \
+	  --report-dir benchmarks/results/reproduction-$(DATASET)-$(PRESET)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

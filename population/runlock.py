@@ -109,12 +109,13 @@ class RunLock:
         self._beat.start()
 
     def _write(self) -> None:
-        if self._fd is None:
+        fd = self._fd  # release() may clear it meanwhile; it joins this thread before closing the descriptor
+        if fd is None:
             return
         data = json.dumps({**self._holder, "heartbeat_at": _now()}).encode()
         with contextlib.suppress(OSError):  # a full disk must not stop the run: the lock itself still holds
-            os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, data, 0)
+            os.pwrite(fd, data, 0)  # over the old content, then cut: a reader never finds the file empty
+            os.ftruncate(fd, len(data))
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
@@ -123,6 +124,9 @@ class RunLock:
     def release(self) -> None:
         """Let go; a folder this lock created that holds nothing else is removed again (nothing was written)."""
         self._stop.set()
+        if self._beat is not None:
+            self._beat.join()  # no heartbeat may write to the descriptor once it is closed (its number is reused)
+            self._beat = None
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
