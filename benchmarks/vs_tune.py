@@ -92,27 +92,30 @@ def _trainable(config: dict, train=None, val=None) -> None:
     torch.set_num_threads(1)
     cfg = parse_config(config["run"])
     member = MemberState(config["index"], cfg, train, val, 1)
-    generation, source = 0, config["index"]
+    trial = tune.get_context().get_trial_id()
+    generation, source = 0, trial
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / "state.pt", weights_only=False)
         member.model.load_state_dict(state["model"])
         member.optimizer.load_state_dict(state["optimizer"])
-        generation, source = state["generation"], state["index"]
-    exploited = int(source != config["index"])  # restored from another member's checkpoint: PBT exploited
+        generation, source = state["generation"], state["trial"]
+    # Restored from another trial's checkpoint: PBT exploited. (Not config["index"]: an exploit copies the donor's
+    # whole config, index included, into this trial.)
+    exploited = int(source != trial)
     while True:
         t0 = time.perf_counter()
         result = member.train_epoch(generation, float(config["tau"]))
         train_s = time.perf_counter() - t0
         generation += 1
         row = {"loss": result["loss"]["total"], "train_s": train_s, "t": time.time(), "generation": generation,
-               "exploited": exploited, "member": config["index"], "trial": tune.get_context().get_trial_id()}
+               "exploited": exploited, "member": config["index"], "trial": trial}
         with open(config["log"], "a") as log:  # our own record of every report (one machine)
             log.write(json.dumps(row) + "\n")
         with tempfile.TemporaryDirectory() as d:
             torch.save({"model": member.model.state_dict(), "optimizer": member.optimizer.state_dict(),
-                        "generation": generation, "index": config["index"]}, Path(d) / "state.pt")
+                        "generation": generation, "trial": trial}, Path(d) / "state.pt")
             tune.report(row, checkpoint=tune.Checkpoint.from_directory(d))
         exploited = 0
 
