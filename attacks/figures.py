@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from matplotlib.figure import Figure
 from torch import Tensor
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
 from popvae.models.atomic import atomic_write
 
@@ -20,19 +19,29 @@ def write_figure(fig: Figure, path: Path, dpi: int = 120) -> Path:
     return path
 
 
-def write_image_grid(images: Tensor, path: Path, **grid: Any) -> Path:
-    """torchvision's `save_image` (a grid of images in [0,1]), written atomically."""
-    atomic_write(path, lambda fh: save_image(images, fh, format="png", **grid))
-    return path
-
-
-def sample_grid(images: dict[str, Tensor], path: Path) -> None:
-    """One row per entry (same count and shape each), top to bottom in insertion order."""
-    rows = [t for t in images.values() if t.numel() > 0]
+def sample_grid(images: dict[str, Tensor], path: Path, title: str | None = None) -> Path | None:
+    """One row per entry (same count and shape each), top to bottom in insertion order, each named above it
+    ("clean", "fgsm adaptive purified eps 0.3", ...): a reader sees which row is the original, the attack, the
+    purified image."""
+    rows = {name: t for name, t in images.items() if t.numel() > 0}
     if not rows:
-        return
-    n = min(len(r) for r in rows)
-    write_image_grid(make_grid(torch.cat([r[:n] for r in rows]), nrow=n, padding=2, pad_value=0.5), path)
+        return None
+    n = min(len(t) for t in rows.values())
+    fig = Figure(figsize=(max(4.0, 0.75 * n), 1.0 * len(rows) + (0.3 if title else 0.0)), layout="constrained")
+    for ax, (name, t) in zip(fig.subplots(len(rows), 1, squeeze=False)[:, 0], rows.items(), strict=True):
+        grid = make_grid(t[:n].detach().float().cpu(), nrow=n, padding=2, pad_value=1.0)  # 3 x H x W, even for 1 channel
+        ax.imshow(grid.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(_row_label(name), loc="left", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return write_figure(fig, path, dpi=100)
+
+
+def _row_label(name: str) -> str:
+    """`fgsm_adaptive_purified_eps0.3` -> `fgsm adaptive purified eps 0.3`."""
+    return name.replace("_", " ").replace("eps", "eps ").replace("  ", " ")
 
 
 def purification_plot(result: dict[str, Any], path: Path) -> None:

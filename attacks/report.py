@@ -175,12 +175,18 @@ def evaluate(model: nn.Module, train: ImageSet, test: ImageSet, experiments: lis
     return _write(report, out_dir)
 
 
+def _model_label(meta: dict[str, Any]) -> str:
+    tau = meta.get("tau")
+    return f"{meta['family']}" + (f", tau {tau:.2f}" if isinstance(tau, int | float) else "") + \
+        f", {meta['test_images']} test images, seed {meta['seed']}"
+
+
 def _write(report: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Pictures from each section's `images`, then the JSON and Markdown without them."""
     for name, section in report.items():
         images = section.pop("images", None) if isinstance(section, dict) else None
         if images:
-            figures.sample_grid(images, out_dir / f"samples_{name}.png")
+            figures.sample_grid(images, out_dir / f"samples_{name}.png", title=f"{name}: {_model_label(report['meta'])}")
             section["sample_grid"] = {"file": f"samples_{name}.png", "rows": list(images)}
     if "purification" in report:
         figures.purification_plot(report["purification"], out_dir / "purification_accuracy.png")
@@ -206,4 +212,38 @@ def _markdown(report: dict[str, Any]) -> list[str]:
               "patches": tables.patches, "unseen": tables.unseen}
     for name in m["experiments"]:
         lines += render[name](report[name])
-    return lines
+    return lines + _pictures(report)
+
+
+# What each picture shows, for report.md (the grids' rows are named in the pictures themselves).
+_PLOTS = {
+    "purification": ("purification_accuracy.png", "CNN accuracy against eps for FGSM and PGD: the CNN alone, the paper's "
+                     "non-adaptive setting, the adaptive attack through the purifier and the worst case, with Wilson 95 % "
+                     "intervals; the dotted line is the clean accuracy through the purifier."),
+    "latent-pgd": ("latent_pgd_distortion.png", "SSIM and PSNR of the attacked reconstruction to the clean one against the "
+                   "latent L2 eps (untargeted and all-black targeted); the dashed line is the AADDC limit."),
+    "latent": ("latent_ms_ssim.png", "MS-SSIM (mean ± std over images and trials) against the input L2 budget, for the "
+               "latent and the maximum-damage attacks."),
+}
+_GRIDS = {
+    "reconstruction": "test images and their reconstructions",
+    "purification": "clean images, the attacked images and what the purifier makes of them, at the largest eps",
+    "latent": "inputs, their adversarial versions, the targets and the adversarial reconstructions",
+    "max-damage": "inputs, their adversarial versions and both reconstructions",
+    "latent-pgd": "the clean reconstruction and the reconstructions after the untargeted and the targeted latent attacks",
+    "patches": "test images with the largest patch of each shape",
+    "unseen": "images of held-out and of seen classes with their reconstructions",
+}
+
+
+def _pictures(report: dict[str, Any]) -> list[str]:
+    lines = ["", "## Pictures", ""]
+    plots = {"latent": "latent", "max-damage": "latent", "purification": "purification", "latent-pgd": "latent-pgd"}
+    for key in dict.fromkeys(plots[name] for name in report["meta"]["experiments"] if name in plots):
+        file, what = _PLOTS[key]
+        lines.append(f"- [{file}]({file}): {what}")
+    for name, section in report.items():
+        if isinstance(section, dict) and "sample_grid" in section:
+            file = section["sample_grid"]["file"]
+            lines.append(f"- [{file}]({file}): {_GRIDS.get(name, name)}, one named row each.")
+    return lines if len(lines) > 3 else []

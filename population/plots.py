@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from popvae.attacks.figures import write_figure, write_image_grid
+from popvae.attacks.figures import sample_grid, write_figure
 from popvae.models.data import to_float
 
 
@@ -42,8 +42,12 @@ def plot_history(rows: list[dict[str, Any]], out_dir: Path, run_id: str | None =
 
 
 @torch.no_grad()
-def save_reconstruction_grid(model: torch.nn.Module, images: np.ndarray, path: Path, n: int = 16) -> Path:
-    """Originals on the top row, deterministic reconstructions beneath."""
+def save_reconstruction_grid(model: torch.nn.Module, images: np.ndarray, path: Path, n: int = 16,
+                             title: str | None = None) -> Path:
+    """Test images on the top row, their deterministic reconstructions (with the model's tau, if it has one) beneath."""
     model.eval()
     x = to_float(images[:n], next(model.parameters()).device)
-    return write_image_grid(torch.cat([x, model.reconstruct(x)]).cpu(), path, nrow=len(x), padding=1)
+    tau = getattr(model, "tau", None)
+    below = "reconstruction" + (f" (tau {tau:.2f})" if isinstance(tau, int | float) else "")
+    sample_grid({"test image": x.cpu(), below: model.reconstruct(x).cpu()}, path, title=title)
+    return path

@@ -77,7 +77,8 @@ def train_job(method: str, train: ImageSet, test: ImageSet, job_dir: Path, epoch
         train_seconds = sum(r["seconds"] for r in history)
         metrics = {**parts, "test_mse": reconstruction_mse(model, test.images, device), "train_seconds": train_seconds}
         save_model(job_dir / "model.pt", model, {"method": method, "metrics": metrics})
-        save_reconstruction_grid(model, test.images, job_dir / "reconstructions.png", n=8)
+        save_reconstruction_grid(model, test.images, job_dir / "reconstructions.png", n=8,
+                                 title=f"{method} after {epochs} epoch(s)")
     except Exception as err:
         publish(state="failed", error=f"{type(err).__name__}: {err}")
         raise

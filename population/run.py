@@ -228,7 +228,8 @@ def summarize(run_dir: Path, data: RunData, cfg: RunConfig,
         on_scoring("pictures", 0, 1)
     rows = rundir.read_rows(run_dir / "history.parquet")
     plot_history(rows, run_dir / "plots", run_id=run_dir.name, select_on=cfg.select_on)
-    save_reconstruction_grid(model, data.test.images, run_dir / "plots" / "reconstructions.png")
+    save_reconstruction_grid(model, data.test.images, run_dir / "plots" / "reconstructions.png",
+                             title=f"run {run_dir.name}: best member {meta['member']}, epoch {meta['epoch'] + 1}")
     summary = {
         "run_id": run_dir.name, "best_member": meta["member"], "best_tau": meta["tau"], "best_epoch": meta["epoch"],
         "select_on": meta["select_on"], "baseline": meta["baseline"], "test_mse": scores["mse"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -59,5 +60,7 @@ def test_evaluate_writes_report(run_dir, tmp_path):
         assert title in md
     for png in ("purification_accuracy.png", "latent_pgd_distortion.png", "latent_ms_ssim.png", "samples_purification.png"):
         assert (out / png).stat().st_size > 1000
+    linked = re.findall(r"\]\(([^)]+\.png)\)", md)  # report.md links and explains every picture it wrote
+    assert sorted(linked) == sorted(p.name for p in out.glob("*.png"))
     with pytest.raises(ValueError):
         evaluate(model, synthetic(20), synthetic(20), ["nope"], None, out, 0, "cpu", False)
