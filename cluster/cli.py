@@ -226,6 +226,7 @@ def _train(args: argparse.Namespace) -> int:
             run = runs.new_run(baseline_config(run.cfg), baseline_dir(run.run_dir), run.data)
             dirs.append(run.run_dir)
             results.append(("baseline", _train_with_progress(run, args)))
+            runs.draw_comparison(dirs[0], dirs[1])
     except ConfigError as err:  # the cluster cannot host the run, or the baseline's folder was taken meanwhile
         return _fail(str(err))
     except RayError as err:

@@ -13,9 +13,11 @@ from popvae.attacks.figures import sample_grid, write_figure
 from popvae.models.data import to_float
 
 
-def plot_history(rows: list[dict[str, Any]], out_dir: Path, run_id: str | None = None, select_on: str = "val") -> list[Path]:
+def plot_history(rows: list[dict[str, Any]], out_dir: Path, run_id: str | None = None, select_on: str = "val",
+                 baseline: list[dict[str, Any]] | None = None) -> list[Path]:
     """tau.png and loss.png: one line per member over 1-based epochs (as the console counts); the best member of
-    each epoch is circled. The title names the run (default: the folder holding `out_dir`)."""
+    each epoch is circled; `baseline` (the history of the annealed baseline trained on the same budget) is drawn
+    over them as a dashed black line. The title names the run (default: the folder holding `out_dir`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     run_id = run_id or out_dir.resolve().parent.name
     split = "validation" if select_on == "val" else "training"
@@ -32,6 +34,9 @@ def plot_history(rows: list[dict[str, Any]], out_dir: Path, run_id: str | None =
                     label=f"{member} {mine[0]['strategy']}")
             best = [r for r in mine if r["is_best"]]
             ax.scatter([r["epoch"] + 1 for r in best], [r[column] for r in best], s=60, facecolors="none", edgecolors="k")
+        if baseline:
+            mine = sorted(baseline, key=lambda r: r["epoch"])
+            ax.plot([r["epoch"] + 1 for r in mine], [r[column] for r in mine], "k--", marker="x", label="baseline (annealed)")
         ax.set_title(f"run {run_id}: {title}", fontsize=10)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("epoch")

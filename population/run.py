@@ -212,6 +212,13 @@ def train_run(run: Run, on_generation: Callable[[dict[str, Any], dict[str, Any]]
                               on_scoring=on_scoring)
 
 
+def draw_comparison(run_dir: Path, baseline_dir: Path) -> None:
+    """The population's tau.png and loss.png again, with the baseline trained on the same budget drawn over them."""
+    cfg = RunConfig.model_validate(rundir.read_json(run_dir / "config.json"))
+    plot_history(rundir.read_rows(run_dir / "history.parquet"), run_dir / "plots", run_id=run_dir.name,
+                 select_on=cfg.select_on, baseline=rundir.read_rows(baseline_dir / "history.parquet"))
+
+
 def summarize(run_dir: Path, data: RunData, cfg: RunConfig,
               on_scoring: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Test-set scores of the best model, plots, and summary.json (which says how each score was taken).
