@@ -48,6 +48,7 @@ class RunConfig(BaseModel):
     member_timeout_s: float = Field(1800.0, gt=0)  # the generation barrier's limit per member
     placement_timeout_s: float = Field(300.0, gt=0)  # how long a (re)started member may wait for a slot on the cluster
     checkpoint_every: int = Field(1, ge=1)
+    log_every_steps: int = Field(10, ge=1)  # TensorBoard's per-step training loss (loss/train_step): every N steps
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Members per worker process (DESIGN §7 "Packing"): "auto" = one pack per GPU (all the members it gets), or one per
     # CPU node with torch threads = the node's CPUs; K = at most K members per pack (1: one member per process).

@@ -50,13 +50,22 @@ class MemberState:
         self.model.tau = tau
         c = self.config
         rng = epoch_rng(c.seed, self.index, generation)
-        parts = train_epoch(self.model, self.optimizer, self.train_images, c.batch_size, c.steps_per_epoch, rng, self.device)
+        steps = c.steps_per_epoch or max(len(self.train_images) // c.batch_size, 1)
+        logged: list[tuple[int, float]] = []  # (optimizer step of the run, total loss), as a pack logs them
+
+        def log(t: int, parts: dict[str, float]) -> None:
+            if t % c.log_every_steps == 0:
+                logged.append((generation * steps + t, parts["total"]))
+
+        parts = train_epoch(self.model, self.optimizer, self.train_images, c.batch_size, steps, rng, self.device,
+                            on_step=log)
         val = math.nan
         if math.isfinite(parts["total"]) and c.select_on == "val":
             val = evaluate(self.model, self.val_images, 256, self.device)["total"]
         result = {
             "member": self.index, "generation": generation, "tau": tau, "loss": parts, "val_loss": val,
             "seconds": time.perf_counter() - started, "node_id": _node_id(),
+            "step_losses": logged if math.isfinite(parts["total"]) else [],
         }
         return result
 

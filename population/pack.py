@@ -213,9 +213,10 @@ class PackState:
         batches = self.epoch_batches(generation)
         steps = len(batches)
         alive, sums = [True] * k, [dict[str, float]() for _ in range(k)]
+        logged: list[list[tuple[int, float]]] = [[] for _ in range(k)]  # (optimizer step of the run, total loss)
         names: list[str] = []
         self._loss.train()  # (GSVAE's own noise is off whenever noise is given; the mode matters for validation only)
-        for idx in batches:
+        for t, idx in enumerate(batches, start=1):
             noise = self._noise(generators, idx.shape[1])
             grads, parts = self._train_step(self.params, self.buffers, self.gather(idx), noise, tau)
             names = list(parts)
@@ -226,12 +227,14 @@ class PackState:
                 if alive[s]:
                     for n, value in zip(names, row):
                         sums[s][n] = sums[s].get(n, 0.0) + value
+                    if t % c.log_every_steps == 0:
+                        logged[s].append((generation * steps + t, row[0]))
             self.optimizer.step(self.params, grads, [s for s in range(k) if alive[s]])
         losses = [{n: (sums[s][n] / steps if alive[s] else math.nan) for n in names} for s in range(k)]
         vals = self._validate(generators, tau, alive) if c.select_on == "val" else [math.nan] * k
         seconds, node = time.perf_counter() - started, _node_id()
         return {index: {"member": index, "generation": generation, "tau": taus[index], "loss": losses[s], "val_loss": vals[s],
-                        "seconds": seconds, "node_id": node} for s, index in enumerate(self.indices)}
+                        "seconds": seconds, "node_id": node, "step_losses": logged[s]} for s, index in enumerate(self.indices)}
 
     def _validate(self, generators: list[torch.Generator], tau: Tensor, alive: list[bool]) -> list[float]:
         """Each member's mean loss on the validation split at its epoch's tau, as population.training.evaluate scores it

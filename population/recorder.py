@@ -140,7 +140,8 @@ class Recorder:
         # History first, checkpoint second: a crash in between only makes a resume redo this epoch.
         rundir.write_rows(self.run_dir / "history.parquet", [r.model_dump() for r in self.history])
         self._write_lineage()
-        self.logs.generation(self.history[-len(self.members):], self.history)
+        self.logs.generation(self.history[-len(self.members):], self.history,
+                             {i: r.get("step_losses", []) for i, r in results.items() if r})
         if epoch + 1 == self.cfg.epochs or (epoch + 1) % self.cfg.checkpoint_every == 0:
             self._checkpoint(*gather(), best_tau=before[best], best_score=scores[best])
         entry.seconds["checkpoint"] = time.perf_counter() - writing

@@ -2,7 +2,8 @@
 
     RUN_DIR/tensorboard/member-<i>/events.out.tfevents.*   scalars per epoch (1-based step, as people count):
         loss/train_total, loss/train_reconstruction, loss/train_kl_z1, loss/train_kl_z2, loss/val, loss/selection,
-        tau/used, tau/next, patience, best (1 when it won the epoch)
+        tau/used, tau/next, patience, best (1 when it won the epoch); and loss/train_step, the training loss every
+        `log_every_steps` optimizer steps (its step: the member's optimizer steps so far)
     RUN_DIR/progress.csv   every history row (0-based epoch, as history.parquet), rewritten each generation
 
 `tensorboard --logdir runs/` then compares members (and runs: each run is its own folder). Written by tensorboardX
@@ -40,11 +41,16 @@ class RunLogs:
             self._writers[member] = SummaryWriter(str(self.run_dir / "tensorboard" / f"member-{member}"), flush_secs=3600)
         return self._writers[member]
 
-    def generation(self, rows: list[HistoryRow], history: list[HistoryRow]) -> None:
-        """Log one generation's `rows` to TensorBoard and rewrite progress.csv from the whole `history`."""
+    def generation(self, rows: list[HistoryRow], history: list[HistoryRow],
+                   step_losses: dict[int, list[tuple[int, float]]] | None = None) -> None:
+        """Log one generation's `rows` (and each member's per-step `step_losses`) to TensorBoard and rewrite
+        progress.csv from the whole `history`."""
         try:
             for row in rows:
                 writer, step = self._writer(row.member), row.epoch + 1
+                for optimizer_step, value in (step_losses or {}).get(row.member, []):
+                    if math.isfinite(value):
+                        writer.add_scalar("loss/train_step", float(value), int(optimizer_step))
                 for tag, column in _SCALARS.items():
                     value = getattr(row, column)
                     if value is not None and math.isfinite(value):

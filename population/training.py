@@ -102,18 +102,21 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor,
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images: np.ndarray, batch_size: int, steps: int | None,
-                rng: np.random.Generator, device: str | torch.device,
-                generator: torch.Generator | None = None) -> dict[str, float]:
-    """Mean of each loss part over the epoch (`steps` batches, default one pass).
+                rng: np.random.Generator, device: str | torch.device, generator: torch.Generator | None = None,
+                on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
+    """Mean of each loss part over the epoch (`steps` batches, default one pass); `on_step(t, parts)` hears each
+    finite step (t from 1).
 
     Stops at the first non-finite loss and returns NaN parts: nothing after it can be useful.
     """
     steps = steps or max(len(images) // batch_size, 1)
     sums: dict[str, float] = {}
-    for idx in batch_indices(len(images), batch_size, steps, rng):
+    for t, idx in enumerate(batch_indices(len(images), batch_size, steps, rng), start=1):
         parts = train_step(model, optimizer, to_float(images[idx], device), generator)
         if not math.isfinite(parts["total"]):
             return {name: math.nan for name in parts}
+        if on_step is not None:
+            on_step(t, parts)
         for name, value in parts.items():
             sums[name] = sums.get(name, 0.0) + value
     return {name: total / steps for name, total in sums.items()}

@@ -28,6 +28,7 @@ LOSS_TOL = {"rtol": 1e-5, "atol": 1e-4}
 def setup():
     config = RunConfig.model_validate({
         "dataset": "synthetic", "members": 3, "batch_size": 16, "steps_per_epoch": 4, "device": "cpu", "select_on": "val",
+        "log_every_steps": 2,
         "model": {"widths": [8, 16, 16, 16], "z1_vars": 4, "z1_categories": 4, "z2_vars": 2, "z2_categories": 4},
     })
     return config, synthetic(256, seed=0).images, synthetic(64, seed=1).images
@@ -52,6 +53,9 @@ def _assert_losses(a: dict, b: dict) -> None:
     for k in a["loss"]:
         assert a["loss"][k] == pytest.approx(b["loss"][k], rel=LOSS_TOL["rtol"], abs=LOSS_TOL["atol"]), k
     assert a["val_loss"] == pytest.approx(b["val_loss"], rel=LOSS_TOL["rtol"], abs=LOSS_TOL["atol"])
+    assert [s for s, _ in a["step_losses"]] == [s for s, _ in b["step_losses"]]  # TensorBoard's per-step loss
+    assert [v for _, v in a["step_losses"]] == pytest.approx([v for _, v in b["step_losses"]], rel=LOSS_TOL["rtol"],
+                                                              abs=LOSS_TOL["atol"])
 
 
 def test_packed_members_train_as_unpacked_ones_through_a_broadcast(setup):

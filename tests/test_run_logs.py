@@ -38,15 +38,18 @@ def test_events_per_member_and_progress_csv(tmp_path: Path) -> None:
     for epoch in range(3):
         rows = [row(epoch, 1, 100.0 - epoch, True), row(epoch, 2, math.nan if epoch == 1 else 110.0, False)]
         history += rows
-        logs.generation(rows, history)
+        logs.generation(rows, history, {1: [(epoch * 20 + 10, 101.0 - epoch), (epoch * 20 + 20, 100.5 - epoch)],
+                                        2: [(epoch * 20 + 10, math.nan)]})
     logs.close()
     one = read_scalars(tmp_path / "tensorboard" / "member-1")
     assert one["loss/train_total"] == {1: 100.0, 2: 99.0, 3: 98.0}  # steps are 1-based epochs, as the console
     assert one["tau/used"] == {1: 1.0, 2: 2.0, 3: 3.0} and one["tau/next"][3] == 3.5 and one["best"] == {1: 1, 2: 1, 3: 1}
     parts = {"loss/train_reconstruction", "loss/train_kl_z1", "loss/train_kl_z2", "loss/val", "loss/selection", "patience"}
     assert parts <= set(one)
+    assert one["loss/train_step"] == {10: 101.0, 20: 100.5, 30: 100.0, 40: 99.5, 50: 99.0, 60: 98.5}  # optimizer steps
     two = read_scalars(tmp_path / "tensorboard" / "member-2")
     assert two["loss/train_total"] == {1: 110.0, 3: 110.0}  # a diverged epoch is left out, not logged as NaN
+    assert "loss/train_step" not in two
     with open(tmp_path / "progress.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 6 and rows[0]["epoch"] == "0" and rows[0]["member"] == "1" and float(rows[5]["score"]) == 112.0
