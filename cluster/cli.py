@@ -229,7 +229,7 @@ def _train(args: argparse.Namespace) -> int:
             runs.draw_comparison(dirs[0], dirs[1])
     except ConfigError as err:  # the cluster cannot host the run, or the baseline's folder was taken meanwhile
         return _fail(str(err))
-    except RayError as err:
+    except (RayError, RuntimeError) as err:  # RuntimeError: the coordinator kept dying (population.run)
         return _run_failed(err, run.run_dir)
     _print_results(results)
     from popvae.cluster.train_console import look_hints

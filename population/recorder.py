@@ -228,6 +228,8 @@ class Recorder:
         lineage = rundir.read_json(self.run_dir / "lineage.json") if (self.run_dir / "lineage.json").exists() else []
         self.lineage = [LineageEntry.model_validate(g) for g in lineage if g["epoch"] < self.epochs_done]
         self.best = self.lineage[-1].best if self.lineage else None
+        if (self.run_dir / "status.json").is_file():  # the count is the run's, across resumes
+            self.coordinator_restarts = int(rundir.read_json(self.run_dir / "status.json").get("coordinator_restarts", 0))
         own = {i: _arrays(w) for i, w in ckpt["member_weights"].items()} if "member_weights" in ckpt else None
         return _arrays(ckpt["weights"]), ckpt["optimizers"], own
 

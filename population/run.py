@@ -92,7 +92,7 @@ def run_population(
         rundir.write_json(run_dir / "config.json", config)
     refs = [ray.put(data.train.images), ray.put(data.val.images)]  # once per run; workers read zero-copy
     coord = _start_coordinator(cfg, run_dir, refs, resume, 0)
-    state, restarts = "done", 0
+    state, restarts = "done", restarts_so_far(run_dir) if resume else 0
     try:
         while True:
             try:
@@ -106,7 +106,8 @@ def run_population(
                 break
             except RayActorError:  # the coordinator's process died (its members die with it): start one from the checkpoint
                 if restarts >= MAX_COORDINATOR_RESTARTS:
-                    raise
+                    raise RuntimeError(f"the coordinator died again after {restarts} restarts in this run (at most "
+                                       f"{MAX_COORDINATOR_RESTARTS}); see the Ray logs of its process") from None
                 restarts += 1
                 ray.kill(coord)
                 coord = _start_coordinator(cfg, run_dir, refs, (run_dir / "checkpoints" / "latest.pt").is_file(), restarts)
@@ -121,7 +122,15 @@ def run_population(
     return summarize(run_dir, data, cfg, on_scoring)
 
 
-MAX_COORDINATOR_RESTARTS = 3
+MAX_COORDINATOR_RESTARTS = 3  # per run, across resumes: a coordinator that keeps dying has a cause to look at
+
+
+def restarts_so_far(run_dir: Path) -> int:
+    """Coordinators started in place of dead ones over the run's life, as its status.json counts them."""
+    try:
+        return int(rundir.read_json(run_dir / "status.json").get("coordinator_restarts", 0))
+    except (OSError, ValueError, TypeError):
+        return 0
 
 
 def _start_coordinator(cfg: RunConfig, run_dir: Path, refs: list[Any], resume: bool, restarts: int) -> Any:
