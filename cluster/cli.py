@@ -393,6 +393,7 @@ def _reproduce_parser(sub: Any) -> None:
     p.add_argument("--out", type=Path, help="folder of every run it trains (default runs/reproduction-DATASET-PRESET); "
                                             "the same command again continues an interrupted reproduction")
     p.add_argument("--report-dir", type=Path, help="where reproduction.md, .json and the plots go (default: --out)")
+    p.add_argument("--report-only", action="store_true", help="rewrite the report from the finished steps; train nothing")
     _cluster_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -419,7 +420,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     try:
         report = reproduce(protocol, out, args.report_dir, data_root=args.data_root, address=args.address,
-                           num_cpus=args.num_cpus, say=say)
+                           num_cpus=args.num_cpus, say=say, report_only=args.report_only)
     except KeyboardInterrupt as stop:
         if "ray" in sys.modules:
             import ray

@@ -209,11 +209,13 @@ def check_out_dir(out: Path, protocol: Protocol) -> None:
 
 def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, data_root: str | None = None,
               address: str | None = None, num_cpus: int | None = None, say: Callable[[str], None] | None = None,
-              on_generation: Callable[[str, dict[str, Any]], bool | None] | None = None) -> Path:
+              on_generation: Callable[[str, dict[str, Any]], bool | None] | None = None,
+              report_only: bool = False) -> Path:
     """Run (or continue) every step of `protocol` into `out`; returns reproduction.md (in `report_dir`, default `out`).
 
     `say(line)` hears each step's start and end; `on_generation(step, lineage_entry)` returning True stops that run
-    after the generation (it is resumed by the next call): how the tests interrupt a reproduction.
+    after the generation (it is resumed by the next call): how the tests interrupt a reproduction. `report_only`
+    rewrites the report from what is finished and trains nothing.
     """
     from popvae.population.reproduction import write_report
     from popvae.population.runlock import holding
@@ -224,6 +226,10 @@ def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, 
     with holding(out):
         rundir.write_json(out / "protocol.json", protocol.model_dump(mode="json"))
         data = _Data(protocol, data_root)
+        if report_only:
+            write_report(out, report_dir, protocol,
+                         steps_of(protocol, data.steps_per_pass(), winning_member(run_dir(out, "population-reference"))))
+            return report_dir / "reproduction.md"
         progress = rundir.read_json(out / "progress.json") if (out / "progress.json").is_file() else {"seconds": {}}
         started = time.perf_counter()
         while True:

@@ -202,7 +202,8 @@ def _table1(f: dict[str, Any], runs: dict[str, Any]) -> list[str]:
     pop_paper, base_paper = paper.TEST_MSE.get(f["protocol"]["dataset"], (None, None))
     lines = [f"## Table 1: test MSE ({paper.GSVAE}, Table 1)", "", "| model | paper | popvae [95 % CI] | budget (member-steps) |",
              "|---|---|---|---|"]
-    for name, label, number in ((HEADLINE, f"population, n = {f['protocol']['members']} (the paper's model, n = 8)", pop_paper),
+    n = f["protocol"]["members"]
+    for name, label, number in ((HEADLINE, f"population, n = {n} (the paper's model{'' if n == 8 else ', n = 8'})", pop_paper),
                                 ("baseline", "standard GS-VAE (annealed baseline)", base_paper)):
         r = runs.get(name)
         lines.append(f"| {label} | {number if number is not None else 'n/a'} | "

@@ -128,3 +128,8 @@ def test_smoke_reproduction_interrupted_mid_run_then_continued(ray_session, tmp_
     pictures = re.findall(r"\]\(([^)]+\.png)\)", text)
     assert {"ablations.png", "tau.png", "figure4.png", "purification.png", "patches.png"} <= set(pictures)
     assert all((out / p).is_file() for p in pictures)
+
+    before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*") if p.is_file()}
+    report.unlink()
+    assert reproduce(PRESETS["smoke"], out, report_only=True).read_text() == text  # rewritten, nothing trained
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*") if p.is_file()} == before
