@@ -284,13 +284,22 @@ def _purification(f: dict[str, Any], evals: dict[str, Any], figures: dict[str, s
               f"PGD {setting['pgd_steps']} steps. Wilson 95 % intervals.", ""]
     for attack, table in (("fgsm", "Table 2"), ("pgd", "Table 3")):
         lines += [f"### {attack.upper()} ({table})", "",
-                  "| eps | paper: population | popvae population: non-adaptive | adaptive | paper: baseline | "
-                  "popvae baseline: non-adaptive | adaptive |", "|---|---|---|---|---|---|---|"]
+                  "| eps | CNN alone (no purifier) | paper: population | popvae population: non-adaptive | adaptive | "
+                  "paper: baseline | popvae baseline: non-adaptive | adaptive |", "|---|---|---|---|---|---|---|---|"]
         for eps, (pp, pb) in sorted(published.get(attack, {}).items(), reverse=True):
             cells = [_cell(r, attack, eps) for r in (pop, base)]
-            lines.append(f"| {eps:g} | {pp} | {cells[0][0]} | {cells[0][1]} | {pb} | {cells[1][0]} | {cells[1][1]} |")
+            lines.append(f"| {eps:g} | {_alone(pop or base, attack, eps)} | {pp} | {cells[0][0]} | {cells[0][1]} | {pb} | "
+                         f"{cells[1][0]} | {cells[1][1]} |")
         lines.append("")
     return lines + ([figures["purification"], ""] if "purification" in figures else [])
+
+
+def _alone(result: dict[str, Any], attack: str, eps: float) -> str:
+    """The CNN's own accuracy on the attacked images (the same CNN and images for both purifiers)."""
+    if eps == 0.0:
+        return _acc(result["clean"]["cnn_alone"])
+    row = next((r for r in result[attack] if math.isclose(r["eps"], eps)), None)
+    return _acc(row["cnn_alone"]) if row else ""
 
 
 def _cell(result: dict[str, Any] | None, attack: str, eps: float) -> tuple[str, str]:
