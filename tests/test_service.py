@@ -263,3 +263,21 @@ def test_live_coordinator_preferred_then_folder(ray_session, runs_root: Path) ->
     body = _poll_until(lambda: client.get("/population", params={"run": "newest"}).json(), lambda b: b["source"] == "run_folder")
     assert body["epoch"] == 5 and "no live coordinator" in body["note"]
     assert client.get("/population", params={"run": "liveonly"}).status_code == 404
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({}, "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to the cluster's token"),
+    ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": "/nonexistent/token"},
+     "set RAY_AUTH_TOKEN to the cluster's token (RAY_AUTH_MODE=token is set)"),
+    ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "abc"}, "RAY_AUTH_TOKEN is set: check it is the cluster's token"),
+])
+def test_a_refused_ray_connection_names_the_variable_to_set(monkeypatch: pytest.MonkeyPatch, env: dict, says: str) -> None:
+    from popvae.cluster.live_status import connect_failure
+
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    line = connect_failure(ConnectionError("Failed to connect to GCS at 10.0.0.1:6379\nmore detail"))
+    assert line.startswith("ConnectionError: Failed to connect to GCS at 10.0.0.1:6379") and says in line
+    assert "\n" not in line
