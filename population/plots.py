@@ -28,12 +28,7 @@ def plot_history(rows: list[dict[str, Any]], out_dir: Path, run_id: str | None =
     ):
         fig = Figure(figsize=(7, 4), layout="constrained")  # the Figure API renders with Agg, no display needed
         ax = fig.subplots()
-        for member in sorted({r["member"] for r in rows}):
-            mine = sorted((r for r in rows if r["member"] == member), key=lambda r: r["epoch"])
-            ax.plot([r["epoch"] + 1 for r in mine], [r[column] for r in mine], marker=".",
-                    label=f"{member} {mine[0]['strategy']}")
-            best = [r for r in mine if r["is_best"]]
-            ax.scatter([r["epoch"] + 1 for r in best], [r[column] for r in best], s=60, facecolors="none", edgecolors="k")
+        member_lines(ax, rows, column)
         if baseline:
             mine = sorted(baseline, key=lambda r: r["epoch"])
             ax.plot([r["epoch"] + 1 for r in mine], [r[column] for r in mine], "k--", marker="x", label="baseline (annealed)")
@@ -44,6 +39,15 @@ def plot_history(rows: list[dict[str, Any]], out_dir: Path, run_id: str | None =
         ax.legend(fontsize=7, title="member (circle: best)")
         written.append(write_figure(fig, out_dir / name, dpi=100))
     return written
+
+
+def member_lines(ax: Any, rows: list[dict[str, Any]], column: str) -> None:
+    """One line per member of `column` over 1-based epochs, labelled "index strategy"; each epoch's best circled."""
+    for member in sorted({r["member"] for r in rows}):
+        mine = sorted((r for r in rows if r["member"] == member), key=lambda r: r["epoch"])
+        ax.plot([r["epoch"] + 1 for r in mine], [r[column] for r in mine], marker=".", label=f"{member} {mine[0]['strategy']}")
+        best = [r for r in mine if r["is_best"]]
+        ax.scatter([r["epoch"] + 1 for r in best], [r[column] for r in best], s=60, facecolors="none", edgecolors="k")
 
 
 @torch.no_grad()
