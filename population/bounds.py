@@ -15,8 +15,8 @@ NAME_MAX = 255  # bytes in one path component (Linux NAME_MAX)
 PATH_MAX = 4096  # bytes in a whole path (Linux PATH_MAX)
 NOT_FOR_RUNS = (Path("/proc"), Path("/sys"), Path("/dev"))  # kernel file systems: never a run folder
 MAX_NUM_CPUS = 65536
-# Host memory a member process costs beyond its tensors (torch and Ray loaded again in each worker).
-MEMBER_PROCESS_BYTES = 300 * 2**20
+# Host memory a worker process costs beyond its tensors (torch and Ray loaded again in each worker).
+WORKER_PROCESS_BYTES = 300 * 2**20
 MEMORY_SHARE = 0.8  # of this machine's memory a run may plan to use
 _ADDRESS = re.compile(r"^(auto|local|(ray://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5})$")
 _GiB = 2**30
@@ -76,9 +76,14 @@ def model_parameters(cfg: RunConfig) -> int:
     return 2 * convs + 2 * (flat * latent + latent) + latent * latent
 
 
+def worker_processes(cfg: RunConfig) -> int:
+    """Worker processes the run starts on this machine: one per pack (`pack_size` K: ceil(n / K); auto: one pack)."""
+    return 1 if cfg.pack_size == "auto" else -(-cfg.members // cfg.pack_size)
+
+
 def memory_estimate(cfg: RunConfig) -> dict[str, int]:
-    """Bytes a run needs on this machine: the dataset (as loaded; a synthetic set is drawn in float64 first), and each
-    member (weights, gradients, two Adam moments, a batch's activations, its process)."""
+    """Bytes a run needs on this machine: the dataset (as loaded; a synthetic set is drawn in float64 first), each
+    member (weights, gradients, two Adam moments, a batch's activations) and each worker process that hosts them."""
     m = cfg.model
     pixels = m.in_channels * m.image_size * m.image_size
     images = cfg.synthetic_size * 5 // 4 if cfg.dataset == "synthetic" else 80_000
@@ -86,8 +91,10 @@ def memory_estimate(cfg: RunConfig) -> dict[str, int]:
     sides = [m.image_size // 2 ** (i + 1) for i in range(len(m.widths))]
     batch = min(cfg.batch_size, images)  # a batch never holds more images than the split
     activations = batch * sum(w * s * s for w, s in zip(m.widths, sides)) * 4 * 2 * 3
-    member = model_parameters(cfg) * 4 * 4 + activations + MEMBER_PROCESS_BYTES
-    return {"dataset": dataset, "member": member, "total": dataset + cfg.members * member}
+    member = model_parameters(cfg) * 4 * 4 + activations
+    processes = worker_processes(cfg) * WORKER_PROCESS_BYTES
+    return {"dataset": dataset, "member": member + WORKER_PROCESS_BYTES,
+            "total": dataset + cfg.members * member + processes}
 
 
 def check_memory(cfg: RunConfig) -> None:
