@@ -240,9 +240,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _train_with_progress(run: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Train one run under the live console (stderr; --quiet: none), Tune-like: see cluster/train_console.py."""
-    from rich.console import Console
-
-    from popvae.cluster.train_console import TrainConsole
+    from popvae.cluster.train_console import TrainConsole, stderr_console
     from popvae.population.run import train_run
 
     cfg = run.cfg
@@ -255,7 +253,7 @@ def _train_with_progress(run: Any, args: argparse.Namespace) -> dict[str, Any]:
             first = int(json.loads((run.run_dir / "status.json").read_text())["epoch"])
         except (OSError, ValueError, KeyError, TypeError):
             first = 0
-    with TrainConsole(Console(stderr=True, quiet=args.quiet), run.run_dir, cfg.epochs, label, first) as live:
+    with TrainConsole(stderr_console(args.quiet), run.run_dir, cfg.epochs, label, first) as live:
         return train_run(run, on_generation=live.on_generation, address=args.address, num_cpus=args.num_cpus,
                          verbose=args.verbose, on_scoring=live.on_scoring)
 

@@ -25,6 +25,18 @@ def _duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+LOG_WIDTH = 160  # columns when stderr is a file or a pipe (CI logs, nohup): rich's 80 would cut the member table
+
+
+def stderr_console(quiet: bool = False) -> Console:
+    """The console the live table draws on: the terminal's width, else $COLUMNS, else LOG_WIDTH."""
+    import os
+    import sys
+
+    wide = not sys.stderr.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=True, quiet=quiet, width=LOG_WIDTH if wide else None)
+
+
 class TrainConsole:
     """Use as a context manager around one run; pass `on_generation` and `on_scoring` to `train_run`."""
 

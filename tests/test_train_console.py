@@ -82,3 +82,12 @@ def test_live_console_ctrl_c_then_resume_to_the_end(tmp_path):
     assert f"popvae serve --runs-root {run.parent}" in finished.stdout and "http://127.0.0.1:8000/" in finished.stdout
     assert f"tensorboard --logdir {run / 'tensorboard'}" in finished.stdout, finished.stdout
     assert not any(chatter in finished.stderr + finished.stdout for chatter in RAY_CHATTER), finished.stderr
+
+
+def test_a_console_writing_to_a_log_file_is_wide_enough_for_the_table(monkeypatch):
+    from popvae.cluster.train_console import LOG_WIDTH, stderr_console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert stderr_console().width == LOG_WIDTH  # pytest's stderr is not a terminal
+    monkeypatch.setenv("COLUMNS", "100")
+    assert stderr_console().width == 100
