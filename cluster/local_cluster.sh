@@ -29,6 +29,10 @@ PYTHON=${PYTHON:-python3}
 ADDRESS=127.0.0.1:$PORT
 
 RAY=("$PYTHON" -m ray.scripts.scripts)
+# A job's entrypoint (`ray job submit -- python ...`) runs with the nodes' PATH: put this PYTHON first, so that `python`
+# there is the interpreter that has popvae, torch and Ray, not whatever python comes first on the caller's PATH.
+PYTHON_BIN=$(dirname "$(command -v "$PYTHON")")
+export PATH="$PYTHON_BIN:$PATH"
 
 # Waits until `ray status` lists $1 alive nodes, or fails after $2 seconds.
 wait_for_nodes() {

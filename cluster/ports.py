@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 
 # The offsets local_cluster.sh uses from POPVAE_RAY_PORT: GCS, node managers, object managers, agents,
-# metrics, runtime-env agents (three nodes each) and the status service.
-SCRIPT_OFFSETS = (0, 1, 10, 11, 12, 20, 21, 22, 30, 31, 32, 40, 41, 42, 50, 51, 52, 60, 61, 62, 999)
+# metrics, runtime-env agents (three nodes each), the dashboard (jobs API) and the status service.
+SCRIPT_OFFSETS = (0, 1, 10, 11, 12, 20, 21, 22, 30, 31, 32, 40, 41, 42, 50, 51, 52, 60, 61, 62, 998, 999)
 
 
 def port_free(port: int) -> bool:

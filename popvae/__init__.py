@@ -7,7 +7,15 @@ The Python API (`popvae.api`) is exported here lazily: `import popvae` imports n
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+# Installed, the layers are subpackages in this folder. In a source checkout on sys.path (Ray's `--working-dir .`,
+# `python -m` from the repository root) this folder holds only the package root; the layers (models/, attacks/,
+# population/, cluster/) lie beside it, so they are found there, as the install's package-dir mapping places them.
+_CHECKOUT = Path(__file__).resolve().parent.parent
+if not (Path(__file__).parent / "population").is_dir() and (_CHECKOUT / "population" / "__init__.py").is_file():
+    __path__.append(str(_CHECKOUT))  # noqa: F821  (a package's own __path__)
 
 __all__ = ["ConfigError", "DatasetError", "RunConfig", "evaluate", "load_best", "resume", "train"]
 

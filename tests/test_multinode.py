@@ -51,6 +51,7 @@ def test_population_trains_across_two_worker_nodes() -> None:
         "POPVAE_CLUSTER_DIR": str(state),
         "POPVAE_RAY_PORT": str(base),
         "POPVAE_SERVICE_PORT": str(base + 999),
+        "POPVAE_DASHBOARD_PORT": str(base + 998),
     }
     try:
         subprocess.run([str(SCRIPT), "start"], env=env, cwd=REPO, check=True, timeout=240)
@@ -81,11 +82,12 @@ def test_population_trains_across_two_worker_nodes() -> None:
         kinds = {name for node in used for name in ("worker1", "worker2") if name in nodes.get(node, {})}
         assert kinds == {"worker1", "worker2"}, (used, nodes)
 
-        # the `ray submit` / `ray job submit` entry: joins the cluster named by RAY_ADDRESS ("auto")
-        submit = [sys.executable, "cluster/train.py", "--dataset", "synthetic", "--members", "2", "--epochs", "1"]
-        submit += ["--steps-per-epoch", "2", "--run-dir", str(state / "runs" / "submitted"), "--quiet"]
-        done = subprocess.run(submit, env=env | {"RAY_ADDRESS": address}, cwd=REPO, capture_output=True, text=True, timeout=180)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        # the README's recipe, as written: `ray job submit --working-dir . -- python cluster/train.py ARGS`, token auth on
+        submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{base + 998}", "--working-dir", ".",
+                  "--", "python", "cluster/train.py", "--dataset", "synthetic", "--members", "2", "--epochs", "1",
+                  "--steps-per-epoch", "2", "--run-dir", str(state / "runs" / "submitted"), "--quiet"]
+        done = subprocess.run(submit, env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0 and "succeeded" in done.stdout + done.stderr, done.stdout[-3000:] + done.stderr[-3000:]
         assert read_rows(state / "runs" / "submitted" / "history.parquet")[0]["node_id"] in nodes
     finally:
         subprocess.run([str(SCRIPT), "stop"], env=env, cwd=REPO, timeout=180)
