@@ -64,6 +64,8 @@ class TrainConsole:
         self.ended = "done" if exc[0] is None else "stopped"
         self.scoring = None
         self.live.__exit__(*exc)  # draws the last state once more, and leaves it on the screen
+        if not self.console.is_terminal:
+            self.console.line()  # in a log file, Live's last render ends without a newline: what follows would join it
 
     # hooks for train_run
     def on_generation(self, entry: dict[str, Any], status: dict[str, Any]) -> None:
