@@ -181,8 +181,9 @@ def _markdown(f: dict[str, Any], figures: dict[str, str]) -> list[str]:
         f"# Reproduction of the papers on {p['dataset']}, preset `{p['preset']}`", "",
         f"Command: `popvae reproduce --preset {p['preset']} --dataset {p['dataset']}` (run again to continue an "
         f"interrupted one). Measured on {f['machine']['cpus']} CPU cores, device {f['machine']['device']}, torch "
-        f"{f['machine']['torch']}. Steps finished: {f['steps_done']} of {f['steps_total']}; wall time so far "
-        f"{f['wall_seconds'] / 60:.1f} min (start-up, training, scoring and attacks).", "",
+        f"{f['machine']['torch']}. Steps finished: {f['steps_done']} of {f['steps_total']}; wall time"
+        f"{'' if f['steps_done'] == f['steps_total'] else ' so far'} {f['wall_seconds'] / 60:.1f} min (start-up, training, "
+        "scoring and attacks).", "",
         f"Budget of every GS-VAE run: {p['generations']} generations (epochs) of {steps} per member at batch "
         f"{p['batch_size']}, seed {p['seed']}; populations of n = {p['members']}. The paper trained 100+ full epochs: "
         "numbers from a smaller budget say how the methods compare early in training, not where they end.",
