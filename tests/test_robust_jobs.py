@@ -46,8 +46,8 @@ def test_train_job_writes_its_folder(tmp_path) -> None:
     model, meta = load_model(job / "model.pt")
     assert meta["method"] == "gmm-dae" and model.family == "gmm-dae"
     assert reconstruction_mse(model, test.images, "cpu") == pytest.approx(metrics["test_mse"], rel=1e-5)
-    with Image.open(job / "reconstructions.png") as img:  # 2 rows of 8 images, 1-pixel padding
-        assert img.size == (8 * 33 + 1, 2 * 33 + 1)
+    with Image.open(job / "reconstructions.png") as img:  # 2 named rows of 8 images: a wide strip
+        assert img.size[0] > 2 * img.size[1] > 0
 
 
 def test_invalid_config_fails_the_job_and_reraises(tmp_path) -> None:
