@@ -8,7 +8,6 @@ from typing import Any
 
 from matplotlib.figure import Figure
 from torch import Tensor
-from torchvision.utils import make_grid
 
 from popvae.models.atomic import atomic_write
 
@@ -26,6 +25,7 @@ def sample_grid(images: dict[str, Tensor], path: Path, title: str | None = None)
     rows = {name: t for name, t in images.items() if t.numel() > 0}
     if not rows:
         return None
+    from torchvision.utils import make_grid  # importing torchvision costs a second: only where a grid is drawn
     n = min(len(t) for t in rows.values())
     fig = Figure(figsize=(max(4.0, 0.75 * n), 1.0 * len(rows) + (0.3 if title else 0.0)), layout="constrained")
     for ax, (name, t) in zip(fig.subplots(len(rows), 1, squeeze=False)[:, 0], rows.items(), strict=True):

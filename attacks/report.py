@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,7 +43,7 @@ from popvae.attacks.purification import purification
 from popvae.attacks.unseen import unseen_classes
 from popvae.models.atomic import atomic_write
 from popvae.models.checkpoint import load_model
-from popvae.models.data import ImageSet, to_float, train_val_split
+from popvae.models.data import ImageSet, cache_root, to_float, train_val_split
 from popvae.models.protocol import AutoEncoder
 
 LATENT_MLP_TRAIN_MAX, VAL_MAX = 10_000, 2_000
@@ -52,7 +51,7 @@ LATENT_MLP_TRAIN_MAX, VAL_MAX = 10_000, 2_000
 
 def default_cache_dir() -> Path:
     """Where the per-dataset CNNs are cached: $POPVAE_CACHE, else ~/.cache/popvae."""
-    return Path(os.environ.get("POPVAE_CACHE", Path.home() / ".cache" / "popvae")) / "classifiers"
+    return cache_root() / "classifiers"
 
 
 def load_evaluable(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -15,14 +15,11 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from popvae.models.checkpoint import atomic_torch_save, save_model
 from popvae.models.integrity import verify
-from popvae.models.registry import build
 from popvae.population import rundir
 from popvae.population.config import RunConfig
 from popvae.population.contract import (
@@ -39,6 +36,9 @@ from popvae.population.contract import (
 )
 from popvae.population.run_logs import RunLogs
 from popvae.population.temperature import MemberTau, Strategy, strategy_for
+
+if TYPE_CHECKING:
+    import torch
 
 # What checkpoints/latest.pt holds: enough to resume every member exactly (plus "member_weights", each member's own,
 # in a run without the broadcast).
@@ -202,6 +202,9 @@ class Recorder:
         self._write = self._writer.submit(self._write_checkpoint, state, meta)
 
     def _write_checkpoint(self, state: dict[str, Any], meta: dict[str, Any]) -> None:
+        from popvae.models.checkpoint import atomic_torch_save, save_model
+        from popvae.models.registry import build
+
         atomic_torch_save(state, self.run_dir / "checkpoints" / "latest.pt")
         model = build("gsvae", self.cfg.model)
         model.load_state_dict(state["weights"])
@@ -217,6 +220,8 @@ class Recorder:
     def restore(self) -> Gathered:
         """Back to the last checkpoint (history and lineage cut to it); returns the weights every member restarts
         from, each member's optimizer state, and each member's own weights where the run keeps them."""
+        import torch
+
         verify(self.run_dir / "checkpoints" / "latest.pt")  # before torch reads it
         ckpt = torch.load(self.run_dir / "checkpoints" / "latest.pt", weights_only=True)
         self.epochs_done = ckpt["epochs_done"]
@@ -241,6 +246,8 @@ def _strategy(config: RunConfig, i: int) -> Strategy:
 
 
 def _tensors(weights: Weights) -> dict[str, torch.Tensor]:
+    import torch
+
     return {k: torch.from_numpy(v.copy()) for k, v in weights.items()}
 
 

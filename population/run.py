@@ -21,7 +21,6 @@ from popvae.population import policy, rundir
 from popvae.population.config import ConfigError, RunConfig
 from popvae.population.contract import NAMESPACE, coordinator_name
 from popvae.population.coordinator import Coordinator
-from popvae.population.plots import plot_history, save_reconstruction_grid
 from popvae.population.training import evaluate, reconstruction_mse
 
 
@@ -223,6 +222,8 @@ def train_run(run: Run, on_generation: Callable[[dict[str, Any], dict[str, Any]]
 
 def draw_comparison(run_dir: Path, baseline_dir: Path) -> None:
     """The population's tau.png and loss.png again, with the baseline trained on the same budget drawn over them."""
+    from popvae.population.plots import plot_history  # matplotlib: imported where pictures are drawn, not at start-up
+
     cfg = RunConfig.model_validate(rundir.read_json(run_dir / "config.json"))
     plot_history(rundir.read_rows(run_dir / "history.parquet"), run_dir / "plots", run_id=run_dir.name,
                  select_on=cfg.select_on, baseline=rundir.read_rows(baseline_dir / "history.parquet"))
@@ -232,6 +233,8 @@ def summarize(run_dir: Path, data: RunData, cfg: RunConfig,
               on_scoring: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Test-set scores of the best model, plots, and summary.json (which says how each score was taken).
     `on_scoring(what, done, total)` is called as the test images are scored (a progress display)."""
+    from popvae.population.plots import plot_history, save_reconstruction_grid  # matplotlib: only where pictures are drawn
+
     model, meta = load_model(run_dir / "best.pt")
     n = len(data.test.images)
 

@@ -5,6 +5,9 @@ A worker either hosts a pack of population members (`PackState`: k members as on
 actor's calls one at a time, so it never does both at once. Data arrive as top-level ObjectRef arguments, so Ray
 hands every worker on a node the same object-store copy, zero-copy; a pack then holds the images on its device once.
 Members are addressed by their 1-based index wherever they live.
+
+torch is imported inside the worker's methods, never by this module: the coordinator imports it to place workers, and
+a process that only coordinates starts a second sooner without torch (start-up is on every run's critical path).
 """
 
 from __future__ import annotations
@@ -12,19 +15,21 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray
-import torch
 
-from popvae.models.data import ImageSet
 from popvae.population.config import RunConfig
-from popvae.population.pack import PackState
+
+if TYPE_CHECKING:
+    from popvae.population.pack import PackState
 
 
 class Worker:
     def __init__(self, threads: int) -> None:
+        import torch
+
         torch.set_num_threads(max(1, threads))  # Ray's CPU counts are logical: match torch to them
         self.threads = max(1, threads)
         self.pack: PackState | None = None
@@ -38,6 +43,8 @@ class Worker:
 
     # --- hosting a pack of population members ---
     def host_pack(self, indices: list[int], config: RunConfig, train_images: np.ndarray, val_images: np.ndarray) -> None:
+        from popvae.population.pack import PackState
+
         self.pack = PackState(indices, config, train_images, val_images, self.threads)
 
     def _p(self) -> PackState:
@@ -76,6 +83,10 @@ class Worker:
     def run_job(self, job: dict[str, Any], train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
                 classes: tuple[str, ...]) -> dict[str, Any]:
         """`job["kind"]` is "robust" (train one method into job["dir"]) or "evaluation"."""
+        import torch
+
+        from popvae.models.data import ImageSet
+
         self.pack = None  # a worker runs members or a job, never both
         train_set, test_set = ImageSet(*train, classes), ImageSet(*test, classes)
         device = "cuda" if torch.cuda.is_available() else "cpu"
