@@ -457,6 +457,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         socket.create_server((args.host, args.port)).close()
     except OSError as err:
         return _fail(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}")
+    if args.address or os.environ.get("RAY_ADDRESS"):
+        from popvae.cluster.live_status import missing_ray_auth
+
+        # Ray's client retries a refused token for a minute, one C++ warning a second: say the cause once, up front
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+        if (missing := missing_ray_auth()) is not None:
+            print(f"popvae serve: note: no Ray token in this environment; a cluster with token authentication (the "
+                  f"Ray >= 2.59 default) will refuse the live view: {missing}", file=sys.stderr)
     serve(args.runs_root, args.host, args.port, args.address)
     return 0
 
