@@ -460,8 +460,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.address or os.environ.get("RAY_ADDRESS"):
         from popvae.cluster.live_status import missing_ray_auth
 
-        # Ray's client retries a refused token for a minute, one C++ warning a second: say the cause once, up front
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+        # Ray's client retries a refused token for a minute before it fails: say the likely cause once, up front
         if (missing := missing_ray_auth()) is not None:
             print(f"popvae serve: note: no Ray token in this environment; a cluster with token authentication (the "
                   f"Ray >= 2.59 default) will refuse the live view: {missing}", file=sys.stderr)
