@@ -2,8 +2,10 @@
 
     RUN_DIR/tensorboard/member-<i>/events.out.tfevents.*   scalars per epoch (1-based step, as people count):
         loss/train_total, loss/train_reconstruction, loss/train_kl_z1, loss/train_kl_z2, loss/val, loss/selection,
-        tau/used, tau/next, patience, best (1 when it won the epoch); and loss/train_step, the training loss every
-        `log_every_steps` optimizer steps (its step: the member's optimizer steps so far)
+        tau/used, tau/next, patience, best (1 when it won the epoch)
+    RUN_DIR/tensorboard/member-<i>/train_step/events.out.tfevents.*   loss/train_step, the training loss every
+        `log_every_steps` optimizer steps, its step the member's optimizer steps so far (a file of its own: one file
+        whose steps mean epochs for some tags and optimizer steps for others reads to TensorBoard as out of order)
     RUN_DIR/progress.csv   every history row (0-based epoch, as history.parquet), rewritten each generation
 
 `tensorboard --logdir runs/` then compares members (and runs: each run is its own folder). Written by tensorboardX
@@ -34,12 +36,13 @@ class RunLogs:
         self.run_dir = Path(run_dir)
         self._writers: dict[int, Any] = {}
 
-    def _writer(self, member: int) -> Any:
-        if member not in self._writers:
+    def _writer(self, member: int, sub: str = "") -> Any:
+        key = f"member-{member}/{sub}".rstrip("/")
+        if key not in self._writers:
             from tensorboardX import SummaryWriter
 
-            self._writers[member] = SummaryWriter(str(self.run_dir / "tensorboard" / f"member-{member}"), flush_secs=3600)
-        return self._writers[member]
+            self._writers[key] = SummaryWriter(str(self.run_dir / "tensorboard" / key), flush_secs=3600)
+        return self._writers[key]
 
     def generation(self, rows: list[HistoryRow], history: list[HistoryRow],
                    step_losses: dict[int, list[tuple[int, float]]] | None = None) -> None:
@@ -48,9 +51,12 @@ class RunLogs:
         try:
             for row in rows:
                 writer, step = self._writer(row.member), row.epoch + 1
-                for optimizer_step, value in (step_losses or {}).get(row.member, []):
-                    if math.isfinite(value):
-                        writer.add_scalar("loss/train_step", float(value), int(optimizer_step))
+                steps = [(int(t), float(v)) for t, v in (step_losses or {}).get(row.member, []) if math.isfinite(v)]
+                if steps:
+                    per_step = self._writer(row.member, "train_step")
+                    for optimizer_step, value in steps:
+                        per_step.add_scalar("loss/train_step", value, optimizer_step)
+                    per_step.flush()
                 for tag, column in _SCALARS.items():
                     value = getattr(row, column)
                     if value is not None and math.isfinite(value):

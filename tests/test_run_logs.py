@@ -46,10 +46,12 @@ def test_events_per_member_and_progress_csv(tmp_path: Path) -> None:
     assert one["tau/used"] == {1: 1.0, 2: 2.0, 3: 3.0} and one["tau/next"][3] == 3.5 and one["best"] == {1: 1, 2: 1, 3: 1}
     parts = {"loss/train_reconstruction", "loss/train_kl_z1", "loss/train_kl_z2", "loss/val", "loss/selection", "patience"}
     assert parts <= set(one)
-    assert one["loss/train_step"] == {10: 101.0, 20: 100.5, 30: 100.0, 40: 99.5, 50: 99.0, 60: 98.5}  # optimizer steps
+    assert "loss/train_step" not in one  # its steps are optimizer steps: a file of its own
+    steps = read_scalars(tmp_path / "tensorboard" / "member-1" / "train_step")
+    assert steps == {"loss/train_step": {10: 101.0, 20: 100.5, 30: 100.0, 40: 99.5, 50: 99.0, 60: 98.5}}
     two = read_scalars(tmp_path / "tensorboard" / "member-2")
     assert two["loss/train_total"] == {1: 110.0, 3: 110.0}  # a diverged epoch is left out, not logged as NaN
-    assert "loss/train_step" not in two
+    assert not (tmp_path / "tensorboard" / "member-2" / "train_step").exists()  # only NaN steps: nothing logged
     with open(tmp_path / "progress.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 6 and rows[0]["epoch"] == "0" and rows[0]["member"] == "1" and float(rows[5]["score"]) == 112.0
