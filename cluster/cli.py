@@ -85,12 +85,25 @@ def _fail(message: str) -> int:
     return EXIT_BAD_INPUT
 
 
-def _run_failed(err: Exception, run_dir: Path) -> int:
-    """A run that stopped on the cluster: its cause in one line (not Ray's wrapped traceback), exit 1."""
+def _cause(err: Exception) -> str:
+    """The cause of a failure on the cluster in one line, not Ray's wrapped traceback."""
     cause = getattr(err, "cause", None)
     lines = [ln.strip() for ln in str(cause if isinstance(cause, Exception) else err).splitlines() if ln.strip()]
     raised = [ln for ln in lines if ln.split(":", 1)[0].endswith(("Error", "Exception")) and ":" in ln]
-    print(f"popvae: run failed: {(raised or lines or [type(err).__name__])[-1]}", file=sys.stderr)
+    return (raised or lines or [type(err).__name__])[-1]
+
+
+def _stop_ray() -> None:
+    """Every Ray process this driver started is stopped (after a signal)."""
+    if "ray" in sys.modules:
+        import ray
+
+        ray.shutdown()
+
+
+def _run_failed(err: Exception, run_dir: Path) -> int:
+    """A run that stopped on the cluster: its cause in one line, exit 1."""
+    print(f"popvae: run failed: {_cause(err)}", file=sys.stderr)
     if (run_dir / "checkpoints" / "latest.pt").is_file():
         print(f"popvae: {run_dir} keeps what finished; continue with: popvae train --resume {run_dir}", file=sys.stderr)
     else:
@@ -167,10 +180,7 @@ def _interrupted(stop: Any, run_dir: Path) -> int:
     """One line: what the run kept and how to go on; every Ray process this driver started is stopped."""
     import json
 
-    if "ray" in sys.modules:
-        import ray
-
-        ray.shutdown()
+    _stop_ray()
     try:
         done = json.loads((run_dir / "status.json").read_text())["epoch"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -420,18 +430,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         report = reproduce(protocol, out, args.report_dir, data_root=args.data_root, address=args.address,
                            num_cpus=args.num_cpus, say=say, report_only=args.report_only)
     except KeyboardInterrupt as stop:
-        if "ray" in sys.modules:
-            import ray
-
-            ray.shutdown()
+        _stop_ray()
         stop = as_interrupted(stop)
         print(f"popvae: interrupted by {stop}: finished steps are kept in {out}; continue with: {again}", file=sys.stderr)
         return stop.exit_code
     except (ConfigError, DatasetError) as err:
         return _fail(str(err))
-    except Exception as err:  # a run or job failed on the cluster: its cause in one line, not Ray's wrapped traceback
-        cause = getattr(err, "cause", None) or err
-        print(f"popvae: reproduction failed: {type(cause).__name__}: {str(cause).strip().splitlines()[-1]}", file=sys.stderr)
+    except Exception as err:  # a run or job failed on the cluster
+        print(f"popvae: reproduction failed: {_cause(err)}", file=sys.stderr)
         print(f"popvae: finished steps are kept in {out}; after a fix, continue with: {again}", file=sys.stderr)
         return 1
     print(f"report: {report}")

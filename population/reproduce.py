@@ -153,9 +153,14 @@ def run_dir(out: Path, name: str) -> Path:
     return out / "runs" / name
 
 
-def run_done(folder: Path) -> bool:
+def _finished(folder: Path, product: str) -> bool:
+    """A run or job folder whose status says done and whose result file is there."""
     status = rundir.read_json(folder / "status.json") if (folder / "status.json").is_file() else {}
-    return status.get("state") == "done" and (folder / "summary.json").is_file()
+    return status.get("state") == "done" and (folder / product).is_file()
+
+
+def run_done(folder: Path) -> bool:
+    return _finished(folder, "summary.json")
 
 
 def evaluation_dir(out: Path, name: str) -> Path:
@@ -167,9 +172,7 @@ def robust_job_dir(out: Path, method: str) -> Path:
 
 
 def robust_done(out: Path, method: str) -> bool:
-    folder = robust_job_dir(out, method)
-    status = rundir.read_json(folder / "status.json") if (folder / "status.json").is_file() else {}
-    return status.get("state") == "done" and (folder / "model.pt").is_file()
+    return _finished(robust_job_dir(out, method), "model.pt")
 
 
 def step_done(out: Path, step: Step) -> bool:
@@ -180,14 +183,19 @@ def step_done(out: Path, step: Step) -> bool:
     return all(robust_done(out, m) for m in step.config["methods"])
 
 
+def generation_wins(folder: Path) -> dict[int, int]:
+    """How many generations each member won, from a run's lineage."""
+    wins: dict[int, int] = {}
+    for generation in rundir.read_json(folder / "lineage.json"):
+        wins[generation["best"]] = wins.get(generation["best"], 0) + 1
+    return wins
+
+
 def winning_member(folder: Path) -> int | None:
     """The member that was best in the most generations of a finished run (ties: the lower index)."""
     if not run_done(folder):
         return None
-    wins: dict[int, int] = {}
-    for row in rundir.read_rows(folder / "history.parquet"):
-        if row["is_best"]:
-            wins[row["member"]] = wins.get(row["member"], 0) + 1
+    wins = generation_wins(folder)
     return min(wins, key=lambda i: (-wins[i], i))
 
 
@@ -226,14 +234,17 @@ def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, 
     with holding(out):
         rundir.write_json(out / "protocol.json", protocol.model_dump(mode="json"))
         data = _Data(protocol, data_root)
+
+        def current_steps() -> list[Step]:  # the winning schedule's step appears once the reference run is done
+            return steps_of(protocol, data.steps_per_pass(), winning_member(run_dir(out, "population-reference")))
+
         if report_only:
-            write_report(out, report_dir, protocol,
-                         steps_of(protocol, data.steps_per_pass(), winning_member(run_dir(out, "population-reference"))))
+            write_report(out, report_dir, protocol, current_steps(), data.split("test"))
             return report_dir / "reproduction.md"
         progress = rundir.read_json(out / "progress.json") if (out / "progress.json").is_file() else {"seconds": {}}
         started = time.perf_counter()
         while True:
-            steps = steps_of(protocol, data.steps_per_pass(), winning_member(run_dir(out, "population-reference")))
+            steps = current_steps()
             todo = [s for s in steps if not step_done(out, s)]
             if not todo:
                 break
@@ -249,7 +260,7 @@ def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, 
                 started = time.perf_counter()
                 rundir.write_json(out / "progress.json", progress)
             say(f"    {'done' if finished else 'stopped'} in {time.perf_counter() - began:.0f} s")
-            write_report(out, report_dir, protocol, steps)
+            write_report(out, report_dir, protocol, steps, data.split("test"))
             if not finished:
                 break
         return report_dir / "reproduction.md"
@@ -273,8 +284,8 @@ class _Data:
         """Optimizer steps in one pass over a run's training split (the full train split less validation)."""
         from popvae.population.config import RunConfig
 
-        cfg = RunConfig(dataset=self.protocol.dataset, synthetic_size=self.protocol.synthetic_size)
-        return max(1, int(len(self.split("train")) * (1 - cfg.val_fraction)) // self.protocol.batch_size)
+        val_fraction = RunConfig.model_fields["val_fraction"].default
+        return max(1, int(len(self.split("train")) * (1 - val_fraction)) // self.protocol.batch_size)
 
 
 def _execute(step: Step, out: Path, p: Protocol, data: _Data, address: str | None, num_cpus: int | None,
@@ -328,13 +339,11 @@ def _robust(methods: list[str], out: Path, p: Protocol, data: _Data, address: st
 
 
 def _evaluate(step: Step, out: Path, p: Protocol, data: _Data) -> None:
-    import torch
-
     from popvae.attacks.report import evaluate, load_evaluable
+    from popvae.population.member import pick_device
 
-    target = out / step.config.get("target", f"runs/{step.name}")
-    model, _ = load_evaluable(target / ("model.pt" if (target / "model.pt").is_file() else "best.pt"))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(pick_device("auto"))
+    model, _ = load_evaluable(out / step.config.get("target", f"runs/{step.name}"), map_location=device)  # best.pt / model.pt
     experiments = step.config["experiments"]
     settings = {k: v for k, v in p.eval_settings.items() if k in experiments}
     subset = None if experiments == ["unseen"] else p.eval_subset  # reconstructions only: the full test split is cheap

@@ -25,6 +25,7 @@ from popvae.population.reproduce import (
     Protocol,
     Step,
     evaluation_dir,
+    generation_wins,
     robust_done,
     robust_job_dir,
     run_dir,
@@ -49,13 +50,12 @@ def per_image_scores(out: Path, name: str, test: Any) -> np.ndarray:
     path = out / "scores" / f"{name}.npy"
     if path.is_file():
         return np.load(path)
-    import torch
-
     from popvae.models.checkpoint import load_model
+    from popvae.population.member import pick_device
     from popvae.population.training import per_image_mse
 
     model, _ = load_model(run_dir(out, name) / "best.pt")
-    scores = per_image_mse(model, test.images, "cuda" if torch.cuda.is_available() else "cpu")
+    scores = per_image_mse(model, test.images, pick_device("auto"))
     atomic_write(path, lambda fh: np.save(fh, scores))
     return scores
 
@@ -68,12 +68,10 @@ def _run_facts(out: Path, step: Step, test: Any) -> dict[str, Any]:
     cfg = step.config
     steps = cfg.get("steps_per_epoch") or 0
     mse, low, high = mean_ci(per_image_scores(out, step.name, test))
-    wins: dict[int, int] = {}
-    for g in lineage:
-        wins[g["best"]] = wins.get(g["best"], 0) + 1
+    wins = generation_wins(folder)
     return {
-        "what": step.what, "members": cfg.get("members", 5), "epochs": cfg["epochs"], "steps_per_epoch": steps or None,
-        "member_steps": cfg.get("members", 5) * cfg["epochs"] * steps if steps else None,
+        "what": step.what, "members": cfg["members"], "epochs": cfg["epochs"], "steps_per_epoch": steps or None,
+        "member_steps": cfg["members"] * cfg["epochs"] * steps if steps else None,
         "test_mse": mse, "test_mse_ci95": [low, high], "test_images": summary["test_images"],
         "best_member": summary["best_member"], "best_tau": summary["best_tau"],
         "max_tau": max(r["tau"] for r in rows), "wins": {str(k): v for k, v in sorted(wins.items())},
@@ -126,11 +124,9 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def write_report(out: Path, report_dir: Path, protocol: Protocol, steps: list[Step]) -> dict[str, Any]:
-    """reproduction.json, reproduction.md and the plots into `report_dir`; returns the JSON's content."""
-    from popvae.models.data import load_split
-
-    test = load_split(protocol.dataset, "test", _data_root(out), protocol.synthetic_size)
+def write_report(out: Path, report_dir: Path, protocol: Protocol, steps: list[Step], test: Any) -> dict[str, Any]:
+    """reproduction.json, reproduction.md and the plots into `report_dir` (`test`: the test split the runs are scored
+    on); returns the JSON's content."""
     facts = collect(out, protocol, steps, test)
     report_dir.mkdir(parents=True, exist_ok=True)
     figures = _plots(out, facts, report_dir)
@@ -138,13 +134,6 @@ def write_report(out: Path, report_dir: Path, protocol: Protocol, steps: list[St
     atomic_write(report_dir / "reproduction.json", lambda fh: fh.write(_json(facts).encode()))
     atomic_write(report_dir / "reproduction.md", lambda fh: fh.write(text.encode()))
     return facts
-
-
-def _data_root(out: Path) -> str | None:
-    for folder in sorted((out / "runs").glob("*")) if (out / "runs").is_dir() else []:
-        if (folder / "config.json").is_file():
-            return rundir.read_json(folder / "config.json").get("data_root")
-    return None
 
 
 def _json(facts: dict[str, Any]) -> str:
