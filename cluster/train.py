@@ -1,5 +1,5 @@
-"""Entry point for `ray submit cluster/cluster.yaml cluster/train.py -- ARGS` (and `ray job submit ... -- python
-cluster/train.py ARGS`): join the running cluster, then run exactly what `popvae train ARGS` runs.
+"""Entry point for `ray submit cluster/cluster.yaml cluster/train.py -- ARGS` (and `ray job submit ... -- python -m
+popvae.cluster.train ARGS`): join the running cluster, then run exactly what `popvae train ARGS` runs.
 
 It exists because `ray submit` runs a script, not a console command, on the head node; joining first
 (address "auto") makes `popvae train` use that cluster instead of starting a Ray of its own.

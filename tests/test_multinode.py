@@ -82,9 +82,9 @@ def test_population_trains_across_two_worker_nodes() -> None:
         kinds = {name for node in used for name in ("worker1", "worker2") if name in nodes.get(node, {})}
         assert kinds == {"worker1", "worker2"}, (used, nodes)
 
-        # the README's recipe, as written: `ray job submit --working-dir . -- python cluster/train.py ARGS`, token auth on
-        submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{base + 998}", "--working-dir", ".",
-                  "--", "python", "cluster/train.py", "--dataset", "synthetic", "--members", "2", "--epochs", "1",
+        # the README's recipe, as written: `ray job submit -- python -m popvae.cluster.train ARGS`, token auth on
+        submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{base + 998}",
+                  "--", "python", "-m", "popvae.cluster.train", "--dataset", "synthetic", "--members", "2", "--epochs", "1",
                   "--steps-per-epoch", "2", "--run-dir", str(state / "runs" / "submitted"), "--quiet"]
         done = subprocess.run(submit, env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
         assert done.returncode == 0 and "succeeded" in done.stdout + done.stderr, done.stdout[-3000:] + done.stderr[-3000:]
