@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from popvae.cluster.api_models import ID_PATTERN, LineagePage, RunOverview
 from popvae.cluster.run_catalog import Runs
 from popvae.cluster.run_files import pictures, read_json_or, reports, run_kind, safe_file
-from popvae.cluster.run_store import NotFound, Unreadable
+from popvae.cluster.run_store import NotFound, Refused, Unreadable
 
 STATIC = Path(__file__).parent / "static"
 _FILE_TYPES = {"image/png": {}, "image/jpeg": {}, "image/svg+xml": {}, "text/markdown": {}, "text/csv": {}}
@@ -48,10 +48,12 @@ def add_dashboard(app: FastAPI, runs: Runs, guarded: dict[str, Any]) -> None:
         run_dir = runs.store.run_dir(run_id)
         try:
             status = runs.store.status(run_id)
+        except Refused:
+            raise
         except (NotFound, Unreadable):
             status = None
-        config = read_json_or(run_dir / "config.json", {})
-        summary = read_json_or(run_dir / "summary.json", None)
+        config = read_json_or(run_dir, "config.json", {})
+        summary = read_json_or(run_dir, "summary.json", None)
         return RunOverview(
             run_id=run_id, kind=run_kind(run_dir), status=status, config=config if isinstance(config, dict) else {},
             summary=summary if isinstance(summary, dict) else None, pictures=pictures(run_dir), reports=reports(run_dir),

@@ -62,7 +62,10 @@ class Runs:
             except (NotFound, Unreadable):
                 status = None
             fields = status.model_dump(include={"state", "epoch", "epochs", "updated_at"}) if status else {}
-            kind = run_kind(self.store.root / run_id) if run_id in folders else "population"
+            try:
+                kind = run_kind(self.store.root / run_id) if run_id in folders else "population"
+            except Unreadable:  # a config.json that links out of its folder: listed, never read
+                kind = None
             out.append(RunSummary(run_id=run_id, kind=kind, live=run_id in live, has_folder=run_id in folders, **fields))
         return out
 

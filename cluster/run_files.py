@@ -7,13 +7,12 @@ is NotFound, so that a crafted path never reads outside the run or answers a 500
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from popvae.cluster.api_models import Picture, RunKind
-from popvae.cluster.run_store import NotFound
+from popvae.cluster.run_store import NotFound, Refused, read_json_confined
 
 MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml",
                ".md": "text/markdown; charset=utf-8", ".csv": "text/csv; charset=utf-8"}
@@ -28,9 +27,13 @@ _TITLES = {
 }
 
 
-def read_json_or(path: Path, default: Any) -> Any:
+def read_json_or(run_dir: Path, name: str, default: Any) -> Any:
+    """The JSON file `name` of the run, or `default` when it is missing or damaged; Refused (never the default) when it
+    is a link out of the folder, so that the answer says why rather than pretend the file is absent."""
     try:
-        return json.loads(path.read_text())
+        return read_json_confined(run_dir, name)
+    except Refused:
+        raise
     except (OSError, ValueError):
         return default
 
@@ -38,7 +41,7 @@ def read_json_or(path: Path, default: Any) -> Any:
 def run_kind(run_dir: Path) -> RunKind | None:
     """robust or evaluation when config.json says so; population when the run has a population; evaluation when its
     only contents are evaluation jobs."""
-    config = read_json_or(run_dir / "config.json", {})
+    config = read_json_or(run_dir, "config.json", {})
     kind = config.get("kind") if isinstance(config, dict) else None
     if kind in ("robust", "evaluation"):
         return kind
@@ -97,4 +100,6 @@ def safe_file(run_dir: Path, rel: str) -> tuple[Path, str]:
         raise NotFound(f"file {rel!r} not found") from e
     if not path.is_relative_to(root) or not path.is_file():
         raise NotFound(f"file {rel!r} not found")
+    if path.stat().st_nlink > 1:
+        raise Refused(f"file {rel!r} has other hard links; the service serves only files the run wrote itself")
     return path, media

@@ -4,25 +4,35 @@ Every read goes through here so that the HTTP layer only maps two exceptions to 
 `NotFound` (404) and `Unreadable` (503: the file exists but is corrupt or half-migrated).
 Parsed files are cached by (mtime, size) because the service is polled far more often than a
 run writes, and re-parsing the Parquet history on every request would cost the training CPU.
+
+Every file is read through `read_confined`, which answers `Refused` (403) for a file that is not plainly the
+run's own: a symlink anywhere below the run folder, a file with other hard links (a hard link can name any file
+on the same filesystem, and popvae's writers never make one: they write a temp file and rename it), or something
+that is not a regular file. Without it a run folder could hand the service any file its user can read.
 """
 
 from __future__ import annotations
 
+import errno
+import io
+import json
 import os
 import re
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from popvae.cluster.api_models import ID_PATTERN
 from popvae.population.contract import HistoryRow, JobStatus, LineageEntry, RunStatus
-from popvae.population.rundir import read_json, read_rows
 from popvae.population.runlock import is_held
 
 _ID_RE = re.compile(ID_PATTERN)
+MAX_READ_BYTES = 256 * 1024 * 1024  # no file a run writes comes near this; a bigger one is not parsed by the service
 
 T = TypeVar("T")
 
@@ -35,6 +45,56 @@ class Unreadable(RuntimeError):
     """The file is there but cannot be parsed or does not match its schema."""
 
 
+class Refused(Unreadable):
+    """The file is a link out of its run folder (or otherwise not the run's own): never read, never served."""
+
+
+def read_confined(run_dir: Path, rel: str) -> bytes:
+    """The bytes of `rel` (a path of plain names) inside `run_dir`, opened one component at a time without following
+    any symlink, so nothing can swap a link in between a check and the read. FileNotFoundError when it is missing,
+    Refused when it is a symlink, hard-linked, not a regular file or too big."""
+    base = os.open(os.path.realpath(run_dir), os.O_RDONLY | os.O_DIRECTORY)
+    fds = [base]
+    try:
+        parts = rel.split("/")
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | (0 if last else os.O_DIRECTORY)
+            try:
+                fds.append(os.open(part, flags, dir_fd=fds[-1]))
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(part, fds[-1]):
+                    raise Refused(f"{rel} goes through a symbolic link; only files inside the run folder are read") from e
+                raise
+        st = os.fstat(fds[-1])
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused(f"{rel} is not a regular file")
+        if st.st_nlink > 1:
+            raise Refused(f"{rel} has {st.st_nlink} hard links; the service reads only files the run wrote itself")
+        if st.st_size > MAX_READ_BYTES:
+            raise Refused(f"{rel} is {st.st_size} bytes, over the service's limit of {MAX_READ_BYTES}")
+        with os.fdopen(fds.pop(), "rb") as fh:
+            return fh.read(MAX_READ_BYTES + 1)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def read_json_confined(run_dir: Path, rel: str) -> Any:
+    return json.loads(read_confined(run_dir, rel))
+
+
+def _read_rows_confined(run_dir: Path, rel: str) -> list[dict[str, Any]]:
+    return pq.read_table(io.BytesIO(read_confined(run_dir, rel))).to_pylist()
+
+
 class _FileCache:
     """Parsed file contents keyed by path, invalidated when the file's mtime or size changes."""
 
@@ -44,7 +104,7 @@ class _FileCache:
 
     def get(self, path: Path, kind: str, parse: Callable[[Path], T]) -> T:
         try:
-            st = path.stat()
+            st = path.lstat()  # the entry itself: a file swapped for a link must not hit the cache of the file
         except FileNotFoundError as e:
             raise NotFound(str(path)) from e
         stamp = (st.st_mtime_ns, st.st_size)
@@ -58,11 +118,13 @@ class _FileCache:
         return value
 
 
-def _parse(path: Path, load: Callable[[Path], Any], validate: Callable[[Any], T]) -> T:
+def _parse(path: Path, load: Callable[[], Any], validate: Callable[[Any], T]) -> T:
     try:
-        return validate(load(path))
+        return validate(load())
     except FileNotFoundError as e:
         raise NotFound(str(path)) from e
+    except Refused:
+        raise
     except (ValueError, TypeError, ValidationError, OSError) as e:  # JSONDecodeError and ArrowInvalid are ValueErrors
         first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise Unreadable(f"{path.name} is unreadable: {first_line}") from e
@@ -132,7 +194,7 @@ class RunStore:
         path = self.run_dir(run_id) / "status.json"
         if not path.exists():
             raise NotFound(f"run {run_id!r} has no population status (status.json), or not yet")
-        status = self._cache.get(path, "status", lambda p: _parse(p, read_json, _status))
+        status = self._cache.get(path, "status", lambda p: _parse(p, lambda: read_json_confined(p.parent, p.name), _status))
         changes: dict[str, Any] = {}
         if status.run_id != run_id:  # a run is named by its folder: one moved or copied must not answer with its old name
             changes["run_id"] = run_id
@@ -144,13 +206,13 @@ class RunStore:
         path = self.run_dir(run_id) / "history.parquet"
         if not path.exists():
             return []
-        return self._cache.get(path, "history", lambda p: _parse(p, read_rows, _history))
+        return self._cache.get(path, "history", lambda p: _parse(p, lambda: _read_rows_confined(p.parent, p.name), _history))
 
     def lineage(self, run_id: str) -> list[LineageEntry]:
         path = self.run_dir(run_id) / "lineage.json"
         if not path.exists():
             return []
-        return self._cache.get(path, "lineage", lambda p: _parse(p, read_json, _lineage))
+        return self._cache.get(path, "lineage", lambda p: _parse(p, lambda: read_json_confined(p.parent, p.name), _lineage))
 
     def job_ids(self, run_id: str) -> list[str]:
         jobs = self.run_dir(run_id) / "jobs"
@@ -161,10 +223,12 @@ class RunStore:
     def job(self, run_id: str, job_id: str) -> JobStatus:
         if not _ID_RE.match(job_id):
             raise NotFound(f"job {job_id!r} not found")
-        path = self.run_dir(run_id) / "jobs" / job_id / "status.json"
+        run_dir = self.run_dir(run_id)
+        path = run_dir / "jobs" / job_id / "status.json"
         if not path.exists() or not self._inside(path.parent):
             raise NotFound(f"job {job_id!r} not found in run {run_id!r}")
-        job = self._cache.get(path, "job", lambda p: _parse(p, read_json, _job))
+        rel = f"jobs/{job_id}/status.json"
+        job = self._cache.get(path, "job", lambda p: _parse(p, lambda: read_json_confined(run_dir, rel), _job))
         if job.state in ("queued", "running") and False in (is_held(path.parent), is_held(path.parent.parent.parent)):
             return job.model_copy(update={"state": "interrupted"})  # the process that ran it is gone
         return job

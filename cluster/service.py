@@ -33,12 +33,13 @@ from popvae.cluster.api_models import (
 from popvae.cluster.dashboard import add_dashboard
 from popvae.cluster.live_status import LiveCoordinators
 from popvae.cluster.run_catalog import Runs
-from popvae.cluster.run_store import NotFound, RunStore, Unreadable
+from popvae.cluster.run_store import NotFound, Refused, RunStore, Unreadable
 from popvae.population.contract import JobStatus
 
 TOKEN_ENV = "POPVAE_API_TOKEN"
 
 _ERRORS = {
+    403: {"model": ErrorBody, "description": "a file of the run links out of its folder (symlink or hard link): refused"},
     404: {"model": ErrorBody, "description": "unknown run, member or job"},
     503: {"model": ErrorBody, "description": "the run's files are unreadable, or a run without folder has a silent coordinator"},
 }
@@ -84,6 +85,10 @@ def create_app(runs_root: Path, ray_address: str | None = None, token: str | Non
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse({"detail": detail(exc)}, status_code=404)
+
+    @app.exception_handler(Refused)
+    async def _refused(_: Request, exc: Refused) -> JSONResponse:
+        return JSONResponse({"detail": detail(exc)}, status_code=403)
 
     @app.exception_handler(Unreadable)
     async def _unreadable(_: Request, exc: Unreadable) -> JSONResponse:

@@ -102,3 +102,41 @@ def test_service_over_damaged_runs(pristine, tmp_path):
     assert "escape" not in [r["run_id"] for r in answers[1].json()["runs"]]
     assert client.get("/population", params={"run": "escape"}).status_code == 404
     assert all(str(tmp_path) not in a.text for a in answers)
+
+
+SECRET = "do-not-serve-7f3a"
+
+
+@pytest.mark.parametrize("name", ["config.json", "summary.json", "status.json", "history.parquet", "lineage.json"])
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_service_refuses_a_run_file_that_links_out_of_the_folder(pristine, tmp_path, name, link):
+    """A run file that is a link to a file elsewhere is never read: the answers that would read it say 403 and name the
+    file, and the linked file's content appears in no answer."""
+    root = tmp_path / "runs"
+    run = root / "x"
+    shutil.copytree(pristine, run)
+    secret = tmp_path / "credentials.json"
+    secret.write_text(json.dumps({"state": "done", "run_id": SECRET, "members": SECRET, "kind": SECRET}))
+    (run / name).unlink(missing_ok=True)
+    (run / name).symlink_to(secret) if link == "symlink" else os.link(secret, run / name)
+    client = TestClient(create_app(root), raise_server_exceptions=False)
+    paths = ["/runs", "/runs/x/summary", "/runs/x/lineage", "/population", "/population/history", "/jobs"]
+    answers = {p: client.get(p, params={} if p.startswith("/runs") else {"run": "x"}) for p in paths}
+    assert all(SECRET not in a.text for a in answers.values()), {p: a.text[:200] for p, a in answers.items()}
+    assert all(a.status_code in (200, 403, 404) for a in answers.values()), {p: a.status_code for p, a in answers.items()}
+    reads = {"config.json": ["/runs/x/summary"], "summary.json": ["/runs/x/summary"], "lineage.json": ["/runs/x/lineage"],
+             "status.json": ["/runs/x/summary", "/population"], "history.parquet": ["/population/history"]}[name]
+    for path in reads:
+        assert answers[path].status_code == 403 and name in answers[path].json()["detail"], (path, answers[path].text)
+
+
+def test_service_refuses_a_job_folder_reached_through_a_symlink(pristine, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(pristine, root / "x")
+    elsewhere = tmp_path / "elsewhere" / "job-1"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "status.json").write_text(json.dumps({"id": SECRET, "kind": "robust", "state": "done"}))
+    (root / "x" / "jobs").symlink_to(tmp_path / "elsewhere")
+    client = TestClient(create_app(root), raise_server_exceptions=False)
+    answers = [client.get("/jobs", params={"run": "x"}), client.get("/jobs/job-1", params={"run": "x"})]
+    assert all(SECRET not in a.text for a in answers) and all(a.status_code in (200, 403, 404) for a in answers)
