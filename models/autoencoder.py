@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from popvae.models.networks import mlp
+from popvae.models.networks import Sigmoid32, mlp
 
 
 def pixel_sse(x_hat: Tensor, x: Tensor) -> Tensor:
@@ -50,7 +50,7 @@ class GaussianPosterior:
     stochastic = True
 
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        mu, logvar = self.encoder(x).float().chunk(2, dim=1)  # float32 under bf16 autocast: the KL and sampling need it
         return mu, logvar
 
     def encode(self, x: Tensor) -> Tensor:
@@ -70,6 +70,6 @@ def mlp_image_decoder(latent_dim: int, out_channels: int, image_size: int, hidde
                       act: str = "relu") -> nn.Sequential:
     """The MLP encoder's mirror, sigmoid pixels reshaped to (C, H, W)."""
     return nn.Sequential(
-        mlp([latent_dim, *reversed(hidden), out_channels * image_size * image_size], act=act, final=nn.Sigmoid),
+        mlp([latent_dim, *reversed(hidden), out_channels * image_size * image_size], act=act, final=Sigmoid32),
         nn.Unflatten(1, (out_channels, image_size, image_size)),
     )

@@ -51,7 +51,7 @@ class GMMDAE(TrainableAE):
         self._weights: dict[int, dict[str, float]] = {}
 
     def encode(self, x: Tensor) -> Tensor:
-        return self.encoder(x)
+        return self.encoder(x).float()  # float32 under bf16 autocast: the regularisers need it
 
     def decode(self, z: Tensor) -> Tensor:
         return self.decoder(z)

@@ -30,8 +30,8 @@ class GSVAE(nn.Module):
         self.decoders = nn.ModuleList(ConvDecoder(v * k, c.in_channels, c.widths, side) for v, k in self.shapes)
 
     def logits(self, x: Tensor) -> list[Tensor]:
-        h = self.encoder(x)
-        return [head(h).view(-1, v, k) for head, (v, k) in zip(self.heads, self.shapes)]
+        h = self.encoder(x)  # float32 logits even under bf16 autocast: sampling at low tau and the KL need the bits
+        return [head(h).float().view(-1, v, k) for head, (v, k) in zip(self.heads, self.shapes)]
 
     def _noise(self, sample: bool | None) -> bool:
         return (self.training or self.config.eval_noise) if sample is None else sample

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from popvae.models.configs import feature_side  # noqa: F401 - re-exported: the encoders' output side
+
+
+class Sigmoid32(nn.Sigmoid):
+    """Sigmoid computed in float32 whatever the input's dtype: under bf16 autocast the pixels (and the BCE or squared
+    error on them) keep float32 precision, where bf16's 8 mantissa bits would round 1 - 1e-3 to 1."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(x.float())
 
 
 def _act(name: str) -> nn.Module:
@@ -42,7 +51,7 @@ class ConvDecoder(nn.Module):
             if batch_norm:
                 layers.append(nn.BatchNorm2d(w_out))
             layers.append(_act(act))
-        layers += [nn.ConvTranspose2d(rev[-1], out_channels, 4, 2, 1), nn.Sigmoid()]
+        layers += [nn.ConvTranspose2d(rev[-1], out_channels, 4, 2, 1), Sigmoid32()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:

@@ -88,7 +88,7 @@ class DAE(_LuChenAE):
         super().__init__(config, heads=1)
 
     def encode(self, x: Tensor) -> Tensor:
-        return self.encoder(x)
+        return self.encoder(x).float()  # float32 under bf16 autocast: the regularisers need it
 
     def loss(self, x: Tensor) -> dict[str, Tensor]:
         z = self.encode(x)

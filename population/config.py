@@ -53,6 +53,14 @@ class RunConfig(BaseModel):
     # Members per worker process (DESIGN §7 "Packing"): "auto" = one pack per GPU (all the members it gets), or one per
     # CPU node with torch threads = the node's CPUs; K = at most K members per pack (1: one member per process).
     pack_size: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
+    # How a pack steps its members: "vmap" (one stacked model, the GPU's way), "loop" (one after another, the CPU's way:
+    # AMX runs plain convolutions, not vmap's grouped ones); "auto" = vmap on a GPU, loop on a CPU. A new run records
+    # the resolved value.
+    pack_mode: Literal["auto", "vmap", "loop"] = "auto"
+    # "bf16": convolutions and linears under bfloat16 autocast (weights, Adam, sampling, KL and BCE stay float32);
+    # "auto" = bf16 on a CUDA device with bf16 or a CPU with AMX/AVX512-BF16, else fp32. A new run records the resolved
+    # value; a run recorded before this option existed resumes in fp32, as it trained.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     synthetic_size: int = Field(512, ge=16)
 
     @field_validator("dataset")

@@ -1,9 +1,8 @@
 """One population member as a plain nn.Module: model, optimizer and tau, trained by `population.training`.
 
-Workers do not host these: they host packs (`population.pack.PackState`, k members as one stacked model; a pack of 1
-is one member per process). MemberState is the unpacked reference a pack is tested against (tests/test_pack.py) and
-the reference code's design in benchmarks (a sequential loop of members in one process, Tune trials); the helpers
-below are shared with the pack.
+No production code uses it: workers host packs (`population.pack`, a vmap pack or a looped one; a pack of 1 is one
+member per process). MemberState is the unpacked oracle packs are tested against (tests/test_pack.py) and the
+reference code's design in benchmarks (a sequential loop of members in one process, Tune trials).
 """
 
 from __future__ import annotations
@@ -14,18 +13,11 @@ import warnings
 from typing import Any
 
 import numpy as np
-import ray
 import torch
 
 from popvae.models.registry import build
 from popvae.population.config import RunConfig
-from popvae.population.training import epoch_rng, evaluate, train_epoch
-
-
-def pick_device(preference: str) -> torch.device:
-    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
+from popvae.population.training import autocast, epoch_rng, evaluate, node_id, pick_device, resolve_precision, train_epoch
 
 
 def weights_to_numpy(model: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -40,6 +32,7 @@ class MemberState:
         torch.set_num_threads(max(1, threads))
         self.index, self.config = index, config
         self.device = pick_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
         torch.manual_seed(config.seed * 7919 + index)  # members start from different weights
         self.model = build("gsvae", config.model).to(self.device)
         self.optimizer = self.model.make_optimizer()
@@ -58,13 +51,14 @@ class MemberState:
                 logged.append((generation * steps + t, parts["total"]))
 
         parts = train_epoch(self.model, self.optimizer, self.train_images, c.batch_size, steps, rng, self.device,
-                            on_step=log)
+                            on_step=log, precision=self.precision)
         val = math.nan
         if math.isfinite(parts["total"]) and c.select_on == "val":
-            val = evaluate(self.model, self.val_images, 256, self.device)["total"]
+            with autocast(self.precision, self.device):
+                val = evaluate(self.model, self.val_images, 256, self.device)["total"]
         result = {
             "member": self.index, "generation": generation, "tau": tau, "loss": parts, "val_loss": val,
-            "seconds": time.perf_counter() - started, "node_id": _node_id(),
+            "seconds": time.perf_counter() - started, "node_id": node_id(),
             "step_losses": logged if math.isfinite(parts["total"]) else [],
         }
         return result
@@ -84,8 +78,4 @@ class MemberState:
 
     def set_optimizer_state(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state)
-
-
-def _node_id() -> str:
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
 

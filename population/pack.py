@@ -1,22 +1,30 @@
-"""A pack: k population members hosted as one stacked model (DESIGN §7 "Packing"), the packed counterpart of MemberState.
+"""A pack: k population members of one run hosted in one process, the packed counterpart of MemberState.
 
-Plain Python, no Ray, so tests and a later worker can host it alike. What makes a packed member the same member as an
-unpacked one, step for step:
+Plain Python, no Ray, so tests and a worker host it alike. Two ways to step the k members, one result:
 
-- Weights: each member is built exactly as MemberState builds it (torch seed `seed * 7919 + index`), then the k models
-  are stacked (`torch.func.stack_module_state`) into (k, ...) tensors; one `functional_call` under `vmap` trains them all.
+- `PackState` (vmap, the GPU's way): the k models stacked (`torch.func.stack_module_state`) into (k, ...) tensors; one
+  `functional_call` under `vmap` trains them all, Adam is StackedAdam (one update, a step count per slot).
+- `LoopPack` (population/loop_pack.py, the CPU's way): k plain models and k torch.optim.Adam, stepped one after another
+  through `population.training.train_step`. vmap turns each convolution into a grouped one, which oneDNN's AMX kernels
+  do not cover; one member at a time runs the plain convolutions AMX does.
+
+What both share (`Pack`), and what makes a packed member the same member as an unpacked one, step for step:
+
+- Weights: each member is built exactly as MemberState builds it (torch seed `seed * 7919 + index`).
 - Batches: each member draws its epoch's index batches from `epoch_rng(seed, index, generation)` through `batch_indices`,
   as MemberState does. The training images sit on the pack's device once, as uint8; a step is one index gather there.
-- Gumbel noise: drawn outside vmap, per member, from that member's own generator seeded with `epoch_torch_seed(seed,
-  index, generation)` (the seed MemberState puts on torch's global stream), z1 then z2 at every step, through the same
-  `gumbel_noise` the unpacked path uses: the draws are identical call for call. The stacked noise goes into the vmapped
-  loss (GSVAE.loss(x, noise=..., tau=...)); no random op runs inside vmap, so its `randomness="different"` only guards.
-- tau: a tensor of k taus, one 0-d slice per member inside vmap.
-- Adam: StackedAdam, one update over the stacked tensors with a step count per slot (see its docstring).
-- A non-finite loss in a slot stops that slot for the rest of the epoch (no step, weights and moments untouched) and its
-  result is NaN parts, as MemberState's; the other slots go on.
+- Gumbel noise: drawn per member from that member's own generator seeded with `epoch_torch_seed(seed, index,
+  generation)` (the seed MemberState puts on torch's global stream), z1 then z2 at every step, through the same
+  `gumbel_noise` the unpacked path uses: the draws are identical call for call. No random op runs inside vmap, so its
+  `randomness="different"` only guards.
+- The epoch: `population.training.run_epoch`, the one loop robust jobs and MemberState run too: a non-finite loss in a
+  slot stops that slot for the rest of the epoch (no step, weights and moments untouched) and its result is NaN parts;
+  the other slots go on.
+- Precision: the run's `precision` resolved on the pack's device (`training.resolve_precision`); under bf16 every
+  step and the validation pass run inside `training.autocast`.
 
-Numerics: packed and unpacked agree to float rounding, not bit for bit (vmap runs the convolutions as grouped ones).
+Numerics: the looped pack and MemberState run the same ops (bit for bit in fp32 on one thread); the vmap pack agrees to
+float rounding, not bit for bit (grouped convolutions).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import copy
 import math
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -35,8 +44,17 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 from popvae.models.gumbel import gumbel_noise
 from popvae.models.registry import build
 from popvae.population.config import RunConfig
-from popvae.population.member import _node_id, pick_device
-from popvae.population.training import batch_indices, epoch_rng, epoch_torch_seed
+from popvae.population.training import (
+    SlotStep,
+    autocast,
+    batch_indices,
+    epoch_rng,
+    epoch_torch_seed,
+    node_id,
+    pick_device,
+    resolve_precision,
+    run_epoch,
+)
 
 EVAL_BATCH = 256  # MemberState scores the validation split in batches of this size
 
@@ -133,25 +151,34 @@ class StackedAdam:
         return (self.beta1, self.beta2)
 
 
-class _Loss(nn.Module):
-    """functional_call runs a module's forward; this one's forward is the member's loss with the pack's noise and tau."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor, noise: tuple[Tensor, ...] | None, tau: Tensor) -> dict[str, Tensor]:
-        return self.model.loss(x, noise=noise, tau=tau)
-
-
 def _to_device_uint8(images: np.ndarray, device: torch.device) -> Tensor:
     with warnings.catch_warnings():  # object-store arrays are read-only; they are only ever read
         warnings.simplefilter("ignore", UserWarning)
         return torch.as_tensor(images).to(device)
 
 
-class PackState:
-    """k members of one run as one stacked model, addressed by their 1-based member indices (see the module docstring)."""
+def pack_mode_for(pack_mode: str, device: torch.device) -> str:
+    """`auto` -> vmap on a GPU (one kernel launch for k members), loop on a CPU (plain convolutions run on AMX;
+    benchmarks/precision.py measures both); vmap and loop are kept as asked."""
+    if pack_mode != "auto":
+        return pack_mode
+    return "vmap" if device.type == "cuda" else "loop"
+
+
+def make_pack(indices: list[int], config: RunConfig, train_images: np.ndarray, val_images: np.ndarray,
+              threads: int) -> Pack:
+    """The pack the run's `pack_mode` asks for on this process's device."""
+    from popvae.population.loop_pack import LoopPack  # it builds on Pack, below
+
+    loop = pack_mode_for(config.pack_mode, pick_device(config.device)) == "loop"
+    return (LoopPack if loop else PackState)(indices, config, train_images, val_images, threads)
+
+
+class Pack:
+    """What every pack shares: members addressed by their 1-based indices, their initial models, the images on the
+    device, the epoch (batches, noise streams, `run_epoch`, validation) and the results; a subclass steps the slots."""
+
+    mode = ""
 
     def __init__(self, indices: list[int], config: RunConfig, train_images: np.ndarray, val_images: np.ndarray,
                  threads: int) -> None:
@@ -161,34 +188,21 @@ class PackState:
         self.indices, self.config = list(indices), config
         self.slot = {index: s for s, index in enumerate(self.indices)}
         self.device = pick_device(config.device)
-        models = []
-        for index in self.indices:
-            torch.manual_seed(config.seed * 7919 + index)  # the same initial weights as MemberState's
-            models.append(build("gsvae", config.model).to(self.device))
-        params, buffers = stack_module_state(models)
-        self.params = {k: v.detach() for k, v in params.items()}
-        self.buffers = {k: v.detach() for k, v in buffers.items()}
-        self.keys = list(models[0].state_dict())
-        self.shapes = models[0].shapes
-        self.optimizer = StackedAdam(self.params, models[0].make_optimizer())
-        self._loss = _Loss(copy.deepcopy(models[0]).to("meta"))  # the stacked tensors stand in for its weights
+        self.precision = resolve_precision(config.precision, self.device)
         self.train_images = _to_device_uint8(train_images, self.device)  # once; batches are gathers on the device
         self.val_images = _to_device_uint8(val_images, self.device)
-        self._train_step = vmap(grad(self._slot_loss, has_aux=True), randomness="different")
-        self._eval_loss = torch.no_grad()(vmap(self._slot_loss, in_dims=(0, 0, None, 0, 0), randomness="different"))
-        self._eval_plain = torch.no_grad()(vmap(self._slot_loss, in_dims=(0, 0, None, None, 0), randomness="different"))
 
-    def _slot_loss(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor,
-                   noise: tuple[Tensor, ...] | None, tau: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        state = {f"model.{k}": v for k, v in (params | buffers).items()}
-        parts = functional_call(self._loss, state, (x, noise, tau))
-        return parts["total"], {k: v.detach() for k, v in parts.items()}
+    def _initial_models(self) -> list[nn.Module]:
+        models = []
+        for index in self.indices:
+            torch.manual_seed(self.config.seed * 7919 + index)  # the same initial weights as MemberState's
+            models.append(build("gsvae", self.config.model).to(self.device))
+        return models
 
-    def _noise(self, generators: list[torch.Generator], batch: int) -> tuple[Tensor, ...]:
-        """Every member's Gumbel draws for one forward pass, stacked: z1's then z2's, each from the member's own stream,
-        in the order its unpacked forward draws them."""
-        per_member = [[gumbel_noise((batch, v, k), self.device, generator=g) for v, k in self.shapes] for g in generators]
-        return tuple(torch.stack(layer) for layer in zip(*per_member))
+    def noise(self, generator: torch.Generator, batch: int) -> list[Tensor]:
+        """One member's Gumbel draws for one forward pass, z1's then z2's, from its own stream, in the order its unpacked
+        forward draws them."""
+        return [gumbel_noise((batch, v, k), self.device, generator=generator) for v, k in self.shapes]
 
     def epoch_batches(self, generation: int) -> Tensor:
         """The epoch's index batches, (steps, k, batch) on the device: each member's from its own epoch rng, as MemberState's."""
@@ -207,52 +221,110 @@ class PackState:
         if set(taus) != set(self.indices):
             raise ValueError(f"taus for members {sorted(taus)} given; this pack hosts {self.indices}")
         started = time.perf_counter()
-        c, k = self.config, len(self.indices)
-        tau = torch.tensor([float(taus[i]) for i in self.indices], device=self.device)
+        c = self.config
+        tau = [float(taus[i]) for i in self.indices]
         generators = [torch.Generator(self.device).manual_seed(epoch_torch_seed(c.seed, i, generation)) for i in self.indices]
         batches = self.epoch_batches(generation)
         steps = len(batches)
-        alive, sums = [True] * k, [dict[str, float]() for _ in range(k)]
-        logged: list[list[tuple[int, float]]] = [[] for _ in range(k)]  # (optimizer step of the run, total loss)
-        names: list[str] = []
+        logged: list[list[tuple[int, float]]] = [[] for _ in self.indices]  # (optimizer step of the run, total loss)
+
+        def log(s: int, t: int, parts: dict[str, float]) -> None:
+            if t % c.log_every_steps == 0:
+                logged[s].append((generation * steps + t, parts["total"]))
+
+        losses = run_epoch(self._stepper(batches, generators, tau), steps, len(self.indices), log)
+        alive = [math.isfinite(loss["total"]) for loss in losses]
+        vals = self._validate(generators, tau, alive) if c.select_on == "val" else [math.nan] * len(self.indices)
+        seconds, node = time.perf_counter() - started, node_id()
+        return {index: {"member": index, "generation": generation, "tau": taus[index], "loss": losses[s], "val_loss": vals[s],
+                        "seconds": seconds, "node_id": node, "step_losses": logged[s] if alive[s] else []}
+                for s, index in enumerate(self.indices)}
+
+    def _stepper(self, batches: Tensor, generators: list[torch.Generator], tau: list[float]) -> SlotStep:
+        """The epoch's step function for `run_epoch`: step t of the live slots on batches[t]."""
+        raise NotImplementedError
+
+    def _validate(self, generators: list[torch.Generator], tau: list[float], alive: list[bool]) -> list[float]:
+        """Each live member's mean loss on the validation split at its epoch's tau, as population.training.evaluate
+        scores it (eval mode: Gumbel noise only if the model's config asks, then from the member's stream where the
+        unpacked member's would continue)."""
+        raise NotImplementedError
+
+    def val_batches(self) -> Iterator[Tensor]:
+        for start in range(0, len(self.val_images), EVAL_BATCH):
+            yield self.val_images[start : start + EVAL_BATCH].float().div_(255.0)
+
+
+class _Loss(nn.Module):
+    """functional_call runs a module's forward; this one's forward is the member's loss with the pack's noise and tau."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, noise: tuple[Tensor, ...] | None, tau: Tensor) -> dict[str, Tensor]:
+        return self.model.loss(x, noise=noise, tau=tau)
+
+
+class PackState(Pack):
+    """k members as one stacked model under vmap (see the module docstring)."""
+
+    mode = "vmap"
+
+    def __init__(self, indices: list[int], config: RunConfig, train_images: np.ndarray, val_images: np.ndarray,
+                 threads: int) -> None:
+        super().__init__(indices, config, train_images, val_images, threads)
+        models = self._initial_models()
+        params, buffers = stack_module_state(models)
+        self.params = {k: v.detach() for k, v in params.items()}
+        self.buffers = {k: v.detach() for k, v in buffers.items()}
+        self.keys = list(models[0].state_dict())
+        self.shapes = models[0].shapes
+        self.optimizer = StackedAdam(self.params, models[0].make_optimizer())
+        self._loss = _Loss(copy.deepcopy(models[0]).to("meta"))  # the stacked tensors stand in for its weights
+        self._train_step = vmap(grad(self._slot_loss, has_aux=True), randomness="different")
+        self._eval_loss = torch.no_grad()(vmap(self._slot_loss, in_dims=(0, 0, None, 0, 0), randomness="different"))
+        self._eval_plain = torch.no_grad()(vmap(self._slot_loss, in_dims=(0, 0, None, None, 0), randomness="different"))
+
+    def _slot_loss(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor,
+                   noise: tuple[Tensor, ...] | None, tau: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        state = {f"model.{k}": v for k, v in (params | buffers).items()}
+        with autocast(self.precision, self.device):
+            parts = functional_call(self._loss, state, (x, noise, tau))
+        return parts["total"], {k: v.detach() for k, v in parts.items()}
+
+    def _stacked_noise(self, generators: list[torch.Generator], batch: int) -> tuple[Tensor, ...]:
+        """Every member's draws for one forward pass, stacked per latent layer."""
+        return tuple(torch.stack(layer) for layer in zip(*(self.noise(g, batch) for g in generators)))
+
+    def _stepper(self, batches: Tensor, generators: list[torch.Generator], tau: list[float]) -> SlotStep:
+        taus = torch.tensor(tau, device=self.device)
         self._loss.train()  # (GSVAE's own noise is off whenever noise is given; the mode matters for validation only)
-        for t, idx in enumerate(batches, start=1):
-            noise = self._noise(generators, idx.shape[1])
-            grads, parts = self._train_step(self.params, self.buffers, self.gather(idx), noise, tau)
+
+        def step(t: int, live: list[int]) -> dict[int, dict[str, float]]:
+            idx = batches[t]
+            grads, parts = self._train_step(self.params, self.buffers, self.gather(idx),
+                                            self._stacked_noise(generators, idx.shape[1]), taus)
             names = list(parts)
             rows = torch.stack([parts[n] for n in names], 1).tolist()  # one sync: the host decides which slots step
-            for s, row in enumerate(rows):
-                if alive[s] and not math.isfinite(row[0]):  # "total" first, as GSVAE.loss returns it
-                    alive[s] = False  # as MemberState: no step, the epoch ends for this member with NaN parts
-                if alive[s]:
-                    for n, value in zip(names, row):
-                        sums[s][n] = sums[s].get(n, 0.0) + value
-                    if t % c.log_every_steps == 0:
-                        logged[s].append((generation * steps + t, row[0]))
-            self.optimizer.step(self.params, grads, [s for s in range(k) if alive[s]])
-        losses = [{n: (sums[s][n] / steps if alive[s] else math.nan) for n in names} for s in range(k)]
-        vals = self._validate(generators, tau, alive) if c.select_on == "val" else [math.nan] * k
-        seconds, node = time.perf_counter() - started, _node_id()
-        return {index: {"member": index, "generation": generation, "tau": taus[index], "loss": losses[s], "val_loss": vals[s],
-                        "seconds": seconds, "node_id": node, "step_losses": logged[s]} for s, index in enumerate(self.indices)}
+            out = {s: dict(zip(names, rows[s])) for s in live}
+            self.optimizer.step(self.params, grads, [s for s in live if math.isfinite(out[s]["total"])])
+            return out
 
-    def _validate(self, generators: list[torch.Generator], tau: Tensor, alive: list[bool]) -> list[float]:
-        """Each member's mean loss on the validation split at its epoch's tau, as population.training.evaluate scores it
-        (eval mode: Gumbel noise only if the model's config asks, then from the member's stream where the unpacked
-        member's would continue)."""
+        return step
+
+    def _validate(self, generators: list[torch.Generator], tau: list[float], alive: list[bool]) -> list[float]:
         self._loss.eval()
-        noisy = self._loss.model.config.eval_noise
+        taus = torch.tensor(tau, device=self.device)
         sums = [0.0] * len(self.indices)
-        for start in range(0, len(self.val_images), EVAL_BATCH):
-            x = self.val_images[start : start + EVAL_BATCH].float().div_(255.0)
-            if noisy:
-                total, _ = self._eval_loss(self.params, self.buffers, x, self._noise(generators, len(x)), tau)
+        for x in self.val_batches():
+            if self._loss.model.config.eval_noise:
+                total, _ = self._eval_loss(self.params, self.buffers, x, self._stacked_noise(generators, len(x)), taus)
             else:
-                total, _ = self._eval_plain(self.params, self.buffers, x, None, tau)
+                total, _ = self._eval_plain(self.params, self.buffers, x, None, taus)
             for s, value in enumerate(total.tolist()):
                 sums[s] += value * len(x)
         return [sums[s] / len(self.val_images) if alive[s] else math.nan for s in range(len(self.indices))]
-
     def get_weights(self, index: int) -> dict[str, np.ndarray]:
         """The member's state_dict as CPU numpy arrays (copies: later training does not change them)."""
         s, tensors = self.slot[index], self.params | self.buffers

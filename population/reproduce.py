@@ -340,7 +340,7 @@ def _robust(methods: list[str], out: Path, p: Protocol, data: _Data, address: st
 
 def _evaluate(step: Step, out: Path, p: Protocol, data: _Data) -> None:
     from popvae.attacks.report import evaluate, load_evaluable
-    from popvae.population.member import pick_device
+    from popvae.population.training import pick_device
 
     device = str(pick_device("auto"))
     model, _ = load_evaluable(out / step.config.get("target", f"runs/{step.name}"), map_location=device)  # best.pt / model.pt

@@ -51,8 +51,7 @@ def per_image_scores(out: Path, name: str, test: Any) -> np.ndarray:
     if path.is_file():
         return np.load(path)
     from popvae.models.checkpoint import load_model
-    from popvae.population.member import pick_device
-    from popvae.population.training import per_image_mse
+    from popvae.population.training import per_image_mse, pick_device
 
     model, _ = load_model(run_dir(out, name) / "best.pt")
     scores = per_image_mse(model, test.images, pick_device("auto"))

@@ -86,6 +86,7 @@ def run_population(
     when it returns True the run stops after that generation, state "stopped", resumable.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = resolve_speed(cfg, ray.cluster_resources().get("GPU", 0), resume)
     config = cfg.model_dump(mode="json")
     if not resume or rundir.read_json(run_dir / "config.json") != config:  # a resume may have extended the epochs
         rundir.write_json(run_dir / "config.json", config)
@@ -119,6 +120,27 @@ def run_population(
         raise
     _stop_coordinator(coord)
     return summarize(run_dir, data, cfg, on_scoring)
+
+
+def resolve_speed(cfg: RunConfig, gpus: float, resume: bool) -> RunConfig:
+    """The run config with `precision` and `pack_mode` resolved for the device its packs get (a GPU when the cluster
+    has one and the device allows it), so config.json says what ran. A resumed config still saying `auto` was written
+    before these options existed: it trained in fp32 with vmap packs and resumes so. A GPU the driver cannot see is
+    taken to run bf16 (every CUDA card since Ampere does)."""
+    import torch
+
+    from popvae.population.pack import pack_mode_for
+    from popvae.population.training import resolve_precision
+
+    if resume:
+        return cfg.model_copy(update={"precision": "fp32" if cfg.precision == "auto" else cfg.precision,
+                                      "pack_mode": "vmap" if cfg.pack_mode == "auto" else cfg.pack_mode})
+    device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and gpus >= 1) else "cpu")
+    precision = cfg.precision
+    if precision == "auto" and device.type == "cuda" and not torch.cuda.is_available():
+        precision = "bf16"
+    return cfg.model_copy(update={"precision": resolve_precision(precision, device),
+                                  "pack_mode": pack_mode_for(cfg.pack_mode, device)})
 
 
 MAX_COORDINATOR_RESTARTS = 3  # per run, across resumes: a coordinator that keeps dying has a cause to look at
@@ -251,7 +273,8 @@ def summarize(run_dir: Path, data: RunData, cfg: RunConfig,
                              title=f"run {run_dir.name}: best member {meta['member']}, epoch {meta['epoch'] + 1}")
     summary = {
         "run_id": run_dir.name, "best_member": meta["member"], "best_tau": meta["tau"], "best_epoch": meta["epoch"],
-        "select_on": meta["select_on"], "baseline": meta["baseline"], "test_mse": scores["mse"],
+        "select_on": meta["select_on"], "baseline": meta["baseline"], "precision": cfg.precision,
+        "pack_mode": cfg.pack_mode, "test_mse": scores["mse"],
         "test_loss": scores["total"], "test_images": len(data.test),
         "evaluation": "test_mse: deterministic reconstructions; test_loss: " + (
             "with Gumbel noise (model.eval_noise)" if cfg.model.eval_noise else "deterministic (no Gumbel noise)"),

@@ -7,13 +7,21 @@ attacks and decoder-only updates after each regular step.
 
 Seeding is a pure function of (seed, member, epoch), so a resumed run draws exactly the batches and
 noise the uninterrupted run would have drawn.
+
+`run_epoch` is the epoch every trainer shares (a robust job's one model, a looped pack's members one after another,
+a vmap pack's k slots at once): it owns the per-slot accounting (a slot stops at its first non-finite loss, the
+others go on), so the three cannot drift apart. `precision` is "fp32" or "bf16": under bf16 the step runs inside
+`autocast` (convolutions and linears in bfloat16); weights, Adam, the Gumbel-softmax sampling, the KL and the BCE
+stay float32, because the models cast to float before them; adversarial crafting (an attack) stays float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import numpy as np
 import torch
@@ -21,6 +29,50 @@ from torch import Tensor, nn
 
 from popvae.attacks.pgd import fgsm, pgd
 from popvae.models.data import to_float
+
+Precision = Literal["fp32", "bf16"]
+
+
+def pick_device(preference: str) -> torch.device:
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def resolve_precision(precision: str, device: torch.device) -> Precision:
+    """`auto` -> bf16 where this device runs it fast (a CUDA device with bf16, or a CPU with AMX or AVX512-BF16
+    flags), else fp32; fp32 and bf16 are kept as asked."""
+    if precision != "auto":
+        return "bf16" if precision == "bf16" else "fp32"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_runs_bf16_fast() else "fp32"
+
+
+def cpu_runs_bf16_fast(cpuinfo: str | None = None) -> bool:
+    """Whether /proc/cpuinfo's flags (or the text given) include amx_bf16 or avx512_bf16."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return False
+    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
+def autocast(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager[object]:
+    """The context a step and a scoring pass run in: bf16 autocast, or nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def node_id() -> str:
+    """The Ray node this process runs on ("local" without Ray): a member's result says where it trained."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
 
 
 def epoch_torch_seed(seed: int, member: int, epoch: int) -> int:
@@ -83,13 +135,20 @@ def latent_adversarial_rounds(model: nn.Module, x: Tensor, generator: torch.Gene
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor,
-               generator: torch.Generator | None = None) -> dict[str, float]:
-    """One optimizer step on the model's loss (crafting x_adv first where the model trains adversarially).
+               generator: torch.Generator | None = None, precision: Precision = "fp32",
+               noise: list[Tensor] | None = None) -> dict[str, float]:
+    """One optimizer step on the model's loss (crafting x_adv first where the model trains adversarially); `noise`:
+    the Gumbel draws a pack made from the member's own stream (default: the model draws its own).
 
     A non-finite loss is returned without a step: the caller decides (a member is reset, a job fails).
     """
     model.train()
-    parts = model.loss(x, craft_adversarial(model, x, generator)) if hasattr(model, "adversarial_objective") else model.loss(x)
+    x_adv = craft_adversarial(model, x, generator) if hasattr(model, "adversarial_objective") else None  # attacks: fp32
+    with autocast(precision, x.device):
+        if x_adv is not None:
+            parts = model.loss(x, x_adv)
+        else:
+            parts = model.loss(x) if noise is None else model.loss(x, noise=noise)
     out = {name: float(value.detach()) for name, value in parts.items()}
     if not math.isfinite(out["total"]):
         return out
@@ -101,25 +160,47 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor,
     return out
 
 
+SlotStep = Callable[[int, list[int]], dict[int, dict[str, float]]]
+
+
+def run_epoch(step: SlotStep, steps: int, slots: int,
+              on_step: Callable[[int, int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+    """The epoch every trainer shares, over `slots` models: `step(t, live)` (t from 0) makes optimizer step t of the
+    live slots and returns each one's loss parts; a slot stops at its first non-finite loss (the step must not have
+    applied it) and the others go on. Returns each slot's mean parts over the `steps`, NaN parts for a stopped slot;
+    `on_step(slot, t, parts)` hears each finite step (t from 1).
+    """
+    live, sums, names = list(range(slots)), [dict[str, float]() for _ in range(slots)], list[str]()
+    for t in range(steps):
+        rows = step(t, live)
+        for s, parts in rows.items():
+            names = names or list(parts)
+            if not math.isfinite(parts["total"]):
+                live.remove(s)
+                continue
+            for name, value in parts.items():
+                sums[s][name] = sums[s].get(name, 0.0) + value
+            if on_step is not None:
+                on_step(s, t + 1, parts)
+        if not live:
+            break
+    return [{name: sums[s][name] / steps if s in live else math.nan for name in names} for s in range(slots)]
+
+
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images: np.ndarray, batch_size: int, steps: int | None,
                 rng: np.random.Generator, device: str | torch.device, generator: torch.Generator | None = None,
-                on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
-    """Mean of each loss part over the epoch (`steps` batches, default one pass); `on_step(t, parts)` hears each
-    finite step (t from 1).
-
-    Stops at the first non-finite loss and returns NaN parts: nothing after it can be useful.
-    """
+                on_step: Callable[[int, dict[str, float]], None] | None = None,
+                precision: Precision = "fp32") -> dict[str, float]:
+    """One model's epoch (`run_epoch` over one slot): mean of each loss part over `steps` batches (default one pass);
+    `on_step(t, parts)` hears each finite step (t from 1). Stops at the first non-finite loss and returns NaN parts."""
     steps = steps or max(len(images) // batch_size, 1)
-    sums: dict[str, float] = {}
-    for t, idx in enumerate(batch_indices(len(images), batch_size, steps, rng), start=1):
-        parts = train_step(model, optimizer, to_float(images[idx], device), generator)
-        if not math.isfinite(parts["total"]):
-            return {name: math.nan for name in parts}
-        if on_step is not None:
-            on_step(t, parts)
-        for name, value in parts.items():
-            sums[name] = sums.get(name, 0.0) + value
-    return {name: total / steps for name, total in sums.items()}
+    batches = batch_indices(len(images), batch_size, steps, rng)
+
+    def step(t: int, live: list[int]) -> dict[int, dict[str, float]]:
+        return {0: train_step(model, optimizer, to_float(images[next(batches)], device), generator, precision)}
+
+    hear = None if on_step is None else lambda s, t, parts: on_step(t, parts)
+    return run_epoch(step, steps, 1, hear)[0]
 
 
 @torch.no_grad()

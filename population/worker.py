@@ -1,7 +1,7 @@
 """The worker pool: one Worker actor per device (a GPU bundle, or a share of the CPUs).
 
-A worker either hosts a pack of population members (`PackState`: k members as one stacked model, DESIGN §7
-"Packing"; a pack of 1 is one member per process) or runs one job (robust-AE training, an evaluation); Ray runs an
+A worker either hosts a pack of population members (`population.pack`: k members under vmap or in a loop, as the
+run's `pack_mode` says; a pack of 1 is one member per process) or runs one job (robust-AE training, an evaluation); Ray runs an
 actor's calls one at a time, so it never does both at once. Data arrive as top-level ObjectRef arguments, so Ray
 hands every worker on a node the same object-store copy, zero-copy; a pack then holds the images on its device once.
 Members are addressed by their 1-based index wherever they live.
@@ -23,7 +23,7 @@ import ray
 from popvae.population.config import RunConfig
 
 if TYPE_CHECKING:
-    from popvae.population.pack import PackState
+    from popvae.population.pack import Pack
 
 
 class Worker:
@@ -32,7 +32,7 @@ class Worker:
 
         torch.set_num_threads(max(1, threads))  # Ray's CPU counts are logical: match torch to them
         self.threads = max(1, threads)
-        self.pack: PackState | None = None
+        self.pack: Pack | None = None
 
     def node_id(self) -> str:
         """Answers once the worker is placed and started (and says where)."""
@@ -43,11 +43,11 @@ class Worker:
 
     # --- hosting a pack of population members ---
     def host_pack(self, indices: list[int], config: RunConfig, train_images: np.ndarray, val_images: np.ndarray) -> None:
-        from popvae.population.pack import PackState
+        from popvae.population.pack import make_pack
 
-        self.pack = PackState(indices, config, train_images, val_images, self.threads)
+        self.pack = make_pack(indices, config, train_images, val_images, self.threads)
 
-    def _p(self) -> PackState:
+    def _p(self) -> Pack:
         if self.pack is None:
             raise RuntimeError("this worker hosts no members")
         return self.pack
