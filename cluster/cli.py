@@ -60,6 +60,8 @@ TRAIN_FLAGS: dict[str, tuple[tuple[str, ...], Any, str]] = {
     "--select-on": (("select_on",), str, "train | val (default val: same held-out images, no noise)"),
     "--device": (("device",), str, "auto | cpu | cuda"),
     "--pack-size": (("pack_size",), _pack_size, "members per worker process: auto (one pack per GPU or CPU node) | K"),
+    "--pack-mode": (("pack_mode",), str, "auto | vmap | loop: how a pack steps its members (auto: vmap on GPU, loop on CPU)"),
+    "--precision": (("precision",), str, "auto | fp32 | bf16 (auto: bf16 on a GPU with it or an AMX/AVX512-BF16 CPU)"),
     "--timeout": (("member_timeout_s",), _float, "seconds a member may take for one epoch before it is dropped"),
     "--tau0": (("temperature", "tau0"), _float, "initial tau"),
     "--tau-min": (("temperature", "tau_min"), _float, "lower clip of tau"),
@@ -303,6 +305,7 @@ def _robust_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir", type=Path, required=True, help="jobs go to RUN_DIR/jobs/<method>/")
     p.add_argument("--workers", type=int, help="jobs running at once (default: one per method, at most the CPUs)")
+    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 (auto: bf16 on a GPU with it or an AMX CPU)")
     _cluster_flags(p)
 
 
@@ -312,7 +315,7 @@ def cmd_robust(args: argparse.Namespace) -> int:
     try:
         plan = plan_robust(args.methods, args.run_dir, dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
                            batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
-                           workers=args.workers)
+                           workers=args.workers, precision=args.precision)
         from popvae.models.data import load_split
 
         train, test = (load_split(args.dataset, split, args.data_root) for split in ("train", "test"))

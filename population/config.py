@@ -18,6 +18,7 @@ class ConfigError(ValueError):
 
 
 MAX_MEMBERS = 1024  # a sane upper bound; what the cluster can place is checked when Ray is up
+PRECISIONS = ("auto", "fp32", "bf16")  # RunConfig.precision's values; robust jobs take the same
 TAU_LIMIT = 1e6  # temperatures the schedules, the losses and the plots handle as finite numbers
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from popvae.attacks.experiments import EXPERIMENTS, QUICK_SETTINGS, find_checkpoint
 from popvae.models.datasets import IMAGE_SHAPE, check_dataset_name
-from popvae.population.config import ConfigError
+from popvae.population.config import PRECISIONS, ConfigError
 from popvae.population.methods import method_config, parse_methods
 
 
@@ -23,10 +23,13 @@ def _positive(**values: int | None) -> None:
 
 def plan_robust(methods: str | list[str], run_dir: Path, *, dataset: str = "fashion-mnist", data_root: str | None = None,
                 epochs: int = 5, batch_size: int = 128, steps_per_epoch: int | None = None, seed: int = 0,
-                workers: int | None = None) -> dict[str, Any]:
+                workers: int | None = None, precision: str = "auto") -> dict[str, Any]:
     """{"config": RUN_DIR/config.json's content, "jobs": one job per method}; ValueError (ConfigError, or pydantic's
-    ValidationError for a method config) before anything is written."""
+    ValidationError for a method config) before anything is written. `precision` (auto | fp32 | bf16) is resolved by
+    each job on its device, as a population's packs resolve theirs."""
     names = parse_methods(methods if isinstance(methods, str) else ",".join(methods))
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     _positive(epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch, workers=workers)
     check_dataset_name(dataset)
     from popvae.population.rundir import file_in_the_way
@@ -42,9 +45,10 @@ def plan_robust(methods: str | list[str], run_dir: Path, *, dataset: str = "fash
         raise ConfigError(f"{jobs_root} already has jobs for {', '.join(taken)}; choose another --run-dir")
     for m in names:
         method_config(m, IMAGE_SHAPE[dataset])
-    config = {"kind": "robust", "dataset": dataset, "data_root": data_root, "methods": names, "epochs": epochs, "seed": seed}
+    config = {"kind": "robust", "dataset": dataset, "data_root": data_root, "methods": names, "epochs": epochs, "seed": seed,
+              "precision": precision}
     jobs = [{"id": m, "kind": "robust", "method": m, "dir": str(jobs_root / m), "epochs": epochs, "batch_size": batch_size,
-             "steps_per_epoch": steps_per_epoch, "seed": seed} for m in names]
+             "steps_per_epoch": steps_per_epoch, "seed": seed, "precision": precision} for m in names]
     return {"config": config, "jobs": jobs}
 
 

@@ -24,14 +24,15 @@ from popvae.population.contract import JobStatus
 from popvae.population.methods import METHODS, method_config, parse_methods  # noqa: F401 - re-exported
 from popvae.population.plots import save_reconstruction_grid
 from popvae.population.rundir import read_json, write_json, write_rows
-from popvae.population.training import reconstruction_mse, train_epoch
+from popvae.population.training import reconstruction_mse, resolve_precision, train_epoch
 
 
 def train_job(method: str, train: ImageSet, test: ImageSet, job_dir: Path, epochs: int, batch_size: int,
               steps_per_epoch: int | None, seed: int, device: str | torch.device,
               on_epoch: Callable[[dict[str, Any]], None] | None = None,
-              overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+              overrides: dict[str, Any] | None = None, precision: str = "fp32") -> dict[str, Any]:
     """Train one method and leave its folder complete; returns the final metrics (test MSE on [0,1] pixels included).
+    `precision` (auto | fp32 | bf16) is resolved on `device` and recorded in config.json; test scores are fp32.
 
     status.json moves running -> done, or failed with the error message (then the error is re-raised);
     `on_epoch` receives the status after every epoch. Seeds torch's global generator: the job owns its process.
@@ -53,10 +54,11 @@ def train_job(method: str, train: ImageSet, test: ImageSet, job_dir: Path, epoch
         family, config = method_config(method, train.images.shape[1:], overrides)
         if "dataset_size" in type(config).model_fields and "dataset_size" not in (overrides or {}):
             config = config.model_copy(update={"dataset_size": len(train)})
+        resolved = resolve_precision(precision, torch.device(device))
         write_json(job_dir / "config.json", {
             "method": method, "family": family, "model": config.model_dump(mode="json"), "epochs": epochs,
             "batch_size": batch_size, "steps_per_epoch": steps_per_epoch, "seed": seed, "device": str(device),
-            "train_size": len(train), "test_size": len(test),
+            "train_size": len(train), "test_size": len(test), "precision": resolved,
         })
         torch.manual_seed(seed)
         generator, rng = torch.Generator(device).manual_seed(seed), np.random.default_rng(seed)
@@ -66,7 +68,7 @@ def train_job(method: str, train: ImageSet, test: ImageSet, job_dir: Path, epoch
         history: list[dict[str, Any]] = []
         for epoch in range(1, epochs + 1):
             started = time.perf_counter()
-            parts = train_epoch(model, optimizer, train.images, batch_size, steps, rng, device, generator)
+            parts = train_epoch(model, optimizer, train.images, batch_size, steps, rng, device, generator, precision=resolved)
             if not math.isfinite(parts["total"]):
                 raise FloatingPointError(f"non-finite loss in epoch {epoch}")
             history.append({"epoch": epoch, **parts, "seconds": time.perf_counter() - started})

@@ -25,9 +25,10 @@ TAUS = {1: 1.0, 2: 0.7, 3: 1.5}  # distinct per member: each slot must use its o
 STATE_TOL = {"rtol": 1e-4, "atol": 2e-5}
 LOSS_TOL = {"rtol": 1e-5, "atol": 1e-4}
 # Under bf16 the grouped (vmap) and plain convolutions round in bfloat16: one epoch apart, losses agree to ~2e-4
-# relative (measured 1.5e-4) and weights to a few bf16 ulps.
+# relative (measured 1.5e-4). A weight whose gradient is near zero can take Adam steps of the other sign (each up to
+# lr = 1e-3): after 8 steps a few weights differ by up to ~4e-3 (measured), so weights are compared to 1e-2.
 BF16_LOSS_TOL = {"rtol": 1e-3, "atol": 1e-2}
-BF16_STATE_TOL = {"rtol": 5e-2, "atol": 2e-3}
+BF16_STATE_TOL = {"rtol": 5e-2, "atol": 1e-2}
 
 
 @pytest.fixture(scope="module")
