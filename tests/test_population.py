@@ -47,8 +47,9 @@ def start_coordinator(cfg, run_dir):
     return Coordinator.options(namespace=NAMESPACE).remote(cfg, str(run_dir), refs, False)
 
 
-def test_broadcast_leaves_every_member_with_the_best_weights(ray_session, tmp_path):
-    coord = start_coordinator(small_config(epochs=1), tmp_path / "run")
+@pytest.mark.parametrize(("pack_mode", "precision"), [("loop", "bf16"), ("vmap", "fp32")])
+def test_broadcast_leaves_every_member_with_the_best_weights(ray_session, tmp_path, pack_mode, precision):
+    coord = start_coordinator(small_config(epochs=1, pack_mode=pack_mode, precision=precision), tmp_path / "run")
     handles = ray_session.get(coord.member_handles.remote())
     assert not member_weights_equal(handles)  # members start from different seeds
     entry = ray_session.get(coord.run_generation.remote(0))
@@ -90,8 +91,9 @@ def test_one_member_follows_another_members_schedule(ray_session, tmp_path):
     assert [r["tau"] for r in rows] == [1.0, 1.5, 2.0] and rows[-1]["tau_next"] == 2.5
 
 
-@pytest.mark.parametrize("over", [{"pack_size": "auto"}, {"pack_size": 1}, {"broadcast": False}],
-                         ids=["packed", "unpacked", "no-broadcast"])
+@pytest.mark.parametrize("over", [{"pack_size": "auto", "precision": "bf16"}, {"pack_mode": "vmap", "precision": "fp32"},
+                                  {"pack_size": 1}, {"broadcast": False}],
+                         ids=["packed-bf16", "vmap-fp32", "unpacked", "no-broadcast"])
 def test_stopped_and_resumed_run_equals_uninterrupted_run(ray_session, tmp_path, over):
     cfg = small_config(**over)
     data = load_run_data(cfg)
@@ -149,9 +151,9 @@ def test_pack_killed_mid_epoch_is_restarted_and_the_run_goes_on(ray_session, tmp
     ray_session.kill(coord)
 
 
-@pytest.mark.parametrize("pack_size", ["auto", 1])
-def test_injected_nan_member_is_reset_from_the_best_and_flagged(ray_session, tmp_path, pack_size):
-    coord = start_coordinator(small_config(pack_size=pack_size), tmp_path / "run")
+@pytest.mark.parametrize(("pack_size", "precision"), [("auto", "bf16"), (1, "fp32")])
+def test_injected_nan_member_is_reset_from_the_best_and_flagged(ray_session, tmp_path, pack_size, precision):
+    coord = start_coordinator(small_config(pack_size=pack_size, precision=precision), tmp_path / "run")
     assert len(ray_session.get(coord.pack_layout.remote())) == (1 if pack_size == "auto" else 3)
     ray_session.get(coord.run_generation.remote(0))
     handles = ray_session.get(coord.member_handles.remote())
