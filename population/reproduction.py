@@ -78,6 +78,7 @@ def _run_facts(out: Path, step: Step, test: Any) -> dict[str, Any]:
         # the median generation: robust to a few generations slowed by other work on the machine
         "generation_seconds_median": float(np.median([_generation_seconds(g) for g in lineage])),
         "events": summary.get("events", []),
+        "precision": summary.get("precision", "fp32"),  # a summary written before the option existed: fp32
     }
 
 
@@ -173,7 +174,9 @@ def _markdown(f: dict[str, Any], figures: dict[str, str]) -> list[str]:
         f"{'' if f['steps_done'] == f['steps_total'] else ' so far'} {f['wall_seconds'] / 60:.1f} min (start-up, training, "
         "scoring and attacks).", "",
         f"Budget of every GS-VAE run: {p['generations']} generations (epochs) of {steps} per member at batch "
-        f"{p['batch_size']}, seed {p['seed']}; populations of n = {p['members']}. The paper trained 100+ full epochs: "
+        f"{p['batch_size']}, seed {p['seed']}; populations of n = {p['members']}; precision "
+        f"{', '.join(sorted({r.get('precision', 'fp32') for r in runs.values()})) or 'not yet known'}. "
+        "The paper trained 100+ full epochs: "
         "numbers from a smaller budget say how the methods compare early in training, not where they end.",
         "Test MSE: per pixel on [0,1] pixels, deterministic reconstructions, over the full test split, with a 95 % "
         "interval over test images (one training seed: seed-to-seed spread is not in the interval).", "",

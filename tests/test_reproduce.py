@@ -124,6 +124,8 @@ def test_smoke_reproduction_interrupted_mid_run_then_continued(ray_session, tmp_
                     "## Figure 9", "## Robust autoencoders"):
         assert section in text
     assert "not run yet" not in text
+    precisions = {run["precision"] for run in facts["runs"].values()}  # each run's resolved precision, in the report
+    assert precisions <= {"fp32", "bf16"} and f"precision {', '.join(sorted(precisions))}." in text
     pictures = re.findall(r"\]\(([^)]+\.png)\)", text)
     assert {"ablations.png", "tau.png", "figure4.png", "purification.png", "patches.png"} <= set(pictures)
     assert all((out / p).is_file() for p in pictures)
