@@ -43,9 +43,12 @@ TARGETS = {"packed_over_loop": "<= 1.0 (never slower)", "one_per_process_over_pa
            "packed_rss_mb_per_member_n8": "<= 250", "startup_s": "<= 10 (idle machine)"}
 
 
+SPEED = {"precision": "fp32", "pack_mode": "vmap"}  # what the packs ran when these numbers were first taken; --precision
+
+
 def config(members: int, steps: int, generations: int, dataset: str, pack_size: str | int = "auto"):
     return parse_config({"dataset": dataset, "members": members, "epochs": generations, "steps_per_epoch": steps,
-                         "batch_size": 64, "select_on": "train", "device": "cpu", "pack_size": pack_size})
+                         "batch_size": 64, "select_on": "train", "device": "cpu", "pack_size": pack_size, **SPEED})
 
 
 def _proc_kb(pid: int, path: str, field: str) -> int:
@@ -102,7 +105,8 @@ def startup(members: int, pack_size: str | int, dataset: str, cpus: int) -> dict
         started = time.perf_counter()
         proc = subprocess.Popen([str(popvae), "train", "--dataset", dataset, "--members", str(members), "--epochs", "1",
                                  "--steps-per-epoch", "1", "--batch-size", "64", "--select-on", "train", "--device",
-                                 "cpu", "--pack-size", str(pack_size), "--run-dir", str(run_dir), "--quiet",
+                                 "cpu", "--pack-size", str(pack_size), "--precision", SPEED["precision"], "--pack-mode",
+                                 SPEED["pack_mode"], "--run-dir", str(run_dir), "--quiet",
                                  "--num-cpus", str(cpus)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         first_step = None
         while proc.poll() is None:
@@ -125,8 +129,11 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=3, help="per population; the first is warm-up, not counted")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--members", type=int, nargs="+", default=[5, 8])
+    parser.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--pack-mode", default="vmap", choices=["auto", "vmap", "loop"])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    SPEED.update(precision=args.precision, pack_mode=args.pack_mode)
     dataset = "fashion-mnist" if Path("/usr/share/datasets/fashion-mnist").exists() else "synthetic"
     cpus = os.cpu_count() or 1
     load_before = os.getloadavg()
@@ -167,7 +174,7 @@ def main() -> None:
                    "generations_counted": args.generations - 1, "repeats": args.repeats, "select_on": "train",
                    "packed": "pack_size auto: 1 worker, torch threads = CPUs", "one_per_process":
                    "pack_size 1: n workers, CPUs shared equally (1 torch thread each)",
-                   "loop": "no Ray: n MemberStates one after another, torch threads = CPUs"},
+                   "loop": "no Ray: n MemberStates one after another, torch threads = CPUs", **SPEED},
         "members": sizes,
         "startup_8_members": {k: {"to_first_step_s": spread([x["to_first_step_s"] for x in v]),
                                   "to_exit_s": spread([x["to_exit_s"] for x in v])} for k, v in start.items()},
