@@ -215,7 +215,7 @@ class PopulationCoordinator:
         self.record.finish(state)
 
     def coordinator_restarted(self, count: int) -> None:
-        """This coordinator replaces one whose process died (the `count`-th time in this run's session)."""
+        """This coordinator replaces one whose process died (the `count`-th time in this run, across resumes)."""
         self.record.coordinator_restarted(count)
 
     def status(self) -> dict[str, Any]:
