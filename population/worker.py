@@ -7,7 +7,8 @@ hands every worker on a node the same object-store copy, zero-copy; a pack then 
 Members are addressed by their 1-based index wherever they live.
 
 torch is imported inside the worker's methods, never by this module: the coordinator imports it to place workers, and
-a process that only coordinates starts a second sooner without torch (start-up is on every run's critical path).
+its process starts a second sooner without torch (start-up is on every run's critical path; it loads torch later, at
+its first checkpoint: docs/ARCHITECTURE.md §1).
 """
 
 from __future__ import annotations
