@@ -7,9 +7,11 @@ Each run here starts its own local Ray, on purpose, and cannot share the session
 process tree of a run on one machine, as `popvae train` without `--address` makes it. The member and the coordinator
 are found among the driver's descendants, a signal must leave no process of the run (Ray's own included), and kill -9
 of the driver must end its actors through Ray's fate sharing; a run joined to a shared cluster has none of those
-processes under its driver. What is shared: the refused second runs exit before Ray starts, and the generation
-protocol's faults that need no process tree (a killed pack, a late one, a NaN, the best dying) run on the session's
-Ray in tests/test_population.py."""
+processes under its driver. The runs are as few as the ways a run ends that these tests check: SIGTERM mid-run
+(Ray replaces our SIGTERM handler when it starts, so this path differs from SIGINT's), kill -9 of the driver, SIGINT
+mid-run (on the resume of that killed run), and a signal before any epoch; the member and coordinator kills share the
+first run, the refused second runs exit before Ray starts. The generation protocol's faults that need no process
+tree (a killed pack, a late one, a NaN, the best dying) run on the session's Ray in tests/test_population.py."""
 
 from __future__ import annotations
 
