@@ -24,7 +24,7 @@ trap 'rm -rf "$WORK"' EXIT
 if [ "${1:-}" = "--cpu-dry-run" ]; then
   DEVICE=cpu
   PACK_ARGS=(--members 1 2 --steps 1 --repeats 1 --generation-members 2 --generation-steps 2 --generation-batches 64
-             --matmul-size 256 --skip amx profile)
+             --matmul-size 256 --skip amx profile generation)
   TRAIN_ARGS=(--members 2 --epochs 2 --steps-per-epoch 2 --batch-size 16)
   OUT=${OUT:-${TMPDIR:-/tmp}/population-gpu-dry-run.json}
 else
@@ -43,7 +43,7 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # benchmarks/ as a package
 
 started=$(date +%s)
-timeout 300 "$PY" -m benchmarks.precision --device "$DEVICE" "${PACK_ARGS[@]}" --out "$WORK/pack.json" \
+timeout 270 "$PY" -m benchmarks.precision --device "$DEVICE" "${PACK_ARGS[@]}" --out "$WORK/pack.json" \
   >"$WORK/pack.log" 2>&1
 echo $? >"$WORK/pack.rc"
 

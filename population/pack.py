@@ -1,4 +1,5 @@
-"""A pack: k population members of one run hosted in one process, the packed counterpart of MemberState.
+"""A pack: k population members of one run hosted in one process (docs/PACKING.md §2), the packed counterpart of
+MemberState.
 
 Plain Python, no Ray, so tests and a worker host it alike. Two ways to step the k members, one result:
 
