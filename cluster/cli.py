@@ -60,7 +60,7 @@ TRAIN_FLAGS: dict[str, tuple[tuple[str, ...], Any, str]] = {
     "--select-on": (("select_on",), str, "train | val (default val: same held-out images, no noise)"),
     "--device": (("device",), str, "auto | cpu | cuda"),
     "--pack-size": (("pack_size",), _pack_size, "members per worker process: auto (one pack per GPU or CPU node) | K"),
-    "--pack-mode": (("pack_mode",), str, "auto | vmap | loop: how a pack steps its members (auto: vmap on GPU, loop on CPU)"),
+    "--pack-mode": (("pack_mode",), str, "auto | vmap | loop: how a pack steps its members (auto: vmap)"),
     "--precision": (("precision",), str, "auto | fp32 | bf16 (auto: bf16 on a GPU with it or an AMX/AVX512-BF16 CPU)"),
     "--timeout": (("member_timeout_s",), _float, "seconds a member may take for one epoch before it is dropped"),
     "--tau0": (("temperature", "tau0"), _float, "initial tau"),

@@ -55,7 +55,7 @@ class RunConfig(BaseModel):
     # CPU node with torch threads = the node's CPUs; K = at most K members per pack (1: one member per process).
     pack_size: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
     # How a pack steps its members: "vmap" (one stacked model, the GPU's way), "loop" (one after another, the CPU's way:
-    # AMX runs plain convolutions, not vmap's grouped ones); "auto" = vmap on a GPU, loop on a CPU. A new run records
+    # AMX runs plain convolutions, not vmap's grouped ones); "auto" = vmap (see pack.pack_mode_for). A new run records
     # the resolved value.
     pack_mode: Literal["auto", "vmap", "loop"] = "auto"
     # "bf16": convolutions and linears under bfloat16 autocast (weights, Adam, sampling, KL and BCE stay float32);

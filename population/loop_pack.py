@@ -102,5 +102,12 @@ class LoopPack(Pack):
                           for i, st in state["state"].items()}, "param_groups": state["param_groups"]}
 
     def set_optimizer_state(self, index: int, state: dict[str, Any]) -> None:
-        """Load a copy: torch's Adam would otherwise keep the caller's moment tensors and step them in place."""
-        self.optimizers[self.slot[index]].load_state_dict(copy.deepcopy(state))
+        """Load a copy (torch's Adam would otherwise keep the caller's moment tensors and step them in place), laid out
+        as the member's parameters (channels_last under bf16), as the uninterrupted run's moments are: an elementwise
+        update over mixed layouts may round differently, and a resume must be bit for bit."""
+        optimizer = self.optimizers[self.slot[index]]
+        optimizer.load_state_dict(copy.deepcopy(state))
+        for p, st in optimizer.state.items():
+            for name, value in st.items():
+                if name != "step" and value.shape == p.shape:
+                    st[name] = torch.empty_like(p).copy_(value)

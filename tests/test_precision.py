@@ -35,18 +35,17 @@ def test_auto_precision_reads_the_cpu_flags_and_keeps_an_explicit_choice():
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
     assert resolve_precision("auto", cpu) == ("bf16" if cpu_runs_bf16_fast() else "fp32")
-    assert pack_mode_for("auto", cpu) == "loop" and pack_mode_for("auto", torch.device("cuda")) == "vmap"
-    assert pack_mode_for("vmap", cpu) == "vmap"
+    assert pack_mode_for("auto", cpu) == "vmap" and pack_mode_for("auto", torch.device("cuda")) == "vmap"
+    assert pack_mode_for("loop", cpu) == "loop"
 
 
 def test_a_new_run_records_what_auto_resolved_to_and_an_old_run_resumes_as_it_trained():
     cfg = parse_config({"dataset": "synthetic"})
     assert (cfg.precision, cfg.pack_mode) == ("auto", "auto")
     new = resolve_speed(cfg, gpus=0, resume=False)
-    assert new.precision == resolve_precision("auto", torch.device("cpu")) and new.pack_mode == "loop"
+    assert new.precision == resolve_precision("auto", torch.device("cpu")) and new.pack_mode == "vmap"
     on_gpus = resolve_speed(cfg, gpus=1, resume=False)
     assert on_gpus.pack_mode == "vmap" and on_gpus.precision in ("bf16", "fp32")
-    assert resolve_speed(parse_config({"dataset": "synthetic", "device": "cpu"}), gpus=4, resume=False).pack_mode == "loop"
     old = resolve_speed(cfg, gpus=0, resume=True)  # a config.json written before the options existed
     assert (old.precision, old.pack_mode) == ("fp32", "vmap")
     kept = parse_config({"dataset": "synthetic", "precision": "bf16", "pack_mode": "loop"})
@@ -78,7 +77,7 @@ def test_a_bf16_run_reaches_the_test_mse_of_an_fp32_run_from_the_same_seed(ray_s
     fp32, bf16 = _run(ray_session, tmp_path, "fp32", "fp32"), _run(ray_session, tmp_path, "bf16", "bf16")
     assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")  # the summary says which
     assert rundir.read_json(tmp_path / "bf16" / "config.json")["precision"] == "bf16"
-    assert rundir.read_json(tmp_path / "bf16" / "config.json")["pack_mode"] == "loop"  # auto on a CPU
+    assert rundir.read_json(tmp_path / "bf16" / "config.json")["pack_mode"] == "vmap"  # auto
     start = 0.25  # synthetic images: an untrained model's test MSE is far above both (checked by the history)
     assert bf16["test_mse"] < start and fp32["test_mse"] < start
     assert bf16["test_mse"] == pytest.approx(fp32["test_mse"], rel=SCIENCE_RTOL)
