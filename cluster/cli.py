@@ -103,8 +103,10 @@ def _stop_ray() -> None:
 
 def _run_failed(err: Exception, run_dir: Path) -> int:
     """A run that stopped on the cluster: its cause in one line, exit 1."""
+    from popvae.population.run_folder import RunFolder
+
     print(f"popvae: run failed: {_cause(err)}", file=sys.stderr)
-    if (run_dir / "checkpoints" / "latest.pt").is_file():
+    if RunFolder(run_dir).has_checkpoint():
         print(f"popvae: {run_dir} keeps what finished; continue with: popvae train --resume {run_dir}", file=sys.stderr)
     else:
         print(f"popvae: no epoch finished; remove {run_dir} to start again", file=sys.stderr)
@@ -178,14 +180,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _interrupted(stop: Any, run_dir: Path) -> int:
     """One line: what the run kept and how to go on; every Ray process this driver started is stopped."""
-    import json
+    from popvae.population.run_folder import RunFolder
 
     _stop_ray()
+    folder = RunFolder(run_dir)
     try:
-        done = json.loads((run_dir / "status.json").read_text())["epoch"]
-    except (OSError, ValueError, KeyError, TypeError):
+        done = folder.read_status().epoch
+    except (OSError, ValueError):
         done = 0
-    if done and (run_dir / "checkpoints" / "latest.pt").is_file():
+    if done and folder.has_checkpoint():
         kept = f"{run_dir} keeps {done} epoch(s); continue with: popvae train --resume {run_dir}"
     else:
         kept = "no epoch finished; nothing to resume"
@@ -257,11 +260,11 @@ def _train_with_progress(run: Any, args: argparse.Namespace) -> dict[str, Any]:
     label = "baseline" if cfg.baseline else f"{cfg.members} members"
     first = 0
     if run.resume:
-        import json
+        from popvae.population.run_folder import RunFolder
 
         try:
-            first = int(json.loads((run.run_dir / "status.json").read_text())["epoch"])
-        except (OSError, ValueError, KeyError, TypeError):
+            first = RunFolder(run.run_dir).read_status().epoch
+        except (OSError, ValueError):
             first = 0
     with TrainConsole(stderr_console(args.quiet), run.run_dir, cfg.epochs, label, first) as live:
         return train_run(run, on_generation=live.on_generation, address=args.address, num_cpus=args.num_cpus,
@@ -320,9 +323,9 @@ def cmd_robust(args: argparse.Namespace) -> int:
         return _fail(str(err).splitlines()[0])
     import ray
 
-    from popvae.population import rundir
     from popvae.population.jobs import run_jobs
     from popvae.population.run import ensure_ray
+    from popvae.population.run_folder import RunFolder
     from popvae.population.runlock import RunLock
 
     lock = RunLock(args.run_dir)  # held until this process ends: jobs whose driver died read as interrupted
@@ -330,8 +333,8 @@ def cmd_robust(args: argparse.Namespace) -> int:
         lock.acquire()
     except ConfigError as err:
         return _fail(str(err))
-    if not (args.run_dir / "config.json").exists():
-        rundir.write_json(args.run_dir / "config.json", plan["config"])
+    if not RunFolder(args.run_dir).config_path.exists():
+        RunFolder(args.run_dir).write_config(plan["config"])
     jobs = plan["jobs"]
     ensure_ray(args.address, args.num_cpus)
     workers = args.workers or max(1, min(len(jobs), int(ray.cluster_resources().get("CPU", 1))))

@@ -7,7 +7,6 @@ replaced in its slot.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -15,6 +14,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from popvae.models.data import ImageSet
 from popvae.population.contract import JobStatus
+from popvae.population.run_folder import RunFolder
 from popvae.population.worker import Placement
 
 
@@ -25,7 +25,7 @@ def run_jobs(jobs: list[dict[str, Any]], train: ImageSet, test: ImageSet, worker
     Workers that find no slot on the cluster within `placement_timeout_s` are given up; the jobs run on
     the others, and if none is left the remaining jobs fail with the reason instead of waiting for ever."""
     for job in jobs:
-        JobStatus.of_job(job).write(Path(job["dir"]) / "status.json")
+        RunFolder(job["dir"]).write_job_status(JobStatus.of_job(job))
     placement = Placement(workers, device, placement_timeout_s)
     slots = _started(placement, {k: placement.spawn(k) for k in range(workers)})
     train_ref = ray.put((train.images, train.labels))  # once; every worker maps the same object
@@ -68,6 +68,6 @@ def _started(placement: Placement, workers: dict[int, Any]) -> dict[int, Any]:
 
 def _fail(job: dict[str, Any], error: str, results: dict[str, dict[str, Any]], on_done: Any) -> None:
     results[job["id"]] = {"state": "failed", "error": error}
-    JobStatus.of_job(job).update(state="failed", error=error).write(Path(job["dir"]) / "status.json")
+    RunFolder(job["dir"]).write_job_status(JobStatus.of_job(job).update(state="failed", error=error))
     if on_done is not None:
         on_done(job, results[job["id"]])

@@ -53,7 +53,7 @@ def resume(run_dir: str | Path, epochs: int | None = None, *, on_generation: OnG
 def load_best(run_dir: str | Path, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
     """(model in eval mode, meta) from a run folder's best.pt (or a job folder's model.pt, or a checkpoint file);
     meta holds the member, tau, epoch, the checkpoint path and the run's config (`run_config`)."""
-    from popvae.attacks.report import load_evaluable
+    from popvae.population.evaluation import load_evaluable
 
     return load_evaluable(Path(run_dir), map_location=device)
 
@@ -76,8 +76,8 @@ def prepare_evaluation(target: str | Path, *, experiments: str | Sequence[str] =
 
     plan = plan_evaluation(Path(target), experiments=list(experiments) if not isinstance(experiments, str) else experiments,
                            subset=subset, dataset=dataset, data_root=data_root, seed=seed, quick=quick)
-    from popvae.attacks.report import load_evaluable
     from popvae.models.data import load_split
+    from popvae.population.evaluation import load_evaluable
 
     load_evaluable(plan["job"]["checkpoint"])  # an AutoEncoder, or say so now rather than in the job
     train_set, test_set = (load_split(plan["dataset"], split, plan["data_root"]) for split in ("train", "test"))
