@@ -230,6 +230,8 @@ def _train(args: argparse.Namespace) -> int:
         return _fail(f"{err.filename or 'run folder'}: {err.strerror or err}")
     from ray.exceptions import RayError
 
+    from popvae.models.atomic import NoSpaceLeft
+
     results, dirs = [], [run.run_dir]
     try:
         results.append(("population", _train_with_progress(run, args)))
@@ -242,7 +244,7 @@ def _train(args: argparse.Namespace) -> int:
             runs.draw_comparison(dirs[0], dirs[1])
     except ConfigError as err:  # the cluster cannot host the run, or the baseline's folder was taken meanwhile
         return _fail(str(err))
-    except (RayError, RuntimeError) as err:  # RuntimeError: the coordinator kept dying (population.run)
+    except (RayError, RuntimeError, NoSpaceLeft) as err:  # RuntimeError: the coordinator kept dying (population.run)
         return _run_failed(err, run.run_dir)
     _print_results(results)
     from popvae.cluster.train_console import look_hints
@@ -385,9 +387,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                             data_root=args.data_root, seed=args.seed, quick=args.quick)
     except (ValueError, DatasetError, FileNotFoundError) as err:
         return _fail(str(err).splitlines()[0])
+    from popvae.models.atomic import NoSpaceLeft
+
     try:
         report = api.run_evaluation(evaluation, address=args.address, num_cpus=args.num_cpus, progress=True)
-    except RuntimeError as err:
+    except (RuntimeError, NoSpaceLeft) as err:
         print(f"popvae: evaluation failed: {err}", file=sys.stderr)
         return 1
     print(f"report: {report}")
