@@ -1,0 +1,47 @@
+"""A run stopped during its final scoring (every epoch trained, summary.json not yet written) is never `done`: it reads
+as interrupted, `--resume` finishes the scoring without training again, and the temp files a killed writer left
+are removed when it starts. On the session's real Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from popvae.cluster.run_store import RunStore
+from popvae.population.config import ConfigError
+from popvae.population.policy import resume_config
+from popvae.population.run import new_run, resumed_run, train_run
+from popvae.population.run_folder import RunFolder
+from tests.test_population import small_config
+
+
+def test_a_run_stopped_while_scored_is_not_done_and_its_resume_finishes_the_scoring(ray_session, tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path / "run")
+    states = []
+
+    def stop_while_scoring(what: str, done: int, total: int) -> None:
+        states.append(folder.read_status().state)
+        raise KeyboardInterrupt  # what SIGINT raises in the driver (runlock's Interrupted is one)
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(new_run(small_config(epochs=2), folder.path), on_scoring=stop_while_scoring)
+    assert states == ["scoring"]  # every epoch trained, not done yet
+    assert folder.read_status().state == "interrupted" and folder.read_status().epoch == 2
+    assert not folder.summary_path.exists()
+    folder.set_state("scoring")  # as a kill -9 during the scoring leaves it: its lock is free, so it reads interrupted
+    assert folder.state() == "interrupted" and RunStore(tmp_path).status("run").state == "interrupted"
+    stray = [folder.plots_dir / ".tau.png.k2j4x.tmp", folder.path / ".summary.json.a1b2.tmp"]
+    for path in stray:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half")
+    rows_before = folder.read_history()
+
+    assert resume_config(folder.path)[1] == 2  # not refused as "nothing left to train"
+    summary = train_run(resumed_run(folder.path))
+    assert folder.read_status().state == "done" and folder.read_summary().epochs_done == summary["epochs_done"] == 2
+    assert (folder.plots_dir / "tau.png").is_file() and (folder.plots_dir / "reconstructions.png").is_file()
+    assert not any(p.exists() for p in stray)
+    assert folder.read_history() == rows_before  # nothing trained again
+    with pytest.raises(ConfigError, match="nothing left to train"):
+        resume_config(folder.path)
