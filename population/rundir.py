@@ -10,9 +10,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from popvae.models.atomic import atomic_write
 
 
@@ -35,12 +32,17 @@ def read_json(path: str | Path) -> Any:
 
 def write_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     """Write all rows as one Parquet table (small: a row per member per epoch), built in memory first so that a full
-    disk fails in the plain file write (NoSpaceLeft), not inside Arrow."""
+    disk fails in the plain file write (NoSpaceLeft), not inside Arrow. Arrow is imported here, not at start-up."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(list(rows)), buffer)
     atomic_write(path, lambda fh: fh.write(buffer.getbuffer()))
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
     path = Path(path)
     return pq.read_table(path).to_pylist() if path.exists() else []
