@@ -45,3 +45,27 @@ def test_a_run_stopped_while_scored_is_not_done_and_its_resume_finishes_the_scor
     assert folder.read_history() == rows_before  # nothing trained again
     with pytest.raises(ConfigError, match="nothing left to train"):
         resume_config(folder.path)
+
+
+def test_a_full_disk_ends_popvae_train_with_one_line_naming_the_file(ray_session, tmp_path: Path, capsys,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC injected at the atomic-write layer (the file system itself is not filled) while the run's config is
+    written: exit 1, the cause in one line naming the file, nothing half written."""
+    import errno
+    import tempfile
+
+    from popvae.cluster.cli import main
+
+    real = tempfile.mkstemp
+
+    def mkstemp(*args: object, **kwargs: object) -> tuple[int, str]:
+        if str(kwargs.get("prefix", "")).startswith(".config.json."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    run = tmp_path / "run"
+    code = main(["train", "--dataset", "synthetic", "--members", "2", "--epochs", "1", "--run-dir", str(run), "--quiet"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and lines[0] == f"popvae: run failed: no space left on device while writing {run / 'config.json'}"
+    assert not run.exists()  # nothing was written: no config, no temp file, and the lock took its empty folder back
