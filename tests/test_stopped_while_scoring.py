@@ -69,3 +69,28 @@ def test_a_full_disk_ends_popvae_train_with_one_line_naming_the_file(ray_session
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and lines[0] == f"popvae: run failed: no space left on device while writing {run / 'config.json'}"
     assert not run.exists()  # nothing was written: no config, no temp file, and the lock took its empty folder back
+
+
+def test_a_run_being_scored_is_still_going_for_the_service_and_popvae_status(tmp_path: Path) -> None:
+    """While its writer holds the lock a `scoring` run is served as scoring and `popvae status --watch` keeps
+    watching; once done it stops. (Without the lock it reads interrupted: above.)"""
+    from fake_runs import make_run, status
+    from fastapi.testclient import TestClient
+
+    from popvae.cluster.service import create_app
+    from popvae.cluster.status_table import _view
+    from popvae.population.run_folder import parse_status
+    from popvae.population.runlock import RunLock
+
+    folder = RunFolder(make_run(tmp_path, "r1", epochs=3))
+    folder.write_status(parse_status(status("r1", 3, 3, 4, state="scoring")))
+    lock = RunLock(folder.path)
+    lock.acquire()
+    try:
+        client = TestClient(create_app(tmp_path), raise_server_exceptions=False)
+        assert client.get("/population").json()["state"] == "scoring"
+        assert _view(client, "", None, False)[1] is True
+        folder.set_state("done")
+        assert _view(client, "", None, False)[1] is False
+    finally:
+        lock.release()
