@@ -94,3 +94,43 @@ def test_a_run_being_scored_is_still_going_for_the_service_and_popvae_status(tmp
         assert _view(client, "", None, False)[1] is False
     finally:
         lock.release()
+
+
+def test_sigint_to_popvae_train_while_it_scores_then_resume_completes_the_run(tmp_path: Path) -> None:
+    """The issue's case on a real `popvae train` process: SIGINT once every epoch is trained, while the test split
+    (10,000 synthetic images, so that the scoring lasts long enough to be caught) is scored; then `--resume`."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    small = {"dataset": "synthetic", "synthetic_size": 40_000, "members": 2, "epochs": 1, "batch_size": 16,
+             "steps_per_epoch": 2, "val_size": 16, "model": {"widths": [4, 8, 8, 8], "z1_vars": 2, "z1_categories": 4,
+                                                               "z2_vars": 2, "z2_categories": 4}}
+    config = tmp_path / "small.json"
+    config.write_text(json.dumps(small))
+    folder = RunFolder(tmp_path / "run")
+    cli = [sys.executable, "-c", "import sys; from popvae.cluster.cli import main; sys.exit(main())", "train"]
+    env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
+    proc = subprocess.Popen([*cli, "--config", str(config), "--run-dir", str(folder.path), "--quiet", "--num-cpus", "2"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while folder.recorded_state() != "scoring":
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:] if proc.stderr else ""
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert f"continue with: popvae train --resume {folder.path}" in err
+    assert folder.read_status().state == "interrupted" and not folder.summary_path.exists()
+
+    done = subprocess.run([*cli, "--resume", str(folder.path), "--quiet", "--num-cpus", "2"], capture_output=True,
+                          text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert folder.read_status().state == "done" and folder.read_summary().test_images == 10_000
+    assert not [p for p in folder.path.rglob(".*.tmp")]
