@@ -138,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from popvae.population import policy
-    from popvae.population.bounds import ClusterUnreachable, check_cluster_flags
+    from popvae.population.bounds import ClusterUnreachable, check_cluster_flags, check_reachable
 
     try:
         check_cluster_flags(args.address, args.num_cpus)
@@ -157,6 +157,10 @@ def _train(args: argparse.Namespace) -> int:
         return _fail(str(err))
     except OSError as err:  # e.g. a folder on the path that may not be listed
         return _fail(f"{err.filename or 'run folder'}: {err.strerror or err}")
+    try:
+        check_reachable(args.address)  # before the live console: a cluster that does not answer is one line
+    except ClusterUnreachable as err:
+        return _unreachable(err)
     from ray.exceptions import RayError
 
     current = [run]
