@@ -295,7 +295,7 @@ def _reproduce_parser(sub: Any) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from popvae.population.bounds import ClusterUnreachable, check_cluster_flags
+    from popvae.population.bounds import ClusterUnreachable, check_cluster_flags, check_reachable
     from popvae.population.reproduce import PRESETS, check_out_dir
 
     protocol = PRESETS[args.preset]
@@ -305,8 +305,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         out = args.out or Path("runs") / f"reproduction-{protocol.dataset}-{protocol.preset}"
         check_out_dir(out, protocol)
         check_cluster_flags(args.address, args.num_cpus)
+        check_reachable(args.address)  # before --out is written
     except (ConfigError, DatasetError) as err:
         return _fail(str(err))
+    except ClusterUnreachable as err:
+        return _unreachable(err)
     from popvae.population.reproduce import reproduce
     from popvae.population.runlock import as_interrupted, stop_on_signals
 

@@ -229,3 +229,11 @@ def test_the_cluster_layer_never_imports_the_notebook_api():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names] if isinstance(node, ast.ImportFrom) else []
             assert not any(n == "popvae.api" or n.startswith("popvae.api.") for n in names), (path.name, names)
+
+
+def test_reproduce_gives_up_an_address_nobody_answers_before_writing_its_folder(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("POPVAE_CONNECT_TIMEOUT_S", "1")
+    address = f"127.0.0.1:{closed_port()}"
+    code, err = run_cli(capsys, "reproduce", "--preset", "smoke", "--out", str(tmp_path / "out"), "--address", address)
+    assert code == 1 and err.startswith(f"popvae: error: no Ray cluster answered at {address} within 1 s")
+    assert not (tmp_path / "out").exists()
