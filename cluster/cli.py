@@ -72,6 +72,21 @@ def _port(text: str) -> int:
     return port
 
 
+def _url(text: str) -> str:
+    """The status service's address: http(s)://HOST[:PORT]."""
+    from urllib.parse import SplitResult, urlsplit
+
+    parts: SplitResult | None
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # ValueError when it is out of range or no number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected http://HOST[:PORT] or https://..., got {text!r}")
+    return text
+
+
 PARSERS: dict[Any, Any] = {int: _int, float: _float, str: str, PACK_SIZE: _pack_size}
 
 
@@ -358,7 +373,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _status_parser(sub: Any) -> None:
     p = sub.add_parser("status", help="print the population as a table, from the status service")
-    p.add_argument("--url", default="http://127.0.0.1:8000")
+    p.add_argument("--url", type=_url, default="http://127.0.0.1:8000")
     p.add_argument("--run", help="run id (default: the most recently updated)")
     p.add_argument("--token", help="bearer token (default: $POPVAE_API_TOKEN)")
     p.add_argument("--watch", nargs="?", type=_seconds, const=2.0, default=None, metavar="SECONDS",

@@ -95,8 +95,10 @@ def connect_timeout() -> float:
 def check_reachable(address: str | None) -> None:
     """A cluster at HOST:PORT (`address`, else $RAY_ADDRESS) accepts a connection within `connect_timeout()` seconds
     (a node still starting gets the whole bound), else ClusterUnreachable: checked before Ray is asked to join it,
-    because Ray retries a closed port for ever. `auto`, `local` and no address at all start or find a local Ray."""
-    address = address or os.environ.get("RAY_ADDRESS")
+    because Ray retries a closed port for ever. `local`, and `auto` or no address without $RAY_ADDRESS, start or
+    find a local Ray."""
+    if address in (None, "auto"):  # Ray reads $RAY_ADDRESS for both
+        address = os.environ.get("RAY_ADDRESS") or address
     if address is None or not _ADDRESS.match(address) or address in ("auto", "local"):
         return
     host, port = address.rsplit(":", 1)

@@ -119,10 +119,12 @@ def test_durations_in_a_config_file_are_bounded_up_front(capsys, tmp_path, field
     assert code == 2 and f"{field}: Input should be less than or equal to 2592000" in err and not (tmp_path / "r").exists()
 
 
-def test_status_refuses_a_bad_watch_interval_with_exit_2(capsys):
-    for value in ("-1", "0", "1e308", "nan"):
-        code, err = run_cli(capsys, "status", "--watch", value)
-        assert code == 2 and "--watch" in err and len(err.splitlines()) == 1, (value, err)
+def test_status_refuses_bad_input_with_exit_2(capsys):
+    """It exited 1 (a SystemExit with a message) for a bad --watch, and tried to reach a --url that is no URL."""
+    for flag, value in [("--watch", "-1"), ("--watch", "0"), ("--watch", "1e308"), ("--watch", "nan"),
+                        ("--url", "notaurl"), ("--url", "http://127.0.0.1:99999"), ("--url", "ftp://host")]:
+        code, err = run_cli(capsys, "status", flag, value)
+        assert code == 2 and flag in err and len(err.splitlines()) == 1, (value, err)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -231,9 +233,16 @@ def test_the_cluster_layer_never_imports_the_notebook_api():
             assert not any(n == "popvae.api" or n.startswith("popvae.api.") for n in names), (path.name, names)
 
 
-def test_reproduce_gives_up_an_address_nobody_answers_before_writing_its_folder(capsys, tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", ["--address", "RAY_ADDRESS", "--address auto with RAY_ADDRESS"])
+def test_reproduce_gives_up_an_address_nobody_answers_before_writing_its_folder(capsys, tmp_path, monkeypatch, how):
     monkeypatch.setenv("POPVAE_CONNECT_TIMEOUT_S", "1")
     address = f"127.0.0.1:{closed_port()}"
-    code, err = run_cli(capsys, "reproduce", "--preset", "smoke", "--out", str(tmp_path / "out"), "--address", address)
+    argv = ["reproduce", "--preset", "smoke", "--out", str(tmp_path / "out")]
+    if how == "--address":
+        argv += ["--address", address]
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        argv += ["--address", "auto"] if "auto" in how else []
+    code, err = run_cli(capsys, *argv)
     assert code == 1 and err.startswith(f"popvae: error: no Ray cluster answered at {address} within 1 s")
     assert not (tmp_path / "out").exists()
