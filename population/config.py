@@ -129,8 +129,8 @@ _NOT_REGULAR = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_I
 
 def read_small_file(path: Path, what: str, limit: int = MAX_CONFIG_BYTES) -> bytes:
     """The bytes of `path` when it is a regular file of at most `limit` bytes; ConfigError naming it otherwise.
-    Checked before reading and again on the open descriptor (opened non-blocking: a FIFO swapped in between must
-    not block), and never more than `limit` + 1 bytes are read (/dev/zero, a file that grows)."""
+    Checked on the open descriptor, so nothing can be swapped in after the check (opened non-blocking: a FIFO does
+    not block the open), and never more than `limit` + 1 bytes are read (/dev/zero, a file that grows)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as err:
