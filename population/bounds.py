@@ -21,7 +21,7 @@ MAX_NUM_CPUS = 65536
 WORKER_PROCESS_BYTES = 300 * 2**20
 MEMORY_SHARE = 0.8  # of this machine's memory a run may plan to use
 _ADDRESS = re.compile(r"^(auto|local|(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5})$")
-# How long joining a cluster may take: Ray itself retries a closed port for ever (and ignores SIGTERM meanwhile).
+# How long joining a cluster may take: Ray itself keeps retrying a closed port (and ignores SIGTERM meanwhile).
 CONNECT_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_ENV = "POPVAE_CONNECT_TIMEOUT_S"
 _GiB = 2**30
@@ -95,7 +95,7 @@ def connect_timeout() -> float:
 def check_reachable(address: str | None) -> None:
     """A cluster at HOST:PORT (`address`, else $RAY_ADDRESS) accepts a connection within `connect_timeout()` seconds
     (a node still starting gets the whole bound), else ClusterUnreachable: checked before Ray is asked to join it,
-    because Ray retries a closed port for ever. `local`, and `auto` or no address without $RAY_ADDRESS, start or
+    because Ray keeps retrying a closed port. `local`, and `auto` or no address without $RAY_ADDRESS, start or
     find a local Ray."""
     if address in (None, "auto"):  # Ray reads $RAY_ADDRESS for both
         address = os.environ.get("RAY_ADDRESS") or address

@@ -180,7 +180,7 @@ def closed_port() -> int:
 
 @pytest.mark.parametrize("command", ["train", "robust"])
 def test_an_address_nobody_answers_is_given_up_within_the_bound(tmp_path, command):
-    """Ray itself retried a closed port for ever (560 s and counting, SIGTERM ignored), leaving a folder with a lock."""
+    """Ray itself kept retrying a closed port (still waiting after 560 s, SIGTERM ignored), leaving a folder with a lock."""
     address = f"127.0.0.1:{closed_port()}"
     run_dir = tmp_path / "run"
     extra = ("--members", "2", "--epochs", "1") if command == "train" else ("--methods", "vae-kl", "--epochs", "1")
