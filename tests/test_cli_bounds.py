@@ -17,6 +17,7 @@ from popvae.cluster.cli import main
 from popvae.population.config import MAX_CONFIG_BYTES, ConfigError, load_config_file
 from popvae.population.flags import check_resume_flags, train_config
 from popvae.population.temperature import REFERENCE_DYNAMICS
+from tests.test_damaged_files import pristine  # noqa: F401  (a fixture: a run trained once per module)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -246,3 +247,15 @@ def test_reproduce_gives_up_an_address_nobody_answers_before_writing_its_folder(
     code, err = run_cli(capsys, *argv)
     assert code == 1 and err.startswith(f"popvae: error: no Ray cluster answered at {address} within 1 s")
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_gives_up_an_address_nobody_answers_before_making_its_job_folder(pristine, tmp_path):  # noqa: F811
+    from tests.test_damaged_files import copy
+
+    run = copy(pristine, tmp_path)
+    address = f"127.0.0.1:{closed_port()}"
+    done = subprocess.run([sys.executable, "-m", "popvae.cluster.cli", "evaluate", str(run), "--experiments", "purification",
+                           "--subset", "4", "--quick", "--address", address], capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "POPVAE_CONNECT_TIMEOUT_S": "1"})
+    assert done.returncode == 1 and done.stderr.strip().startswith(f"popvae: error: no Ray cluster answered at {address}")
+    assert not (run / "jobs").exists() and not (run / "report.json").exists()
