@@ -1,7 +1,7 @@
 """The coordinator: a named Ray actor that runs the population's generation protocol.
 
-Members live in packs (DESIGN §7 "Packing"): a worker hosts k members as one stacked model, and a member is
-(pack, slot); `worker.plan_packs` decides which members share a worker (`pack_size`). Per generation (DESIGN §4):
+Members live in packs (docs/PACKING.md): a worker hosts k members as one stacked model, and a member is
+(pack, slot); `worker.plan_packs` decides which members share a worker (`pack_size`). Per generation (docs/ALGORITHMS.md §2):
 every pack trains one epoch of all its members; scores are gathered behind a barrier with a timeout; the best is
 selected and every tau advanced (`temperature.next_taus`); the best weights are fetched once into the object store
 and that one ObjectRef is handed, as a top-level argument, to every other pack, while the pack holding the best
@@ -215,7 +215,7 @@ class PopulationCoordinator:
         self.record.finish(state)
 
     def coordinator_restarted(self, count: int) -> None:
-        """This coordinator replaces one whose process died (the `count`-th time in this run's session)."""
+        """This coordinator replaces one whose process died (the `count`-th time in this run, across resumes)."""
         self.record.coordinator_restarted(count)
 
     def status(self) -> dict[str, Any]:

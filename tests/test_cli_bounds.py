@@ -3,7 +3,6 @@ command line's split into parsing (cluster/cli.py) and the population layer's fl
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import socket
@@ -18,8 +17,6 @@ from popvae.population.config import MAX_CONFIG_BYTES, ConfigError, load_config_
 from popvae.population.flags import check_resume_flags, train_config
 from popvae.population.temperature import REFERENCE_DYNAMICS
 from tests.test_damaged_files import pristine  # noqa: F401  (a fixture: a run trained once per module)
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # Runs one `popvae` command as a grandchild and reports its exit code, stderr, peak memory and CPU time: measured
 # from a small intermediate process, because Linux counts the memory a child had when it was forked into its peak,
@@ -223,15 +220,6 @@ def test_a_resumed_run_is_built_by_resumed_run_at_its_next_epoch(tmp_path):
 
     run = runs.resumed_run(finished_run(tmp_path / "run", epochs_done=2, epochs=2), epochs=4)
     assert run.resume and run.first_epoch == 2 and run.cfg.epochs == 4 and len(run.data.train) > 0
-
-
-def test_the_cluster_layer_never_imports_the_notebook_api():
-    """popvae/ (the notebook API) sits above cluster/ in the layer table: the command line calls population directly."""
-    for path in (ROOT / "cluster").glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names] if isinstance(node, ast.ImportFrom) else []
-            assert not any(n == "popvae.api" or n.startswith("popvae.api.") for n in names), (path.name, names)
 
 
 @pytest.mark.parametrize("how", ["--address", "RAY_ADDRESS", "--address auto with RAY_ADDRESS"])
