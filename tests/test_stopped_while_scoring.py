@@ -67,7 +67,8 @@ def test_a_full_disk_ends_popvae_train_with_one_line_naming_the_file(ray_session
     run = tmp_path / "run"
     code = main(["train", "--dataset", "synthetic", "--members", "2", "--epochs", "1", "--run-dir", str(run), "--quiet"])
     lines = capsys.readouterr().err.strip().splitlines()
-    assert code == 1 and lines[0] == f"popvae: run failed: no space left on device while writing {run / 'config.json'}"
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0].startswith(f"popvae: run failed: no space left on device while writing {run / 'config.json'}; ")
     assert not run.exists()  # nothing was written: no config, no temp file, and the lock took its empty folder back
 
 
