@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,21 +127,29 @@ def run_population(
         _stop_coordinator(coord)
         _mark_ended(run_dir, ended)  # a generation still running in the actor may have written over finish()
         raise
-    _stop_coordinator(coord)
+    with _end_recorded(run_dir):
+        _stop_coordinator(coord)
     return _score(folder, data, cfg, on_scoring)
 
 
 def _score(folder: RunFolder, data: RunData, cfg: RunConfig,
            on_scoring: Callable[[str, int, int], None] | None) -> dict[str, Any]:
-    """summarize, then "done" (a stopped run stays "stopped"); a stop or a failure while scoring is recorded, so that
-    the run reads as resumable rather than done without results."""
-    try:
+    """summarize, then "done" (a stopped run stays "stopped")."""
+    with _end_recorded(folder.path):
         summary = summarize(folder.path, data, cfg, on_scoring)
-    except BaseException as err:
-        _mark_ended(folder.path, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
-        raise
     folder.set_state("done", only_from=("scoring",))
     return summary
+
+
+@contextlib.contextmanager
+def _end_recorded(run_dir: Path) -> Iterator[None]:
+    """A stop (interrupted) or a failure inside is written to status.json, so that a run stopped after its last epoch
+    reads as resumable rather than as done without results."""
+    try:
+        yield
+    except BaseException as err:
+        _mark_ended(run_dir, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
+        raise
 
 
 MAX_COORDINATOR_RESTARTS = 3  # per run, across resumes: a coordinator that keeps dying has a cause to look at
