@@ -4,61 +4,73 @@ bad input is rejected at once, before anything is written."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from popvae.attacks.experiments import EXPERIMENTS, QUICK_SETTINGS, find_checkpoint
+from pydantic import BaseModel, ConfigDict, Field
+
+from popvae.attacks.experiments import EXPERIMENTS, QUICK_SETTINGS
 from popvae.models.datasets import IMAGE_SHAPE, check_dataset_name
-from popvae.population.config import PRECISIONS, ConfigError
+from popvae.population.bounds import MAX_NUM_CPUS
+from popvae.population.config import PRECISIONS, ConfigError, Count, Seed, validated
 from popvae.population.methods import method_config, parse_methods
+from popvae.population.run_folder import RunFolder, find_checkpoint
 
 
-def _positive(**values: int | None) -> None:
-    for name, value in values.items():
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+class JobSettings(BaseModel):
+    """The numbers `popvae robust` and `popvae evaluate` take, bounded by the types a run's config uses (one
+    validator: a seed `train` refuses, these refuse too)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: Count = 5
+    batch_size: Count = 128
+    steps_per_epoch: Count | None = None
+    seed: Seed = 0
+    workers: Annotated[int, Field(ge=1, le=MAX_NUM_CPUS)] | None = None  # a worker process each: no more than CPUs
+    subset: Count | None = None
 
 
 def plan_robust(methods: str | list[str], run_dir: Path, *, dataset: str = "fashion-mnist", data_root: str | None = None,
                 epochs: int = 5, batch_size: int = 128, steps_per_epoch: int | None = None, seed: int = 0,
                 workers: int | None = None, precision: str = "auto") -> dict[str, Any]:
-    """{"config": RUN_DIR/config.json's content, "jobs": one job per method}; ValueError (ConfigError, or pydantic's
+    """{"config": RUN_DIR/config.json's content, "jobs": one job per method, "run_dir"}; ValueError (ConfigError, or pydantic's
     ValidationError for a method config) before anything is written. `precision` (auto | fp32 | bf16) is resolved by
     each job on its device, as a population's packs resolve theirs."""
     names = parse_methods(methods if isinstance(methods, str) else ",".join(methods))
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    _positive(epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch, workers=workers)
+    validated(JobSettings, {"epochs": epochs, "batch_size": batch_size, "steps_per_epoch": steps_per_epoch, "seed": seed,
+                            "workers": workers}, flags=True)
     check_dataset_name(dataset)
     from popvae.population.rundir import file_in_the_way
 
     run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
     if (blocker := file_in_the_way(run_dir)) is not None:
         raise ConfigError(f"--run-dir {run_dir}: {blocker} is a file, not a folder")
-    if (run_dir / "history.parquet").exists():
+    if folder.history_path.exists():
         raise ConfigError(f"--run-dir {run_dir} holds a population run; give robust jobs their own folder")
-    jobs_root = run_dir / "jobs"
-    taken = [m for m in names if (jobs_root / m).exists()]
+    taken = [m for m in names if folder.job(m).path.exists()]
     if taken:
-        raise ConfigError(f"{jobs_root} already has jobs for {', '.join(taken)}; choose another --run-dir")
+        raise ConfigError(f"{folder.jobs_dir} already has jobs for {', '.join(taken)}; choose another --run-dir")
     for m in names:
         method_config(m, IMAGE_SHAPE[dataset])
     config = {"kind": "robust", "dataset": dataset, "data_root": data_root, "methods": names, "epochs": epochs, "seed": seed,
               "precision": precision}
-    jobs = [{"id": m, "kind": "robust", "method": m, "dir": str(jobs_root / m), "epochs": epochs, "batch_size": batch_size,
+    jobs = [{"id": m, "kind": "robust", "method": m, "dir": str(folder.job(m).path), "epochs": epochs, "batch_size": batch_size,
              "steps_per_epoch": steps_per_epoch, "seed": seed, "precision": precision} for m in names]
-    return {"config": config, "jobs": jobs}
+    return {"config": config, "jobs": jobs, "run_dir": str(run_dir)}
 
 
 def run_config_near(checkpoint: Path) -> dict[str, Any]:
     """The config.json of the run that holds `checkpoint` (a run folder or RUN/jobs/<id>/)."""
-    for folder in (checkpoint.parent, checkpoint.parent.parent.parent):
-        path = folder / "config.json"
+    for folder in (RunFolder(checkpoint.parent), RunFolder.holding(checkpoint)):
+        path = folder.config_path
         if path.is_file():
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
+                data = folder.read_config_data()
             except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 raise ConfigError(f"{path} is unreadable: {str(err).splitlines()[0]}") from None
             if not isinstance(data, dict):
@@ -82,15 +94,14 @@ def plan_evaluation(target: Path, *, experiments: str | list[str] | tuple[str, .
     """{"job": the evaluation job, "dataset", "data_root"}: the report goes next to the checkpoint, the job's status
     to RUN/jobs/evaluation-<time>/. ValueError or FileNotFoundError before anything is written."""
     names = parse_experiments(experiments)
-    if subset is not None and subset < 1:
-        raise ConfigError(f"--subset must be >= 1, got {subset}")
+    validated(JobSettings, {"subset": subset, "seed": seed}, flags=True)
     checkpoint = find_checkpoint(target)
     run_cfg = run_config_near(checkpoint)
     dataset = check_dataset_name(dataset or run_cfg.get("dataset", "fashion-mnist"))
-    run_dir = checkpoint.parent if checkpoint.name == "best.pt" else checkpoint.parent.parent.parent
     job_id = f"evaluation-{time.strftime('%Y%m%d-%H%M%S')}"
     job = {
-        "id": job_id, "kind": "evaluation", "method": checkpoint.parent.name, "dir": str(run_dir / "jobs" / job_id),
+        "id": job_id, "kind": "evaluation", "method": checkpoint.parent.name,
+        "dir": str(RunFolder.holding(checkpoint).job(job_id).path),
         "checkpoint": str(checkpoint), "out_dir": str(checkpoint.parent), "experiments": names, "subset": subset,
         "seed": seed, "held_out": run_cfg.get("exclude_classes") or [], "settings": QUICK_SETTINGS if quick else None,
     }

@@ -78,7 +78,7 @@ def test_a_bf16_run_reaches_the_test_mse_of_an_fp32_run_from_the_same_seed(ray_s
     assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")  # the summary says which
     assert rundir.read_json(tmp_path / "bf16" / "config.json")["precision"] == "bf16"
     assert rundir.read_json(tmp_path / "bf16" / "config.json")["pack_mode"] == "vmap"  # auto
-    start = 0.25  # synthetic images: an untrained model's test MSE is far above both (checked by the history)
+    start = 0.25  # a loose bound: both runs must have learnt something, not merely agree
     assert bf16["test_mse"] < start and fp32["test_mse"] < start
     assert bf16["test_mse"] == pytest.approx(fp32["test_mse"], rel=SCIENCE_RTOL)
     rows = rundir.read_rows(tmp_path / "bf16" / "history.parquet")
