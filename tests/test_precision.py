@@ -21,8 +21,8 @@ from tests.robust_data import fashion
 
 SMALL_MODEL = {"widths": [8, 16, 16, 16], "z1_vars": 4, "z1_categories": 4, "z2_vars": 2, "z2_categories": 4}
 # A bf16 run and an fp32 run from the same seed, same budget: their test MSEs agree within this relative tolerance.
-# Measured on this machine: the two runs below differ by well under 1%; a tenth of the gap is allowed as slack for the
-# runs' different rounding paths (the best member can differ between them).
+# Measured on this machine (the two runs below): 0.09402 fp32, 0.09398 bf16, 0.05 % apart; 5 % leaves room for bf16
+# rounding to pick another best member on another machine.
 SCIENCE_RTOL = 0.05
 
 SAPPHIRE = "processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_bf16 amx_tile\n"
