@@ -38,7 +38,7 @@ from popvae.models.data import synthetic
 from popvae.models.registry import build
 from popvae.population.config import RunConfig
 from popvae.population.pack import make_pack, pack_mode_for
-from popvae.population.training import resolve_precision
+from popvae.population.training import cpu_runs_bf16_fast, resolve_precision
 
 VARIANTS = [("fp32", "vmap"), ("fp32", "loop"), ("bf16", "vmap"), ("bf16", "loop")]
 
@@ -182,6 +182,7 @@ def main() -> None:
         "benchmark": "precision",
         "machine": {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.machine(),
                     "processor": platform.processor(), "torch": torch.__version__, "device": args.device,
+                    "cpu_flags_amx_or_avx512_bf16": cpu_runs_bf16_fast(),
                     "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
                     "load_average_before": load_before},
         "config": {"batch_size": args.batch_size, "steps_per_timed_epoch": args.steps, "repeats": args.repeats,

@@ -224,7 +224,7 @@ def _robust_parser(sub: Any) -> None:
     p.add_argument("--seed", type=_int, default=0)
     p.add_argument("--run-dir", type=Path, required=True, help="jobs go to RUN_DIR/jobs/<method>/")
     p.add_argument("--workers", type=_int, help="jobs running at once (default: one per method, at most the CPUs)")
-    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 (auto: bf16 on a GPU with it or an AMX CPU)")
+    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 (auto: bf16 on a GPU with it, else fp32)")
     _cluster_flags(p)
 
 

@@ -70,7 +70,7 @@ class RunConfig(BaseModel):
     # the resolved value.
     pack_mode: Literal["auto", "vmap", "loop"] = "auto"
     # "bf16": convolutions and linears under bfloat16 autocast (weights, Adam, sampling, KL and BCE stay float32);
-    # "auto" = bf16 on a CUDA device with bf16 or a CPU with AMX/AVX512-BF16, else fp32. A new run records the resolved
+    # "auto" = bf16 on a CUDA device with bf16, else fp32 (training.resolve_precision says why). A new run records the resolved
     # value; a run recorded before this option existed resumes in fp32, as it trained.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     synthetic_size: int = Field(512, ge=16)
