@@ -103,7 +103,9 @@ def run_population(
                         break
                 ray.get(coord.finish.remote(state))
                 break
-            except RayActorError:  # the coordinator's process died (its members die with it): start one from the checkpoint
+            except RayActorError as err:  # its process died (its members die with it): start one from the checkpoint
+                if err.actor_init_failed:  # its constructor raised (no slot for the members, ...): a cause, not a death
+                    raise
                 if restarts >= MAX_COORDINATOR_RESTARTS:
                     raise RuntimeError(f"the coordinator died again after {restarts} restarts in this run (at most "
                                        f"{MAX_COORDINATOR_RESTARTS}); see the Ray logs of its process") from None
@@ -139,14 +141,12 @@ def _start_coordinator(cfg: RunConfig, run_dir: Path, refs: list[Any], resume: b
     for attempt in range(50):  # the dead one's name is freed a moment after its death is known
         try:
             coord = Coordinator.options(name=coordinator_name(run_dir.name), namespace=NAMESPACE,
-                                        scheduling_strategy=here).remote(cfg, str(run_dir), refs, resume)
+                                        scheduling_strategy=here).remote(cfg, str(run_dir), refs, resume, restarts)
             break
         except ValueError:
             if attempt == 49:
                 raise
             time.sleep(0.2)
-    if restarts:
-        ray.get(coord.coordinator_restarted.remote(restarts))
     return coord
 
 
