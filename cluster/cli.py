@@ -18,6 +18,7 @@ from popvae.models.datasets import DATASETS, DatasetError, check_dataset_name
 from popvae.population.config import ConfigError, load_config_file, parse_config
 
 EXIT_BAD_INPUT = 2
+STOP_BUDGET_S = 8.0  # from a stop signal to the exit: population.run's clean-up (at most 4 s), then Ray's shutdown
 
 
 def _int(text: str) -> int:
@@ -93,12 +94,25 @@ def _cause(err: Exception) -> str:
     return (raised or lines or [type(err).__name__])[-1]
 
 
-def _stop_ray() -> None:
-    """Every Ray process this driver started is stopped (after a signal)."""
-    if "ray" in sys.modules:
-        import ray
+def _stop_ray() -> bool:
+    """Every Ray process this driver started is stopped (after a signal), by STOP_BUDGET_S after the signal (at least
+    1 s); False when Ray's shutdown did not finish (its processes died with the process group, and it waits on them):
+    the process must then end with `_exit_now`."""
+    if "ray" not in sys.modules:
+        return True
+    import ray
 
-        ray.shutdown()
+    from popvae.population.deadline import within
+    from popvae.population.runlock import stop_time_left
+
+    return within(max(1.0, stop_time_left(STOP_BUDGET_S)), ray.shutdown)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End without Python's exit hooks: Ray's own would wait again on the processes its shutdown could not reach."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _run_failed(err: Exception, run_dir: Path) -> int:
@@ -180,7 +194,7 @@ def _interrupted(stop: Any, run_dir: Path) -> int:
     """One line: what the run kept and how to go on; every Ray process this driver started is stopped."""
     import json
 
-    _stop_ray()
+    stopped = _stop_ray()
     try:
         done = json.loads((run_dir / "status.json").read_text())["epoch"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -190,6 +204,8 @@ def _interrupted(stop: Any, run_dir: Path) -> int:
     else:
         kept = "no epoch finished; nothing to resume"
     print(f"popvae: interrupted by {stop}: {kept}", file=sys.stderr)
+    if not stopped:
+        _exit_now(stop.exit_code)
     return stop.exit_code
 
 
@@ -430,9 +446,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         report = reproduce(protocol, out, args.report_dir, data_root=args.data_root, address=args.address,
                            num_cpus=args.num_cpus, say=say, report_only=args.report_only)
     except KeyboardInterrupt as stop:
-        _stop_ray()
+        stopped = _stop_ray()
         stop = as_interrupted(stop)
         print(f"popvae: interrupted by {stop}: finished steps are kept in {out}; continue with: {again}", file=sys.stderr)
+        if not stopped:
+            _exit_now(stop.exit_code)
         return stop.exit_code
     except (ConfigError, DatasetError) as err:
         return _fail(str(err))

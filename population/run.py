@@ -21,6 +21,7 @@ from popvae.population import policy, rundir
 from popvae.population.config import ConfigError, RunConfig
 from popvae.population.contract import NAMESPACE, coordinator_name
 from popvae.population.coordinator import Coordinator
+from popvae.population.deadline import within
 from popvae.population.training import evaluate, reconstruction_mse
 
 
@@ -114,15 +115,14 @@ def run_population(
                 coord = _start_coordinator(cfg, run_dir, refs, (run_dir / "checkpoints" / "latest.pt").is_file(), restarts)
     except BaseException as err:
         ended = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-        with contextlib.suppress(Exception):
-            ray.get(coord.finish.remote(ended), timeout=10)
-        _stop_coordinator(coord)
+        within(STOP_S, lambda: _stop_coordinator(coord, ended))
         _mark_ended(run_dir, ended)  # a generation still running in the actor may have written over finish()
         raise
-    _stop_coordinator(coord)
+    within(STOP_S, lambda: _stop_coordinator(coord))
     return summarize(run_dir, data, cfg, on_scoring)
 
 
+STOP_S = 4.0  # the coordinator's clean-up when a run ends (normally 0.2 s); the CLI bounds Ray's shutdown after it
 MAX_COORDINATOR_RESTARTS = 3  # per run, across resumes: a coordinator that keeps dying has a cause to look at
 
 
@@ -150,8 +150,13 @@ def _start_coordinator(cfg: RunConfig, run_dir: Path, refs: list[Any], resume: b
     return coord
 
 
-def _stop_coordinator(coord: Any) -> None:
-    """Kill the coordinator and its members, and wait until it is gone (so that it writes nothing more)."""
+def _stop_coordinator(coord: Any, ended: str | None = None) -> None:
+    """Let it book how the run `ended` (when given), kill the coordinator and its members, and wait until it is gone
+    (so that it writes nothing more). Callers bound it with `deadline.within`: after a SIGTERM to the whole process
+    group Ray's processes are gone, and these calls can block for ever whatever their timeouts say."""
+    if ended is not None:
+        with contextlib.suppress(Exception):
+            ray.get(coord.finish.remote(ended), timeout=10)
     with contextlib.suppress(Exception):
         for handle in ray.get(coord.member_handles.remote(), timeout=10).values():
             ray.kill(handle)

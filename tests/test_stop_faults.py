@@ -1,0 +1,69 @@
+"""Stops at the OS level, on real `popvae train` processes (each starts its own Ray): SIGTERM to the whole process
+group (as `timeout`, `kill -TERM -PGID` and systemd send it) exits 143 in bounded time although Ray's own processes
+die with the driver; and a new run started while a kill -9'd driver's Ray processes linger neither collides with
+them nor kills anything it did not start."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+
+from tests.test_faults import SMALL, alive, descendants, epoch, popvae, status, wait_for
+
+
+def start_in_own_group(tmp_path, run, *extra: str) -> subprocess.Popen:
+    config = tmp_path / "small.json"
+    config.write_text(json.dumps(SMALL))
+    return subprocess.Popen(popvae("train", "--config", str(config), "--run-dir", str(run), "--num-cpus", "2",
+                                   "--quiet", *extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "RAY_DEDUP_LOGS": "0"})
+
+
+def test_sigterm_to_the_whole_process_group_exits_143_within_seconds(tmp_path):
+    run = tmp_path / "run"
+    proc = start_in_own_group(tmp_path, run, "--epochs", "400")
+    try:
+        wait_for(lambda: epoch(run) >= 1, proc=proc)  # training: the coordinator and its pack are up
+        os.killpg(proc.pid, signal.SIGTERM)  # the driver and every Ray process it started, at once
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("popvae")]
+    assert "SIGTERM" in lines[-1] and f"--resume {run}" in lines[-1], err
+    assert status(run)["state"] == "interrupted"
+
+
+def test_a_new_run_beside_a_killed_drivers_lingering_ray_neither_collides_nor_kills_it(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    proc = start_in_own_group(tmp_path, first, "--epochs", "400")
+    try:
+        wait_for(lambda: epoch(first) >= 1, proc=proc)
+        family = descendants(proc.pid)
+        proc.kill()  # kill -9 of the driver alone
+        proc.wait()
+        lingering = alive(family)
+        for pid in lingering:  # hold what is left of it as it is: it cannot end by itself while the next run works
+            os.kill(pid, signal.SIGSTOP)
+        assert lingering  # Ray's processes outlive a kill -9 of the driver
+        done = subprocess.run(popvae("train", "--config", str(tmp_path / "small.json"), "--run-dir", str(second),
+                                     "--epochs", "2", "--num-cpus", "2", "--quiet"),
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert status(second)["state"] == "done" and (second / "summary.json").is_file()
+        assert alive(lingering) == lingering  # the new run killed nothing it did not start
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in alive(family):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: not alive(family), timeout=30)
+    assert status(first)["state"] in ("running", "interrupted")  # the killed run's folder is as it was left
+
