@@ -8,6 +8,7 @@ import contextlib
 import math
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from popvae.population import rundir
 from popvae.population.contract import NAMESPACE
 from popvae.population.coordinator import Coordinator
 from popvae.population.run import load_run_data
+from tests.test_faults import cmdline, descendants
 from tests.test_population import small_config, start_coordinator
 
 
@@ -80,3 +82,36 @@ def test_a_replacement_coordinator_that_finds_no_slot_keeps_the_runs_status(ray_
     assert (status["state"], status["epoch"], status["epochs"], status["coordinator_restarts"]) == ("failed", 2, 5, 1)
     assert [m["tau"] for m in status["members"]] == [m["tau"] for m in before["members"]]
     assert [m["patience"] for m in status["members"]] == [m["patience"] for m in before["members"]]
+
+
+def test_a_lone_pack_late_again_after_its_retry_fails_the_run_naming_the_timeout(ray_session, tmp_path):
+    coord = start_coordinator(small_config(members=2, steps_per_epoch=100, member_timeout_s=5.0), tmp_path / "run")
+    first = ray_session.get(ray_session.get(coord.member_handles.remote())[1].pid.remote())
+    known = {p for p in descendants(os.getpid()) if cmdline(p).startswith("ray::Worker")} - {first}
+    stopped = [first]
+    done = threading.Event()
+
+    def stall_the_retry() -> None:  # the restarted worker stops too, once it trains
+        while not done.is_set() and len(stopped) < 2:
+            for p in descendants(os.getpid()) - known - set(stopped):
+                if cmdline(p).startswith("ray::Worker.train_epoch"):
+                    os.kill(p, signal.SIGSTOP)
+                    stopped.append(p)
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=stall_the_retry, daemon=True)
+    os.kill(first, signal.SIGSTOP)
+    watcher.start()
+    try:
+        with pytest.raises(ray_session.exceptions.RayTaskError,
+                           match=r"members \[1, 2\] did not finish within member_timeout_s = 5 s \(--timeout\)"):
+            ray_session.get(coord.run_generation.remote(0))
+    finally:
+        done.set()
+        watcher.join()
+        for p in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGCONT)
+    assert len(stopped) == 2  # the pack was restarted once, and its retry stalled as well
+    assert rundir.read_json(tmp_path / "run" / "status.json")["state"] == "failed"
+    stop_everything(ray_session, coord)
