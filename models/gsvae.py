@@ -1,4 +1,4 @@
-"""The dual-latent Gumbel-Softmax VAE of DESIGN §3: one conv encoder, two categorical latent layers,
+"""The dual-latent Gumbel-Softmax VAE of docs/ALGORITHMS.md §1: one conv encoder, two categorical latent layers,
 two mirrored decoders whose mean is the reconstruction."""
 
 from __future__ import annotations

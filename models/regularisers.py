@@ -189,7 +189,7 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
 
 
 def raven_kl(mu1: Tensor, logvar1: Tensor, mu2: Tensor, logvar2: Tensor, s: float) -> Tensor:
-    """KL(q(z|x) q(z'|x') || N(z; 0, I) N(z'; z, s^2 I)) per example (B,), in closed form (DESIGN §5)."""
+    """KL(q(z|x) q(z'|x') || N(z; 0, I) N(z'; z, s^2 I)) per example (B,), in closed form (docs/ALGORITHMS.md §4)."""
     s2 = s * s
     pair = 0.5 * ((logvar2.exp() + logvar1.exp() + (mu2 - mu1).pow(2)) / s2 - 1 + math.log(s2) - logvar2).sum(1)
     return gaussian_kl(mu1, logvar1) + pair

@@ -50,7 +50,7 @@ class RunConfig(BaseModel):
     checkpoint_every: int = Field(1, ge=1)
     log_every_steps: int = Field(10, ge=1)  # TensorBoard's per-step training loss (loss/train_step): every N steps
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # Members per worker process (DESIGN §7 "Packing"): "auto" = one pack per GPU (all the members it gets), or one per
+    # Members per worker process (docs/PACKING.md §4): "auto" = one pack per GPU (all the members it gets), or one per
     # CPU node with torch threads = the node's CPUs; K = at most K members per pack (1: one member per process).
     pack_size: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
     synthetic_size: int = Field(512, ge=16)

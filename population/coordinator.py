@@ -1,13 +1,13 @@
 """The coordinator: a named Ray actor that carries out the population's generations.
 
-Members live in packs (DESIGN §7 "Packing"): a worker hosts k members as one stacked model, and a member is
-(pack, slot); `worker.plan_packs` decides which members share a worker (`pack_size`). Per generation (DESIGN §4):
-every pack trains one epoch of all its members; scores are gathered behind a barrier with a timeout; the generation
-policy (`population/generation.py`) picks the best, every next tau and patience, the receivers and the resets; the
-best weights are fetched once into the object store and that one ObjectRef is handed, as a top-level argument, to
-every receiving pack, while the pack holding the best copies it between slots (no object-store read). This actor
-only executes (train, barrier, broadcast, restart) and holds the taus; the `Recorder` persists what happened
-(history, lineage, status, checkpoints) and reads a resumed run back.
+Members live in packs (docs/PACKING.md): a worker hosts k members as one stacked model, and a member is
+(pack, slot); `worker.plan_packs` decides which members share a worker (`pack_size`). Per generation (docs/ALGORITHMS.md
+§2): every pack trains one epoch of all its members; scores are gathered behind a barrier with a timeout; the
+generation policy (`population/generation.py`) picks the best, every next tau and patience, the receivers and the
+resets; the best weights are fetched once into the object store and that one ObjectRef is handed, as a top-level
+argument, to every receiving pack, while the pack holding the best copies it between slots (no object-store read).
+This actor only executes (train, barrier, broadcast, restart) and holds the taus; the `Recorder` persists what
+happened (history, lineage, status, checkpoints) and reads a resumed run back.
 
 Faults never stop the population: a pack that dies is restarted and all its members re-seeded from the last
 broadcast weights (event `restarted` on each), then retried once; a pack that exceeds the timeout is killed,
@@ -128,33 +128,34 @@ class PopulationCoordinator:
 
     def _train_all(self, epoch: int) -> _Barrier:
         """The barrier: every pack's epoch; a pack that fails or runs late is restarted, then retried or dropped as
-        `generation.after_fault` says. A retried pack gets a deadline of its own."""
+        `generation.after_fault` says. One deadline for all packs, a failed pack's retry included; a late pack's
+        retry (its deadline has passed) gets `member_timeout_s` of its own."""
         taus = {i: t.tau for i, t in self.tau.items()}
         self.record.set_member_state("training", list(self.pack_of))
         barrier = _Barrier()
         tries = dict.fromkeys(self.workers, 1)
-        timeout = self.cfg.member_timeout_s
+        deadline = time.monotonic() + self.cfg.member_timeout_s
 
-        def train(p: int) -> tuple[ray.ObjectRef, float]:
-            return self.workers[p].train_epoch.remote(epoch, {i: taus[i] for i in self.packs[p]}), time.monotonic() + timeout
+        def train(p: int, until: float) -> tuple[ray.ObjectRef, float]:
+            return self.workers[p].train_epoch.remote(epoch, {i: taus[i] for i in self.packs[p]}), until
 
-        pending = {p: train(p) for p in self.workers}
+        pending = {p: train(p, deadline) for p in self.workers}
         while pending:
             refs = {ref: p for p, (ref, _) in pending.items()}
-            first_deadline = min(deadline for _, deadline in pending.values())
-            ready, _ = ray.wait(list(refs), num_returns=1, timeout=max(0.0, first_deadline - time.monotonic()))
+            first = min(until for _, until in pending.values())
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=max(0.0, first - time.monotonic()))
             if ready:
                 p = refs[ready[0]]
-                del pending[p]
+                _, until = pending.pop(p)
                 try:
                     barrier.results.update(ray.get(ready[0]))
                     continue
                 except RayError:
                     fault: generation.PackFault = "failed"
             else:  # past its deadline: free the barrier, keep the members for the next try or generation
-                p = next(q for q, (_, deadline) in pending.items() if deadline == first_deadline)
+                p = next(q for q, (_, until) in pending.items() if until == first)
                 del pending[p]
-                fault = "late"
+                fault, until = "late", time.monotonic() + self.cfg.member_timeout_s
             finite = any(math.isfinite(self._score(r)) for r in barrier.results.values())
             action = generation.after_fault(fault, tries[p], finite)
             if fault == "late" or action == "retry":  # a pack that died for good is restarted by the next call
@@ -162,7 +163,7 @@ class PopulationCoordinator:
             if action == "retry":
                 tries[p] += 1
                 barrier.retried.update(self.packs[p])
-                pending[p] = train(p)
+                pending[p] = train(p, until)
             else:
                 barrier.dropped.update(self.packs[p])
                 if fault == "late":

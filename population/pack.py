@@ -1,4 +1,4 @@
-"""A pack: k population members hosted as one stacked model (DESIGN §7 "Packing"), the packed counterpart of MemberState.
+"""A pack: k population members hosted as one stacked model (docs/PACKING.md §2), the packed counterpart of MemberState.
 
 Plain Python, no Ray, so tests and a later worker can host it alike. What makes a packed member the same member as an
 unpacked one, step for step:

@@ -108,7 +108,7 @@ def steps_of(p: Protocol, steps_per_pass: int, winner: int | None) -> list[Step]
     baseline = {"baseline": True, "members": 1}
     steps = [
         Step(name="population-reference", kind="run", config=_reference(p),
-             what=f"population, n = {p.members}, the authors' dynamics (DESIGN §4), selection on training loss"),
+             what=f"population, n = {p.members}, the authors' dynamics (docs/ALGORITHMS.md §3), selection on training loss"),
         Step(name="baseline", kind="run", config=_run(p, **baseline), what="standard GS-VAE: one member, tau annealed"),
         Step(name="population-reference", kind="evaluation", config={"experiments": ["purification", "patches"]},
              what="Tables 2-3 and Figure 9 on the population"),

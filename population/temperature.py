@@ -26,7 +26,7 @@ SCALE_DEFAULTS = {
 _FIRST_S = {"paper": {"r_inc": 3, "r_dec": 4}, "reference": {"r_inc": 1, "r_dec": 1}}
 
 
-# The authors' code as their published training log shows it (DESIGN §4): every member at the same rate (s(i) = 1),
+# The authors' code as their published training log shows it (docs/ALGORITHMS.md §3): every member at the same rate (s(i) = 1),
 # +0.5, -0.002, x1.03 and x0.999 per epoch, feedback 0.01 x the loss gap after 5 epochs behind, and no effective upper
 # clip (their linear-increase member reached tau 84). `popvae train --reference-dynamics`, `reproduce`'s protocol.
 REFERENCE_DYNAMICS: dict[str, float | int | str | bool] = {

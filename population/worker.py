@@ -1,13 +1,14 @@
 """The worker pool: one Worker actor per device (a GPU bundle, or a share of the CPUs).
 
-A worker either hosts a pack of population members (`PackState`: k members as one stacked model, DESIGN §7
-"Packing"; a pack of 1 is one member per process) or runs one job (robust-AE training, an evaluation); Ray runs an
+A worker either hosts a pack of population members (`PackState`: k members as one stacked model, docs/PACKING.md
+§2; a pack of 1 is one member per process) or runs one job (robust-AE training, an evaluation); Ray runs an
 actor's calls one at a time, so it never does both at once. Data arrive as top-level ObjectRef arguments, so Ray
 hands every worker on a node the same object-store copy, zero-copy; a pack then holds the images on its device once.
 Members are addressed by their 1-based index wherever they live.
 
 torch is imported inside the worker's methods, never by this module: the coordinator imports it to place workers, and
-a process that only coordinates starts a second sooner without torch (start-up is on every run's critical path).
+its process starts a second sooner without torch (start-up is on every run's critical path; it loads torch later, at
+its first checkpoint: docs/ARCHITECTURE.md §1).
 """
 
 from __future__ import annotations

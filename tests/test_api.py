@@ -21,7 +21,8 @@ def readme_example() -> str:
 
 
 def test_the_readme_example_trains_stops_resumes_loads_and_refuses_a_used_folder(tmp_path):
-    done = subprocess.run([sys.executable, "-c", readme_example()], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", readme_example()], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=240)  # inside the suite's 300 s per test
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert "epoch 1: best member" in out and "stopped after 1 of 2 epochs" in out

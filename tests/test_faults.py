@@ -1,7 +1,17 @@
-"""Faults at the OS level, on real `popvae train` processes (each starts its own Ray): kill -9 of a member process
-and of the coordinator (the run goes on by itself), two runs into one folder and a resume of a live run (exit 2
-naming the holder), SIGTERM and SIGINT (exit 143 / 130, one line, status interrupted, every process of the run
-gone), kill -9 of the driver (the folder reads as interrupted; a resume finishes it)."""
+"""Faults at the OS level, on real `popvae train` processes: kill -9 of a member process and of the coordinator (the
+run goes on by itself), two runs into one folder and a resume of a live run (exit 2 naming the holder), SIGTERM and
+SIGINT (exit 143 / 130, one line, status interrupted, every process of the run gone), kill -9 of the driver (the
+folder reads as interrupted; a resume finishes it).
+
+Each run here starts its own local Ray, on purpose, and cannot share the session's (conftest): these tests check the
+process tree of a run on one machine, as `popvae train` without `--address` makes it. The member and the coordinator
+are found among the driver's descendants, a signal must leave no process of the run (Ray's own included), and kill -9
+of the driver must end its actors through Ray's fate sharing; a run joined to a shared cluster has none of those
+processes under its driver. The runs are as few as the ways a run ends that these tests check: SIGTERM mid-run
+(Ray replaces our SIGTERM handler when it starts, so this path differs from SIGINT's), kill -9 of the driver, SIGINT
+mid-run (on the resume of that killed run), and a signal before any epoch; the member and coordinator kills share the
+first run, the refused second runs exit before Ray starts. The generation protocol's faults that need no process
+tree (a killed pack, a late one, a NaN, the best dying) run on the session's Ray in tests/test_population.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The status service: every endpoint over fake run folders, auth, error codes, a live coordinator, real uvicorn."""
+"""The status service: every endpoint over hand-made run folders (tests/fake_runs.py), auth, error codes, real uvicorn,
+and the live path twice: with stand-in actors that answer only `status()` under a coordinator's name (how the service
+finds, prefers and falls back), and with a real coordinator training a tiny population."""
 
 from __future__ import annotations
 
@@ -233,12 +235,14 @@ def _poll_until(get, done, seconds: float = 15.0):
     return value
 
 
-def test_live_coordinator_preferred_then_folder(ray_session, runs_root: Path) -> None:
-    """A named actor standing in for the coordinator: live while it lives, the folder (with a note) after."""
+def test_live_status_preferred_then_folder(ray_session, runs_root: Path) -> None:
+    """Stand-ins, not coordinators: actors named as a run's coordinator whose `status()` returns a fixed RunStatus
+    snapshot (the one call the service makes), so that the live answer (epoch 42) differs from the folder's (epoch 5)
+    and a live run can have no folder. Live while they live, the folder (with a note) after."""
     ray = ray_session
 
     @ray.remote(num_cpus=0)
-    class FakeCoordinator:
+    class StatusStub:
         def __init__(self, snapshot: dict) -> None:
             self.snapshot = snapshot
 
@@ -246,7 +250,7 @@ def test_live_coordinator_preferred_then_folder(ray_session, runs_root: Path) ->
             return self.snapshot
 
     def coordinator(run_id: str, snapshot: dict):
-        return FakeCoordinator.options(name=coordinator_name(run_id), namespace=NAMESPACE).remote(snapshot)
+        return StatusStub.options(name=coordinator_name(run_id), namespace=NAMESPACE).remote(snapshot)
 
     live_only = coordinator("liveonly", status("liveonly", 1, 2, 2))
     newest = coordinator("newest", status("newest", 42, 50, 3))
@@ -263,6 +267,36 @@ def test_live_coordinator_preferred_then_folder(ray_session, runs_root: Path) ->
     body = _poll_until(lambda: client.get("/population", params={"run": "newest"}).json(), lambda b: b["source"] == "run_folder")
     assert body["epoch"] == 5 and "no live coordinator" in body["note"]
     assert client.get("/population", params={"run": "liveonly"}).status_code == 404
+
+
+def test_a_real_coordinator_is_served_live_while_it_lives_then_from_its_folder(ray_session, tmp_path: Path) -> None:
+    """population/coordinator.py itself, over a tiny synthetic population: one generation trained, then killed."""
+    from popvae.population.config import parse_config
+    from popvae.population.coordinator import Coordinator
+    from popvae.population.run import load_run_data
+
+    ray = ray_session
+    cfg = parse_config({"dataset": "synthetic", "synthetic_size": 64, "members": 2, "epochs": 3, "batch_size": 16,
+                        "steps_per_epoch": 1, "val_size": 16, "seed": 1,
+                        "model": {"widths": [4, 8, 8, 8], "z1_vars": 2, "z1_categories": 4, "z2_vars": 2, "z2_categories": 4}})
+    data = load_run_data(cfg)
+    root = tmp_path / "runs"
+    coord = Coordinator.options(name=coordinator_name("real"), namespace=NAMESPACE).remote(
+        cfg, str(root / "real"), [ray.put(data.train.images), ray.put(data.val.images)], False)
+    try:
+        entry = ray.get(coord.run_generation.remote(0))
+        client = TestClient(create_app(root, ray_address="auto"), raise_server_exceptions=False)
+        body = _poll_until(lambda: client.get("/population", params={"run": "real"}).json(), lambda b: b.get("source") == "live")
+        assert body["note"] is None and body["epoch"] == 1 and body["epochs"] == 3 and body["best_member"] == entry["best"]
+        assert [m["index"] for m in body["members"]] == [1, 2] and all(m["loss"]["total"] > 0 for m in body["members"])
+        listed = {r["run_id"]: r for r in client.get("/runs").json()["runs"]}["real"]
+        assert listed["live"] and listed["has_folder"]
+    finally:
+        for handle in ray.get(coord.member_handles.remote()).values():
+            ray.kill(handle)
+        ray.kill(coord)
+    body = _poll_until(lambda: client.get("/population", params={"run": "real"}).json(), lambda b: b["source"] == "run_folder")
+    assert body["epoch"] == 1 and "no live coordinator" in body["note"]
 
 
 @pytest.mark.parametrize(("env", "says"), [
