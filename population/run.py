@@ -22,6 +22,7 @@ from popvae.population.config import ConfigError, RunConfig
 from popvae.population.contract import NAMESPACE, coordinator_name
 from popvae.population.coordinator import Coordinator
 from popvae.population.deadline import within
+from popvae.population.runlock import holding, signals_kept_while_ray_starts, stop_requested
 from popvae.population.training import evaluate, reconstruction_mse
 
 
@@ -107,6 +108,8 @@ def run_population(
             except RayActorError as err:  # its process died (its members die with it): start one from the checkpoint
                 if err.actor_init_failed:  # its constructor raised (no slot for the members, ...): a cause, not a death
                     raise
+                if (stop := stop_requested()) is not None:  # it died of the signal that stops the run (process group)
+                    raise stop from None
                 if restarts >= MAX_COORDINATOR_RESTARTS:
                     raise RuntimeError(f"the coordinator died again after {restarts} restarts in this run (at most "
                                        f"{MAX_COORDINATOR_RESTARTS}); see the Ray logs of its process") from None
@@ -114,9 +117,12 @@ def run_population(
                 ray.kill(coord)
                 coord = _start_coordinator(cfg, run_dir, refs, (run_dir / "checkpoints" / "latest.pt").is_file(), restarts)
     except BaseException as err:
-        ended = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        stop = err if isinstance(err, KeyboardInterrupt) else stop_requested()  # Ray's failure may come before the signal's
+        ended = "interrupted" if stop is not None else "failed"
         within(STOP_S, lambda: _stop_coordinator(coord, ended))
         _mark_ended(run_dir, ended)  # a generation still running in the actor may have written over finish()
+        if stop is not None and stop is not err:
+            raise stop from None
         raise
     within(STOP_S, lambda: _stop_coordinator(coord))
     return summarize(run_dir, data, cfg, on_scoring)
@@ -205,7 +211,6 @@ def train_run(run: Run, on_generation: Callable[[dict[str, Any], dict[str, Any]]
     notes shown only with `verbose`), check the cluster can host the run (ConfigError), train, return the summary.
     The lock is held until the run ends. `on_scoring(what, done, total)` follows the test-set scoring."""
     from popvae.population.bounds import check_cluster_flags
-    from popvae.population.runlock import holding, signals_kept_while_ray_starts
     from popvae.population.worker import cpu_share
 
     check_cluster_flags(address, num_cpus)

@@ -179,6 +179,12 @@ def as_interrupted(err: KeyboardInterrupt) -> Interrupted:
     return Interrupted(_received if _received is not None else signal.SIGINT)
 
 
+def stop_requested() -> Interrupted | None:
+    """The stop signal received so far, if any, also when its exception was lost (raised where Python had to ignore
+    it, inside a Ray callback): after a SIGTERM to the whole process group, Ray's failures can come first."""
+    return None if _received is None else Interrupted(_received)
+
+
 def stop_time_left(budget_s: float) -> float:
     """Seconds left of a stop that must be done `budget_s` after the stop signal (all of it when none was seen)."""
     return budget_s - (0.0 if _received_at is None else time.monotonic() - _received_at)
