@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -31,9 +32,10 @@ from popvae.cluster.api_models import (
     RunQuery,
 )
 from popvae.cluster.dashboard import add_dashboard
-from popvae.cluster.live_status import LiveCoordinators
+from popvae.cluster.live_status import LiveCoordinators, missing_ray_auth
 from popvae.cluster.run_catalog import Runs
 from popvae.cluster.run_store import NotFound, Refused, RunStore, Unreadable
+from popvae.population.config import ConfigError
 from popvae.population.contract import JobStatus
 
 TOKEN_ENV = "POPVAE_API_TOKEN"
@@ -140,12 +142,36 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_serve(runs_root: Path, host: str, port: int) -> None:
+    """What `serve` needs, checked before uvicorn starts (it would report a busy port only after startup, with its
+    own exit code): ConfigError, one line."""
+    if not Path(runs_root).is_dir():
+        raise ConfigError(f"--runs-root {runs_root} is not a folder")
+    if not is_loopback(host) and not os.environ.get(TOKEN_ENV):
+        raise ConfigError(f"refusing to bind {host} without a bearer token: set {TOKEN_ENV}")
+    try:
+        socket.create_server((host, port)).close()
+    except OSError as err:
+        raise ConfigError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+
+
+def ray_auth_note(ray_address: str | None) -> str | None:
+    """A warning when the live view will join a cluster without a Ray token in this environment: Ray's client
+    retries a refused token for a minute before it fails, so the likely cause is said once, up front."""
+    if not (ray_address or os.environ.get("RAY_ADDRESS")) or (missing := missing_ray_auth()) is None:
+        return None
+    return (f"no Ray token in this environment; a cluster with token authentication (the Ray >= 2.59 default) will "
+            f"refuse the live view: {missing}")
+
+
 def serve(runs_root: Path, host: str = "127.0.0.1", port: int = 8000, ray_address: str | None = None) -> None:
-    """Run the service with uvicorn; a non-loopback bind needs the bearer token from $POPVAE_API_TOKEN."""
+    """Run the service with uvicorn (`check_serve` first: SystemExit with its line); a non-loopback bind needs the
+    bearer token from $POPVAE_API_TOKEN."""
     import uvicorn
 
-    token = os.environ.get(TOKEN_ENV) or None
-    if token is None and not is_loopback(host):
-        raise SystemExit(f"popvae serve: refusing to bind {host} without a bearer token: set {TOKEN_ENV}")
-    app = create_app(Path(runs_root), ray_address or os.environ.get("RAY_ADDRESS") or None, token)
+    try:
+        check_serve(runs_root, host, port)
+    except ConfigError as err:
+        raise SystemExit(f"popvae serve: {err}") from None
+    app = create_app(Path(runs_root), ray_address or os.environ.get("RAY_ADDRESS") or None, os.environ.get(TOKEN_ENV) or None)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

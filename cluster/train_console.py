@@ -171,3 +171,37 @@ def look_hints(run_dirs: list[Path]) -> list[str]:
         f"pictures:    {run_dirs[0] / 'plots'}/",
     ]
     return lines
+
+
+def print_results(results: list[tuple[str, dict[str, Any]]]) -> None:
+    """The test-set scores of each trained run (the population, and the baseline with --compare-baseline)."""
+    table = Table(title="test set (MSE per pixel on [0,1] of deterministic reconstructions)")
+    for col in ("run", "best member", "tau", "test MSE", "test loss", "images"):
+        table.add_column(col)
+    for name, s in results:
+        table.add_row(
+            name,
+            str(s["best_member"]),
+            f"{s['best_tau']:.3f}",
+            f"{s['test_mse']:.5f}",
+            f"{s['test_loss']:.2f}" + (" (noisy)" if "with Gumbel noise" in s["evaluation"] else ""),
+            str(s["test_images"]),
+        )
+    Console().print(table)
+
+
+def print_job_table(results: dict[str, dict[str, Any]]) -> None:
+    """How each robust-autoencoder job of `popvae robust` ended."""
+    table = Table(title="robust autoencoders (test MSE per pixel on [0,1], deterministic reconstructions)")
+    for col in ("method", "state", "test MSE", "train s", "error"):
+        table.add_column(col)
+    for method, r in results.items():
+        m = r.get("metrics") or {}
+        table.add_row(
+            method,
+            r["state"],
+            f"{m['test_mse']:.5f}" if "test_mse" in m else "",
+            f"{m['train_seconds']:.0f}" if "train_seconds" in m else "",
+            r.get("error") or "",
+        )
+    Console(width=160).print(table)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tempfile
+import time
 from pathlib import Path
 
-from popvae.population.config import ConfigError, RunConfig
+from popvae.population.config import MAX_DURATION_S, ConfigError, RunConfig
 
 NAME_MAX = 255  # bytes in one path component (Linux NAME_MAX)
 PATH_MAX = 4096  # bytes in a whole path (Linux PATH_MAX)
@@ -18,7 +20,10 @@ MAX_NUM_CPUS = 65536
 # Host memory a worker process costs beyond its tensors (torch and Ray loaded again in each worker).
 WORKER_PROCESS_BYTES = 300 * 2**20
 MEMORY_SHARE = 0.8  # of this machine's memory a run may plan to use
-_ADDRESS = re.compile(r"^(auto|local|(ray://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5})$")
+_ADDRESS = re.compile(r"^(auto|local|(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5})$")
+# How long joining a cluster may take: Ray itself keeps retrying a closed port (and ignores SIGTERM meanwhile).
+CONNECT_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_ENV = "POPVAE_CONNECT_TIMEOUT_S"
 _GiB = 2**30
 
 
@@ -51,13 +56,65 @@ def check_run_dir_path(run_dir: Path) -> None:
         raise ConfigError(f"run folder {run_dir}: cannot write in {probe_in}: {err.strerror or err}") from None
 
 
+class ClusterUnreachable(RuntimeError):
+    """No Ray cluster answered at a well-formed address within the bound (exit 1, one line naming it)."""
+
+
 def check_cluster_flags(address: str | None, num_cpus: int | None) -> None:
+    """The cluster flags and $POPVAE_CONNECT_TIMEOUT_S, checked before any work: ConfigError (exit 2)."""
     if num_cpus is not None and not 1 <= num_cpus <= MAX_NUM_CPUS:
         raise ConfigError(f"--num-cpus must be in 1..{MAX_NUM_CPUS}, got {num_cpus}")
+    if address is not None and address.startswith("ray://"):
+        raise ConfigError(f"--address {address}: Ray Client (ray://) addresses are not supported: the driver reads the run "
+                          "folder its coordinator writes, so it runs on a node of the cluster; give the cluster's GCS "
+                          "address HOST:PORT there, or use ray job submit")
     if address is not None and not _ADDRESS.match(address):
-        raise ConfigError(f"--address must be auto, local, HOST:PORT or ray://HOST:PORT, got {address!r}")
+        raise ConfigError(f"--address must be auto, local or HOST:PORT, got {address!r}")
     if address is not None and ":" in address and not 1 <= int(address.rsplit(":", 1)[1]) <= 65535:
         raise ConfigError(f"--address port must be in 1..65535, got {address!r}")
+    if num_cpus is not None and address not in (None, "local"):
+        raise ConfigError(f"--num-cpus sizes a Ray started here; it cannot be used with --address {address}, whose "
+                          "cluster has its own CPUs")
+    connect_timeout()
+
+
+def connect_timeout() -> float:
+    """Seconds joining a cluster may take: $POPVAE_CONNECT_TIMEOUT_S, else CONNECT_TIMEOUT_S."""
+    text = os.environ.get(CONNECT_TIMEOUT_ENV)
+    if text is None:
+        return CONNECT_TIMEOUT_S
+    try:
+        value = float(text) if text.isascii() else -1.0
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= MAX_DURATION_S:  # also NaN
+        raise ConfigError(f"${CONNECT_TIMEOUT_ENV} must be seconds in (0, {MAX_DURATION_S:g}], got {text!r}")
+    return value
+
+
+def check_reachable(address: str | None) -> None:
+    """A cluster at HOST:PORT (`address`, else $RAY_ADDRESS) accepts a connection within `connect_timeout()` seconds
+    (a node still starting gets the whole bound), else ClusterUnreachable: checked before Ray is asked to join it,
+    because Ray keeps retrying a closed port. `local`, and `auto` or no address without $RAY_ADDRESS, start or
+    find a local Ray."""
+    if address in (None, "auto"):  # Ray reads $RAY_ADDRESS for both
+        address = os.environ.get("RAY_ADDRESS") or address
+    if address is None or not _ADDRESS.match(address) or address in ("auto", "local"):
+        return
+    host, port = address.rsplit(":", 1)
+    bound = connect_timeout()
+    deadline = time.monotonic() + bound
+    while True:
+        try:
+            wait = max(0.1, min(5.0, deadline - time.monotonic()))
+            socket.create_connection((host.strip("[]"), int(port)), timeout=wait).close()
+            return
+        except OSError as err:
+            why = err.strerror or type(err).__name__
+        if time.monotonic() + 0.5 > deadline:
+            raise ClusterUnreachable(f"no Ray cluster answered at {address} within {bound:g} s ({why.lower()}); check the "
+                                     f"address, or set ${CONNECT_TIMEOUT_ENV} to wait longer")
+        time.sleep(0.5)
 
 
 def machine_memory() -> int:

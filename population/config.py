@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from popvae.models.configs import GSVAEConfig
 from popvae.models.datasets import DATASETS, IMAGE_SHAPE
 from popvae.population.temperature import TemperatureConfig
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -19,6 +23,13 @@ class ConfigError(ValueError):
 
 MAX_MEMBERS = 1024  # a sane upper bound; what the cluster can place is checked when Ray is up
 TAU_LIMIT = 1e6  # temperatures the schedules, the losses and the plots handle as finite numbers
+# Every duration in seconds: Ray and the barrier turn them into integer milliseconds and deadlines, which a
+# number like 1e308 overflows; 30 days is past any wait a run means.
+MAX_DURATION_S = 30 * 24 * 3600.0
+MAX_CONFIG_BYTES = 2**20  # a config file is a page of settings; a bigger one is a mistake, never parsed
+Duration = Annotated[float, Field(gt=0, le=MAX_DURATION_S)]
+Seed = Annotated[int, Field(ge=0, lt=2**32)]  # numpy's and torch's seed range
+Count = Annotated[int, Field(ge=1)]  # epochs, batches, steps
 
 
 class RunConfig(BaseModel):
@@ -27,9 +38,9 @@ class RunConfig(BaseModel):
     dataset: str = "fashion-mnist"
     data_root: str | None = None
     members: int = Field(5, ge=1, le=MAX_MEMBERS)
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(64, ge=1)
-    steps_per_epoch: int | None = Field(None, ge=1)  # None: one full pass over the training split
+    epochs: Count = 5
+    batch_size: Count = 64
+    steps_per_epoch: Count | None = None  # None: one full pass over the training split
     val_fraction: float = Field(0.1, gt=0, lt=1)
     val_size: int | None = Field(2000, ge=1)  # cap on the held-out images scored per epoch
     # `val` by default: every member is scored on the same held-out images without Gumbel noise,
@@ -37,7 +48,7 @@ class RunConfig(BaseModel):
     # (the epoch's mean training loss) is the paper's choice.
     select_on: Literal["train", "val"] = "val"
     exclude_classes: list[int] = []
-    seed: int = Field(0, ge=0, lt=2**32)  # numpy's and torch's seed range
+    seed: Seed = 0
     baseline: bool = False  # the standard GS-VAE: one member, tau annealed, same code
     # Ablations (`popvae reproduce`): False = members train independently, the best is picked at the end;
     # k = one member following member k's schedule of Algorithm 2 (the winning schedule, without a population).
@@ -45,8 +56,8 @@ class RunConfig(BaseModel):
     schedule_of: int | None = Field(None, ge=1, le=MAX_MEMBERS)
     model: GSVAEConfig = GSVAEConfig()
     temperature: TemperatureConfig = TemperatureConfig()
-    member_timeout_s: float = Field(1800.0, gt=0)  # the generation barrier's limit per member
-    placement_timeout_s: float = Field(300.0, gt=0)  # how long a (re)started member may wait for a slot on the cluster
+    member_timeout_s: Duration = 1800.0  # the generation barrier's limit per member
+    placement_timeout_s: Duration = 300.0  # how long a (re)started member may wait for a slot on the cluster
     checkpoint_every: int = Field(1, ge=1)
     log_every_steps: int = Field(10, ge=1)  # TensorBoard's per-step training loss (loss/train_step): every N steps
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -90,38 +101,89 @@ class RunConfig(BaseModel):
 def parse_config(data: dict[str, Any]) -> RunConfig:
     """Validate a config dict strictly, as JSON (no `"members": true`, no numbers written as strings); any problem
     becomes one ConfigError line."""
+    return validated(RunConfig, data)
+
+
+def validated(model: type[M], data: dict[str, Any], flags: bool = False) -> M:
+    """`data` as `model`, validated strictly as JSON: the one validator of every command's settings, so `train`,
+    `robust` and `evaluate` bound the same numbers alike. Any problem is one ConfigError line naming the field
+    (`flags`: as the command-line flag it came from, `--batch-size`)."""
     try:
         text = json.dumps(data)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"invalid config: {err}") from None
     try:
-        return RunConfig.model_validate_json(text, strict=True)
+        return model.model_validate_json(text, strict=True)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
         message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own ValueError
+        if flags:
+            raise ConfigError(f"--{where.replace('_', '-')}: {message}, got {first.get('input')!r}") from None
         raise ConfigError(f"invalid config: {where}: {message}") from None
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """A JSON or YAML file as a dict (validated later, together with command-line overrides)."""
-    path = Path(path)
+_NOT_REGULAR = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_small_file(path: Path, what: str, limit: int = MAX_CONFIG_BYTES) -> bytes:
+    """The bytes of `path` when it is a regular file of at most `limit` bytes; ConfigError naming it otherwise.
+    Checked on the open descriptor, so nothing can be swapped in after the check (opened non-blocking: a FIFO does
+    not block the open), and never more than `limit` + 1 bytes are read (/dev/zero, a file that grows)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as err:
-        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+        raise ConfigError(f"cannot read {what} {path}: {err.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((name for test, name in _NOT_REGULAR if test(st.st_mode)), "not a regular file")
+            raise ConfigError(f"{what} {path} is {kind}, not a regular file")
+        if st.st_size > limit:
+            raise ConfigError(f"{what} {path} is {st.st_size} bytes; the limit is {limit}")
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as err:
+        raise ConfigError(f"cannot read {what} {path}: {err.strerror}") from None
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise ConfigError(f"{what} {path} grew past the limit of {limit} bytes while it was read")
+    return b"".join(chunks)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A JSON or YAML file as a dict (validated later, together with command-line overrides): a regular file of at
+    most MAX_CONFIG_BYTES, YAML without aliases (an alias bomb expands a kilobyte into gigabytes)."""
+    path = Path(path)
+    raw = read_small_file(path, "config file")
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start})") from None
+    yaml_file = path.suffix in (".yaml", ".yml")
     try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as err:
-        kind = "YAML" if path.suffix in (".yaml", ".yml") else "JSON"
-        raise ConfigError(f"config file {path} is not valid {kind}: {err}".splitlines()[0]) from None
+        data = _load_yaml(text) if yaml_file else json.loads(text)
+    except ConfigError as err:
+        raise ConfigError(f"config file {path}: {err}") from None
+    except Exception as err:  # each parser's own errors, and RecursionError for a deeply nested document
+        raise ConfigError(f"config file {path} is not valid {'YAML' if yaml_file else 'JSON'}: {err}".splitlines()[0]) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of settings")
     return data
+
+
+def _load_yaml(text: str) -> Any:
+    """Safe YAML with aliases refused, found in a first pass over the parser's events before anything is built:
+    aliases are the only way a small document expands into a huge one."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.AliasEvent):
+            raise ConfigError(f"YAML aliases are not accepted (*{event.anchor} at line {event.start_mark.line + 1}); "
+                              "write the values out")
+    return yaml.load(text, Loader=loader)  # a safe loader (C or Python)

@@ -71,3 +71,25 @@ def _fail(job: dict[str, Any], error: str, results: dict[str, dict[str, Any]], o
     JobStatus.of_job(job).update(state="failed", error=error).write(Path(job["dir"]) / "status.json")
     if on_done is not None:
         on_done(job, results[job["id"]])
+
+
+def run_robust(plan: dict[str, Any], train: ImageSet, test: ImageSet, *, workers: int | None = None,
+               address: str | None = None, num_cpus: int | None = None, say: Any = None,
+               on_done: Any = None) -> dict[str, dict[str, Any]]:
+    """A robust plan (`plans.plan_robust`) run: join (or start) Ray, then hold RUN_DIR's lock while the jobs run (a
+    job whose driver died reads as interrupted), write RUN_DIR/config.json if it has none, and run the jobs on
+    `workers` workers (default one per job, at most the cluster's CPUs; never more than the jobs). Nothing is
+    written when Ray cannot be joined (ClusterUnreachable) or the folder is in use (RunLocked)."""
+    from popvae.population import rundir
+    from popvae.population.run import ensure_ray
+    from popvae.population.runlock import holding
+
+    jobs, run_dir = plan["jobs"], Path(plan["run_dir"])
+    ensure_ray(address, num_cpus)
+    with holding(run_dir):
+        if not (run_dir / "config.json").exists():
+            rundir.write_json(run_dir / "config.json", plan["config"])
+        count = min(len(jobs), workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
+        if say is not None:
+            say(f"{len(jobs)} jobs on {count} workers; status in {run_dir / 'jobs'}/<method>/status.json")
+        return run_jobs(jobs, train, test, count, on_done=on_done)

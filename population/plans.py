@@ -7,27 +7,39 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from popvae.attacks.experiments import EXPERIMENTS, QUICK_SETTINGS, find_checkpoint
 from popvae.models.datasets import IMAGE_SHAPE, check_dataset_name
-from popvae.population.config import ConfigError
+from popvae.population.bounds import MAX_NUM_CPUS
+from popvae.population.config import ConfigError, Count, Seed, validated
 from popvae.population.methods import method_config, parse_methods
 
 
-def _positive(**values: int | None) -> None:
-    for name, value in values.items():
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+class JobSettings(BaseModel):
+    """The numbers `popvae robust` and `popvae evaluate` take, bounded by the types a run's config uses (one
+    validator: a seed `train` refuses, these refuse too)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: Count = 5
+    batch_size: Count = 128
+    steps_per_epoch: Count | None = None
+    seed: Seed = 0
+    workers: Annotated[int, Field(ge=1, le=MAX_NUM_CPUS)] | None = None  # a worker process each: no more than CPUs
+    subset: Count | None = None
 
 
 def plan_robust(methods: str | list[str], run_dir: Path, *, dataset: str = "fashion-mnist", data_root: str | None = None,
                 epochs: int = 5, batch_size: int = 128, steps_per_epoch: int | None = None, seed: int = 0,
                 workers: int | None = None) -> dict[str, Any]:
-    """{"config": RUN_DIR/config.json's content, "jobs": one job per method}; ValueError (ConfigError, or pydantic's
+    """{"config": RUN_DIR/config.json's content, "jobs": one job per method, "run_dir"}; ValueError (ConfigError, or pydantic's
     ValidationError for a method config) before anything is written."""
     names = parse_methods(methods if isinstance(methods, str) else ",".join(methods))
-    _positive(epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch, workers=workers)
+    validated(JobSettings, {"epochs": epochs, "batch_size": batch_size, "steps_per_epoch": steps_per_epoch, "seed": seed,
+                            "workers": workers}, flags=True)
     check_dataset_name(dataset)
     from popvae.population.rundir import file_in_the_way
 
@@ -45,7 +57,7 @@ def plan_robust(methods: str | list[str], run_dir: Path, *, dataset: str = "fash
     config = {"kind": "robust", "dataset": dataset, "data_root": data_root, "methods": names, "epochs": epochs, "seed": seed}
     jobs = [{"id": m, "kind": "robust", "method": m, "dir": str(jobs_root / m), "epochs": epochs, "batch_size": batch_size,
              "steps_per_epoch": steps_per_epoch, "seed": seed} for m in names]
-    return {"config": config, "jobs": jobs}
+    return {"config": config, "jobs": jobs, "run_dir": str(run_dir)}
 
 
 def run_config_near(checkpoint: Path) -> dict[str, Any]:
@@ -78,8 +90,7 @@ def plan_evaluation(target: Path, *, experiments: str | list[str] | tuple[str, .
     """{"job": the evaluation job, "dataset", "data_root"}: the report goes next to the checkpoint, the job's status
     to RUN/jobs/evaluation-<time>/. ValueError or FileNotFoundError before anything is written."""
     names = parse_experiments(experiments)
-    if subset is not None and subset < 1:
-        raise ConfigError(f"--subset must be >= 1, got {subset}")
+    validated(JobSettings, {"subset": subset, "seed": seed}, flags=True)
     checkpoint = find_checkpoint(target)
     run_cfg = run_config_near(checkpoint)
     dataset = check_dataset_name(dataset or run_cfg.get("dataset", "fashion-mnist"))

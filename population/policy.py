@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import zipfile
 from collections.abc import Callable
@@ -42,6 +43,29 @@ def baseline_dir(run_dir: Path) -> Path:
     """Where `--compare-baseline` trains the baseline: RUN_DIR-baseline beside the run."""
     run_dir = Path(run_dir)
     return run_dir.with_name(f"{run_dir.name}-baseline")
+
+
+def check_new_run(cfg: RunConfig, run_dir: Path, compare_baseline: bool = False) -> None:
+    """A new run's folder (`check_new_run_dir`); with `compare_baseline`, which trains the baseline after the
+    population into RUN_DIR-baseline, that folder too, and the run must be a population."""
+    check_new_run_dir(run_dir)
+    if compare_baseline:
+        if cfg.baseline:
+            raise ConfigError("--compare-baseline trains the baseline after a population: not with a baseline run")
+        check_new_run_dir(baseline_dir(run_dir))
+
+
+def ended_run_hint(run_dir: Path) -> str:
+    """What a run that stopped early keeps and how to go on, for the one line a stop or a failure prints."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "checkpoints" / "latest.pt").is_file():
+        return f"no epoch finished; remove {run_dir} to start again" if run_dir.exists() else "no epoch finished"
+    try:
+        done = int(json.loads((run_dir / "status.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        done = 0
+    kept = f"{done} epoch(s)" if done else "its last checkpoint"
+    return f"{run_dir} keeps {kept}; continue with: popvae train --resume {run_dir}"
 
 
 def baseline_config(cfg: RunConfig) -> RunConfig:

@@ -318,21 +318,16 @@ def _train(step: Step, folder: Path, data_root: str | None, address: str | None,
 
 def _robust(methods: list[str], out: Path, p: Protocol, data: _Data, address: str | None, num_cpus: int | None) -> None:
     """The methods not yet done, as jobs on the worker pool (a job that did not finish is started again)."""
-    import ray
-
-    from popvae.population.jobs import run_jobs
+    from popvae.population.jobs import run_robust
     from popvae.population.plans import plan_robust
-    from popvae.population.run import ensure_ray
 
     todo = [m for m in methods if not robust_done(out, m)]
     for m in todo:
         shutil.rmtree(robust_job_dir(out, m), ignore_errors=True)
     plan = plan_robust(todo, out / "robust", dataset=p.dataset, epochs=p.robust_epochs, batch_size=p.robust_batch,
                        steps_per_epoch=p.robust_steps, seed=p.seed)
-    rundir.write_json(out / "robust" / "config.json", plan["config"] | {"methods": methods})
-    ensure_ray(address, num_cpus)
-    workers = max(1, min(len(todo), int(ray.cluster_resources().get("CPU", 1))))
-    results = run_jobs(plan["jobs"], data.split("train"), data.split("test"), workers)
+    results = run_robust(plan | {"config": plan["config"] | {"methods": methods}}, data.split("train"), data.split("test"),
+                         address=address, num_cpus=num_cpus)
     failed = {k: r["error"] for k, r in results.items() if r["state"] != "done"}
     if failed:
         raise RuntimeError(f"robust jobs failed: {failed}")

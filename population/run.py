@@ -57,9 +57,13 @@ def load_run_data(cfg: RunConfig) -> RunData:
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None, verbose: bool = False) -> None:
     """Join (or start) Ray. Its start-up notes ("Started a local Ray instance", the token-authentication notice)
-    are logged by the "ray" logger at INFO and WARNING: shown with `verbose`, otherwise only its errors reach stderr."""
+    are logged by the "ray" logger at INFO and WARNING: shown with `verbose`, otherwise only its errors reach stderr.
+    A cluster address that accepts no connection within the bound is ClusterUnreachable before Ray is asked."""
     if ray.is_initialized():
         return
+    from popvae.population.bounds import check_reachable
+
+    check_reachable(address)
     if verbose:
         ray.init(address=address, num_cpus=num_cpus, namespace=NAMESPACE, include_dashboard=False,
                  log_to_driver=False, configure_logging=True, logging_level=logging.INFO)
@@ -190,18 +194,38 @@ class Run:
     run_dir: Path
     data: RunData
     resume: bool = False
+    first_epoch: int = 0  # epochs already done (a resume continues at this one)
 
 
-def new_run(cfg: RunConfig, run_dir: Path, data: RunData | None = None) -> Run:
-    """A new run into a missing or empty folder (ConfigError otherwise), its data loaded (DatasetError)."""
-    policy.check_new_run_dir(Path(run_dir))
+def new_run(cfg: RunConfig, run_dir: Path, data: RunData | None = None, compare_baseline: bool = False) -> Run:
+    """A new run into a missing or empty folder (ConfigError otherwise), its data loaded (DatasetError).
+    `compare_baseline`: the baseline's folder must be free too (see `train_with_baseline`), checked now."""
+    policy.check_new_run(cfg, Path(run_dir), compare_baseline)
     return Run(cfg, Path(run_dir), data if data is not None else load_run_data(cfg))
 
 
 def resumed_run(run_dir: Path, epochs: int | None = None) -> Run:
     """The run in `run_dir` continued at its next epoch, `epochs` extending its budget (see `policy.resume_config`)."""
-    cfg, _ = policy.resume_config(Path(run_dir), epochs)
-    return Run(cfg, Path(run_dir), load_run_data(cfg), resume=True)
+    cfg, done = policy.resume_config(Path(run_dir), epochs)
+    return Run(cfg, Path(run_dir), load_run_data(cfg), resume=True, first_epoch=done)
+
+
+def train_with_baseline(run: Run, train: Callable[[Run], dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """`train(run)`, then the standard GS-VAE on the same budget and data into RUN_DIR-baseline, and the baseline
+    drawn over the population's plots: [("population", summary), ("baseline", summary)]."""
+    results = [("population", train(run))]
+    baseline = new_run(policy.baseline_config(run.cfg), policy.baseline_dir(run.run_dir), run.data)
+    results.append(("baseline", train(baseline)))
+    draw_comparison(run.run_dir, baseline.run_dir)
+    return results
+
+
+def failure_cause(err: BaseException) -> str:
+    """The cause of a failure on the cluster in one line, not Ray's wrapped traceback."""
+    cause = getattr(err, "cause", None)
+    lines = [ln.strip() for ln in str(cause if isinstance(cause, Exception) else err).splitlines() if ln.strip()]
+    raised = [ln for ln in lines if ln.split(":", 1)[0].endswith(("Error", "Exception")) and ":" in ln]
+    return (raised or lines or [type(err).__name__])[-1]
 
 
 def train_run(run: Run, on_generation: Callable[[dict[str, Any], dict[str, Any]], bool | None] | None = None,

@@ -50,6 +50,10 @@ def test_bad_input_that_needs_no_data_is_rejected_without_torch_or_ray(tmp_path)
         (("evaluate", str(tmp_path / "nothing")), "not found"),
         (("evaluate", str(tmp_path), "--experiments", "telepathy"), "telepathy"),
         (("train", "--exclude-classes", "a"), "expected class numbers"),
+        (("train", "--config", "/dev/zero", "--run-dir", str(tmp_path / "r")), "not a regular file"),
+        (("train", "--address", "127.0.0.1:6379", "--num-cpus", "2", "--run-dir", str(tmp_path / "r")), "--num-cpus"),
+        (("robust", "--methods", "raven", "--seed", "-1", "--run-dir", str(tmp_path / "r")), "--seed"),
+        (("status", "--watch", "-1"), "--watch"),
     ]
     for argv, message in cases:
         code, heavy, err = probe(*argv)
