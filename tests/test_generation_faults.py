@@ -10,7 +10,6 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from conftest import cpus_taken
@@ -21,14 +20,7 @@ from popvae.population.coordinator import Coordinator
 from popvae.population.run import load_run_data
 from tests.test_faults import cmdline, descendants
 from tests.test_population import small_config, start_coordinator
-
-
-def gone(pid: int) -> bool:
-    """The process has exited (or is a zombie waiting for its parent)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+from tests.test_stop_faults import state
 
 
 def stop_everything(ray, coord) -> None:
@@ -56,9 +48,9 @@ def test_a_lone_stalled_pack_is_restarted_and_retried_within_the_generation(ray_
     handles = ray_session.get(coord.member_handles.remote())
     assert handles[1] != stalled and ray_session.get(handles[1].pid.remote()) != pid
     end = time.monotonic() + 60
-    while not gone(pid) and time.monotonic() < end:  # the stalled worker was killed, not left behind
+    while state(pid) not in ("Z", None) and time.monotonic() < end:  # the stalled worker was killed, not left behind
         time.sleep(0.1)
-    assert gone(pid)
+    assert state(pid) in ("Z", None)
     assert ray_session.get(coord.run_generation.remote(2))["events"] == {}
     stop_everything(ray_session, coord)
 

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +26,14 @@ def start_in_own_group(tmp_path, run, *extra: str) -> subprocess.Popen:
                                    "--quiet", *extra),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env={**os.environ, "RAY_DEDUP_LOGS": "0"})
+
+
+def state(pid: int) -> str | None:
+    """The process's state letter (T: stopped, Z: zombie), None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def test_sigterm_to_the_whole_process_group_exits_143_within_seconds(tmp_path):
@@ -51,9 +60,13 @@ def test_a_new_run_beside_a_killed_drivers_lingering_ray_neither_collides_nor_ki
         family = descendants(proc.pid)
         proc.kill()  # kill -9 of the driver alone
         proc.wait()
-        lingering = alive(family)
-        for pid in lingering:  # hold what is left of it as it is: it cannot end by itself while the next run works
-            os.kill(pid, signal.SIGSTOP)
+        for pid in alive(family):  # hold what is left of it as it is: it cannot end by itself while the next run works
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        # Those killed with the driver (the kernel's parent-death signal) die even when stopped: wait until every one
+        # is either stopped or gone, and watch the stopped ones.
+        wait_for(lambda: all(state(pid) in ("T", "Z", None) for pid in family), timeout=30)
+        lingering = {pid for pid in family if state(pid) == "T"}
         assert lingering  # Ray's processes outlive a kill -9 of the driver
         done = subprocess.run(popvae("train", "--config", str(tmp_path / "small.json"), "--run-dir", str(second),
                                      "--epochs", "2", "--num-cpus", "2", "--quiet"),
