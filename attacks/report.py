@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from popvae.attacks import figures, tables
 from popvae.attacks.batches import map_batches
 from popvae.attacks.classifier import LatentMLP, cached_cnn, fit
-from popvae.attacks.experiments import EXPERIMENTS, find_checkpoint
+from popvae.attacks.experiments import EXPERIMENTS
 from popvae.attacks.latent import latent_attack, max_damage
 from popvae.attacks.latent_pgd import latent_pgd
 from popvae.attacks.metrics import (
@@ -54,19 +54,13 @@ def default_cache_dir() -> Path:
     return cache_root() / "classifiers"
 
 
-def load_evaluable(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A checkpoint file, or a run / job folder holding one (best.pt, else model.pt), as (model in eval mode, meta).
-
-    The folder's config.json, when present next to the checkpoint, is added to meta as `run_config`
-    (dataset, excluded classes, seed...), and the checkpoint path as `checkpoint`.
-    """
-    path = find_checkpoint(Path(path))
+def load_autoencoder(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """A checkpoint file as (model in eval mode, meta with the checkpoint path as `checkpoint`); ValueError when the
+    model is no AutoEncoder. A run or job folder is resolved to its checkpoint by `population.evaluation`."""
+    path = Path(path)
     model, meta = load_model(path, map_location=map_location)
     if not isinstance(model, AutoEncoder):
         raise ValueError(f"{path} holds a {type(model).__name__}, which does not implement the AutoEncoder protocol")
-    config = path.parent / "config.json"
-    if config.is_file():
-        meta["run_config"] = json.loads(config.read_text())
     meta["checkpoint"] = str(path)
     return model, meta
 

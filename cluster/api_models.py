@@ -12,13 +12,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from popvae.population.contract import HistoryRow, JobStatus, LineageEntry, RunState, RunStatus
+from popvae.population.contract import HistoryRow, JobStatus, LineageEntry, RunKind, RunState, RunStatus
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 Source = Literal["live", "run_folder"]
 RayState = Literal["disabled", "connecting", "connected", "unreachable"]
-RunKind = Literal["population", "robust", "evaluation"]
 
 
 class RunQuery(BaseModel):

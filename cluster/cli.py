@@ -190,6 +190,8 @@ def _train(args: argparse.Namespace) -> int:
         return _unreachable(err)
     from ray.exceptions import RayError
 
+    from popvae.models.atomic import NoSpaceLeft
+
     current = [run]
 
     def train(one: Any) -> dict[str, Any]:
@@ -202,7 +204,7 @@ def _train(args: argparse.Namespace) -> int:
         return _fail(str(err))
     except ClusterUnreachable as err:
         return _unreachable(err)
-    except (RayError, RuntimeError) as err:  # RuntimeError: the coordinator kept dying (population.run)
+    except (RayError, RuntimeError, NoSpaceLeft) as err:  # RuntimeError: the coordinator kept dying (population.run)
         print(f"popvae: run failed: {runs.failure_cause(err)}; {policy.ended_run_hint(current[0].run_dir)}", file=sys.stderr)
         return 1
     from popvae.cluster.train_console import look_hints, print_results
@@ -293,13 +295,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                         data_root=args.data_root, seed=args.seed, quick=args.quick)
     except (ValueError, DatasetError, FileNotFoundError) as err:
         return _fail(str(err).splitlines()[0])
+    from popvae.models.atomic import NoSpaceLeft
+
     try:
         report = run_evaluation(evaluation, address=args.address, num_cpus=args.num_cpus, progress=True)
     except ConfigError as err:  # the folder is in use by another process
         return _fail(str(err))
     except ClusterUnreachable as err:
         return _unreachable(err)
-    except RuntimeError as err:
+    except (RuntimeError, NoSpaceLeft) as err:
         print(f"popvae: evaluation failed: {err}", file=sys.stderr)
         return 1
     print(f"report: {report}")

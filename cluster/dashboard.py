@@ -21,6 +21,7 @@ from popvae.cluster.api_models import ID_PATTERN, LineagePage, RunOverview
 from popvae.cluster.run_catalog import Runs
 from popvae.cluster.run_files import pictures, read_json_or, reports, run_kind, safe_file
 from popvae.cluster.run_store import NotFound, Refused, Unreadable
+from popvae.population import run_folder as rf
 
 STATIC = Path(__file__).parent / "static"
 _FILE_TYPES = {"image/png": {}, "image/jpeg": {}, "image/svg+xml": {}, "text/markdown": {}, "text/csv": {}}
@@ -52,8 +53,8 @@ def add_dashboard(app: FastAPI, runs: Runs, guarded: dict[str, Any]) -> None:
             raise
         except (NotFound, Unreadable):
             status = None
-        config = read_json_or(run_dir, "config.json", {})
-        summary = read_json_or(run_dir, "summary.json", None)
+        config = read_json_or(run_dir, rf.CONFIG, {})
+        summary = read_json_or(run_dir, rf.SUMMARY, None)
         return RunOverview(
             run_id=run_id, kind=run_kind(run_dir), status=status, config=config if isinstance(config, dict) else {},
             summary=summary if isinstance(summary, dict) else None, pictures=pictures(run_dir), reports=reports(run_dir),

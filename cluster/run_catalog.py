@@ -15,6 +15,7 @@ from popvae.cluster.live_status import LiveCoordinators
 from popvae.cluster.run_files import run_kind
 from popvae.cluster.run_store import NotFound, RunStore, Unreadable
 from popvae.population.contract import HistoryRow, JobStatus, RunStatus
+from popvae.population.run_folder import RunFolder
 
 
 class Runs:
@@ -105,7 +106,7 @@ class Runs:
 
     def history(self, run_id: str, member: int | None, epoch_min: int | None, epoch_max: int | None) -> list[HistoryRow]:
         rows = self.store.history(run_id)
-        has_population = bool(rows) or run_id in self.live.run_ids() or (self.store.run_dir(run_id) / "status.json").exists()
+        has_population = bool(rows) or run_id in self.live.run_ids() or RunFolder(self.store.run_dir(run_id)).status_path.exists()
         if not has_population:  # e.g. a folder of robust jobs: say so rather than answer an empty page
             raise NotFound(f"run {run_id!r} has no population history (history.parquet), or not yet")
         if member is not None and all(r.member != member for r in rows) and not self._is_member(run_id, member):

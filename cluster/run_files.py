@@ -11,14 +11,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from popvae.cluster.api_models import Picture, RunKind
+from popvae.cluster.api_models import Picture
 from popvae.cluster.run_store import NotFound, Refused, read_json_confined
+from popvae.population import run_folder as rf
+from popvae.population.contract import RunKind
 
 MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml",
                ".md": "text/markdown; charset=utf-8", ".csv": "text/csv; charset=utf-8"}
 _PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._@+=-]{0,127}$")
 _MAX_LISTED = 200  # pictures or reports listed per run: a big evaluation must not make the overview slow
-_SKIP = {"checkpoints", "tensorboard"}
+_SKIP = {rf.CHECKPOINTS, "tensorboard"}
 
 _TITLES = {
     "tau.png": "tau per member over epochs (used that epoch; circle: the best member)",
@@ -39,18 +41,9 @@ def read_json_or(run_dir: Path, name: str, default: Any) -> Any:
 
 
 def run_kind(run_dir: Path) -> RunKind | None:
-    """robust or evaluation when config.json says so; population when the run has a population; evaluation when its
-    only contents are evaluation jobs."""
-    config = read_json_or(run_dir, "config.json", {})
-    kind = config.get("kind") if isinstance(config, dict) else None
-    if kind in ("robust", "evaluation"):
-        return kind
-    if (run_dir / "status.json").is_file() or (isinstance(config, dict) and "members" in config):
-        return "population"
-    jobs = run_dir / "jobs"
-    if jobs.is_dir() and any(p.name.startswith("evaluation") for p in jobs.iterdir()):
-        return "evaluation"
-    return None
+    """The run's kind (`run_folder.run_kind`), its config read confined to the folder."""
+    folder = rf.RunFolder(run_dir)
+    return rf.run_kind(read_json_or(run_dir, rf.CONFIG, {}), folder.status_path.is_file(), folder.job_ids())
 
 
 def _walk(run_dir: Path, suffix: str) -> list[str]:

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from popvae.cluster.api_models import ID_PATTERN
+from popvae.population import run_folder as rf
 from popvae.population.contract import HistoryRow, JobStatus, LineageEntry, RunStatus
 from popvae.population.runlock import is_held
 
@@ -130,26 +131,8 @@ def _parse(path: Path, load: Callable[[], Any], validate: Callable[[Any], T]) ->
         raise Unreadable(f"{path.name} is unreadable: {first_line}") from e
 
 
-def _status(raw: Any) -> RunStatus:
-    return RunStatus.model_validate(raw)
-
-
-def _history(raw: list[dict[str, Any]]) -> list[HistoryRow]:
-    return [HistoryRow.model_validate(r) for r in raw]
-
-
-def _job(raw: Any) -> JobStatus:
-    return JobStatus.model_validate(raw)
-
-
-def _lineage(raw: Any) -> list[LineageEntry]:
-    if not isinstance(raw, list):
-        raise ValueError("lineage.json must hold a list of generations")
-    return [LineageEntry.model_validate(g) for g in raw]
-
-
 class RunStore:
-    """The runs under `root`: each a folder holding `config.json` or `status.json`."""
+    """The runs under `root`: each a folder holding a config or a status (names and parsers: `RunFolder`'s)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -158,10 +141,10 @@ class RunStore:
     def run_dir(self, run_id: str) -> Path:
         if not _ID_RE.match(run_id):
             raise NotFound(f"run {run_id!r} not found")
-        path = self.root / run_id
-        if not self._inside(path) or not ((path / "status.json").is_file() or (path / "config.json").is_file()):
+        folder = rf.RunFolder(self.root / run_id)
+        if not self._inside(folder.path) or not (folder.status_path.is_file() or folder.config_path.is_file()):
             raise NotFound(f"run {run_id!r} not found")
-        return path
+        return folder.path
 
     def _inside(self, path: Path) -> bool:
         """A folder under the root, also once links are resolved: a symlinked run folder that points outside the
@@ -172,7 +155,7 @@ class RunStore:
             return False
 
     def run_ids(self, population_only: bool = False) -> list[str]:
-        """Runs, most recently updated first (by the mtime of status.json, else config.json); with
+        """Runs, most recently updated first (by the mtime of the status, else the config); with
         `population_only`, only runs that have a population status (robust-job runs have none)."""
         found: list[tuple[float, str]] = []
         try:
@@ -182,40 +165,44 @@ class RunStore:
         for child in children:
             if not _ID_RE.match(child.name) or (child.is_symlink() and not self._inside(child)):
                 continue
-            for name in ("status.json",) if population_only else ("status.json", "config.json"):
+            folder = rf.RunFolder(child)
+            for path in (folder.status_path,) if population_only else (folder.status_path, folder.config_path):
                 try:
-                    found.append((-(child / name).stat().st_mtime, child.name))
+                    found.append((-path.stat().st_mtime, child.name))
                     break
                 except OSError:
                     continue
         return [run_id for _, run_id in sorted(found)]
 
     def status(self, run_id: str) -> RunStatus:
-        path = self.run_dir(run_id) / "status.json"
+        path = rf.RunFolder(self.run_dir(run_id)).status_path
         if not path.exists():
-            raise NotFound(f"run {run_id!r} has no population status (status.json), or not yet")
-        status = self._cache.get(path, "status", lambda p: _parse(p, lambda: read_json_confined(p.parent, p.name), _status))
+            raise NotFound(f"run {run_id!r} has no population status ({rf.STATUS}), or not yet")
+        status = self._cache.get(path, "status",
+                                 lambda p: _parse(p, lambda: read_json_confined(p.parent, rf.STATUS), rf.parse_status))
         changes: dict[str, Any] = {}
         if status.run_id != run_id:  # a run is named by its folder: one moved or copied must not answer with its old name
             changes["run_id"] = run_id
-        if status.state == "running" and is_held(path.parent) is False:  # its driver is gone: the kernel freed the lock
-            changes["state"] = "interrupted"
+        if (state := rf.effective_state(status.state, is_held(path.parent))) != status.state:  # its driver is gone
+            changes["state"] = state
         return status.model_copy(update=changes) if changes else status
 
     def history(self, run_id: str) -> list[HistoryRow]:
-        path = self.run_dir(run_id) / "history.parquet"
+        path = rf.RunFolder(self.run_dir(run_id)).history_path
         if not path.exists():
             return []
-        return self._cache.get(path, "history", lambda p: _parse(p, lambda: _read_rows_confined(p.parent, p.name), _history))
+        return self._cache.get(path, "history",
+                               lambda p: _parse(p, lambda: _read_rows_confined(p.parent, rf.HISTORY), rf.parse_history))
 
     def lineage(self, run_id: str) -> list[LineageEntry]:
-        path = self.run_dir(run_id) / "lineage.json"
+        path = rf.RunFolder(self.run_dir(run_id)).lineage_path
         if not path.exists():
             return []
-        return self._cache.get(path, "lineage", lambda p: _parse(p, lambda: read_json_confined(p.parent, p.name), _lineage))
+        return self._cache.get(path, "lineage",
+                               lambda p: _parse(p, lambda: read_json_confined(p.parent, rf.LINEAGE), rf.parse_lineage))
 
     def job_ids(self, run_id: str) -> list[str]:
-        jobs = self.run_dir(run_id) / "jobs"
+        jobs = rf.RunFolder(self.run_dir(run_id)).jobs_dir
         if not jobs.is_dir():
             return []
         return sorted(p.name for p in jobs.iterdir() if p.is_dir() and _ID_RE.match(p.name) and self._inside(p))
@@ -224,11 +211,10 @@ class RunStore:
         if not _ID_RE.match(job_id):
             raise NotFound(f"job {job_id!r} not found")
         run_dir = self.run_dir(run_id)
-        path = run_dir / "jobs" / job_id / "status.json"
+        path = rf.RunFolder(run_dir).job(job_id).status_path
         if not path.exists() or not self._inside(path.parent):
             raise NotFound(f"job {job_id!r} not found in run {run_id!r}")
-        rel = f"jobs/{job_id}/status.json"
-        job = self._cache.get(path, "job", lambda p: _parse(p, lambda: read_json_confined(run_dir, rel), _job))
-        if job.state in ("queued", "running") and False in (is_held(path.parent), is_held(path.parent.parent.parent)):
-            return job.model_copy(update={"state": "interrupted"})  # the process that ran it is gone
-        return job
+        rel = rf.job_status_rel(job_id)
+        job = self._cache.get(path, "job", lambda p: _parse(p, lambda: read_json_confined(run_dir, rel), rf.parse_job_status))
+        state = rf.effective_job_state(job.state, (is_held(path.parent), is_held(run_dir)))  # its process may be gone
+        return job.model_copy(update={"state": state}) if state != job.state else job

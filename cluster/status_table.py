@@ -92,7 +92,7 @@ def _view(client: httpx.Client, url: str, run: str | None, jobs: bool) -> tuple[
     params = {"run": run} if run else {}
     pop = _get(client, url, "/population", params, missing_ok=jobs and run is not None)
     parts: list[Any] = [_table(pop)] if pop else []
-    going = pop is not None and pop["state"] == "running"
+    going = pop is not None and pop["state"] in ("running", "scoring")
     if jobs:
         listed = _get(client, url, "/jobs", {"run": pop["run_id"]} if pop else params)
         parts.append(_jobs_table(listed) if listed["jobs"] or listed.get("unreadable") else f"run {listed['run_id']}: no jobs")

@@ -5,6 +5,7 @@ Loading uses `weights_only=True`, so a checkpoint can never execute code.
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 from pathlib import Path
@@ -13,13 +14,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from popvae.models.atomic import ensure_space
 from popvae.models.integrity import DamagedFile, checked_write, verify
 from popvae.models.registry import build
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """`torch.save` through `checked_write`: a crash leaves the old file or the new one, each with its sha256."""
-    checked_write(path, lambda fh: torch.save(obj, fh))
+    """`torch.save` through `checked_write`: a crash leaves the old file or the new one, each with its sha256.
+    Serialised in memory first, so that its size is checked against the free space before a byte is written and a
+    full disk fails as NoSpaceLeft naming the file (torch's own writer reports it as an unrelated zip error)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getbuffer()
+    ensure_space(path, data.nbytes)
+    checked_write(path, lambda fh: fh.write(data))
 
 
 def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any] | None = None) -> None:

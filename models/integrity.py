@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from popvae.models.atomic import atomic_write, replace_durably
+from popvae.models.atomic import NoSpaceLeft, atomic_write, replace_durably
 
 SUFFIX = ".sha256"
 
@@ -61,7 +61,10 @@ def checked_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None
     """`write(fh)` into `path` atomically, with its manifest (see the module's note on the order)."""
     path = Path(path)
     staged = path.with_name(f".{path.name}.staged")
-    atomic_write(staged, write)
+    try:
+        atomic_write(staged, write)
+    except NoSpaceLeft as err:  # name the file being written, not its staging name
+        raise NoSpaceLeft(path) from err
     new = file_sha256(staged)
     _write_manifest(path, [new, *_listed(path)])
     replace_durably(staged, path)

@@ -3,7 +3,10 @@
     RUN_DIR/status.json          RunStatus (members: MemberStatus), also what the live coordinator answers
     RUN_DIR/history.parquet      HistoryRow, one per member per generation
     RUN_DIR/lineage.json         LineageEntry, one per generation
+    RUN_DIR/summary.json         RunResult, the test-set scores once every epoch is trained
     RUN_DIR/jobs/<id>/status.json  JobStatus (robust-AE training and evaluations)
+
+The files' names, and how each is read and written, are `population.run_folder.RunFolder`'s alone.
 
 The coordinator and the job pool build these models and write `dump(model)`; the status service
 validates what it reads with the same models. Readers tolerate extra keys (a writer may add fields)
@@ -16,12 +19,11 @@ The coordinator of run R is the Ray actor named `coordinator_name(R)` in namespa
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from popvae.population.rundir import now_iso, write_json
+from popvae.population.rundir import now_iso
 from popvae.population.temperature import Strategy
 
 NAMESPACE = "popvae"
@@ -40,13 +42,16 @@ def run_id_of(actor_name: str) -> str | None:
 
 LOSS_PARTS = ("total", "reconstruction", "kl_z1", "kl_z2")
 
-RunState = Literal["running", "done", "stopped", "failed", "interrupted"]
-"""running; done (every epoch trained); stopped (ended early on request, resumable); failed; interrupted (a signal
+RunState = Literal["running", "scoring", "done", "stopped", "failed", "interrupted"]
+"""running; scoring (every epoch trained, the best model being scored on the test split); done (every epoch trained
+and summary.json written); stopped (ended early on request, resumable); failed; interrupted (a signal
 stopped it, or its driver died: resumable from the last checkpoint)."""
 MemberState = Literal["training", "idle", "restarting", "failed"]
 MemberEvent = Literal["", "restarted", "dropped", "nan_reset"]
 """What happened to a member in one generation (history `event`; its flags read `event@epoch`)."""
 JobKind = Literal["robust", "evaluation"]
+RunKind = Literal["population", "robust", "evaluation"]
+"""What a run folder holds: a population, robust-AE jobs, or only evaluations (`run_folder.run_kind`)."""
 JobState = Literal["queued", "running", "done", "failed", "interrupted"]
 
 
@@ -175,5 +180,20 @@ class JobStatus(_Record):
         """A validated copy with `changes` and a new `updated_at`."""
         return type(self).model_validate({**self.model_dump(), **changes, "updated_at": now_iso()})
 
-    def write(self, path: str | Path) -> None:
-        write_json(path, dump(self))
+
+
+class RunResult(_Record):
+    """Exactly `summary.json`: the best model's test-set scores and how they were taken, written when a run ends."""
+
+    run_id: str
+    best_member: int = Field(description="1-based member whose weights best.pt holds")
+    best_tau: float = Field(description="the tau it was selected at")
+    best_epoch: int = Field(description="0-based epoch of best.pt")
+    select_on: str = Field(description="val or train: what chose the best")
+    baseline: bool
+    test_mse: float | None = Field(description="mean squared error of deterministic reconstructions, [0,1] pixels")
+    test_loss: float | None = Field(description="the loss on the test split (see `evaluation`)")
+    test_images: int
+    evaluation: str = Field(description="how each score was taken")
+    epochs_done: int
+    events: list[str] = Field([], description="member events that happened in the run (restarted, dropped, nan_reset)")

@@ -13,27 +13,47 @@ from typing import TYPE_CHECKING, Any
 from popvae.attacks.experiments import EXPERIMENTS
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from popvae.models.data import ImageSet
+
+
+def load_evaluable(target: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """A checkpoint file, or a run / job folder holding one (best.pt, else model.pt), as (model in eval mode, meta).
+
+    The folder's config.json, when present next to the checkpoint, is added to meta as `run_config`
+    (dataset, excluded classes, seed...), and the checkpoint path as `checkpoint`.
+    """
+    from popvae.attacks.report import load_autoencoder
+    from popvae.population.run_folder import RunFolder, find_checkpoint
+
+    checkpoint = find_checkpoint(Path(target))
+    model, meta = load_autoencoder(checkpoint, map_location)
+    folder = RunFolder(checkpoint.parent)
+    if folder.config_path.is_file():
+        meta["run_config"] = folder.read_config_data()
+    return model, meta
 
 
 def run_evaluation_job(job: dict[str, Any], train: ImageSet, test: ImageSet, device: str,
                        progress: bool = False) -> dict[str, Any]:
     """`job`: id, dir (its status folder), checkpoint, out_dir, experiments, subset, seed, held_out, settings."""
-    from popvae.attacks.report import evaluate, load_evaluable
+    from popvae.attacks.report import evaluate
     from popvae.population.contract import JobStatus
+    from popvae.population.run_folder import RunFolder
 
-    status_path = Path(job["dir"]) / "status.json"
+    folder = RunFolder(job["dir"])
     status = JobStatus.of_job(job | {"epochs": 1}).update(state="running")
-    status.write(status_path)
+    folder.write_job_status(status)
     try:
         model, _ = load_evaluable(job["checkpoint"], map_location=device)
         report = evaluate(model, train, test, job["experiments"], job.get("subset"), Path(job["out_dir"]), job.get("seed", 0),
                           device, progress, held_out=job.get("held_out"), settings=job.get("settings"))
     except Exception as err:
-        status.update(state="failed", error=f"{type(err).__name__}: {err}").write(status_path)
+        folder.write_job_status(status.update(state="failed", error=f"{type(err).__name__}: {err}"))
         raise
     metrics = {"report": str(Path(job["out_dir"]) / "report.json"), "experiments": job["experiments"]}
-    status.update(state="done", epoch=1, metrics=metrics).write(status_path)
+    folder.write_job_status(status.update(state="done", epoch=1, metrics=metrics))
     return report
 
 
@@ -55,7 +75,6 @@ def prepare_evaluation(target: str | Path, *, experiments: str | Sequence[str] =
 
     plan = plan_evaluation(Path(target), experiments=list(experiments) if not isinstance(experiments, str) else experiments,
                            subset=subset, dataset=dataset, data_root=data_root, seed=seed, quick=quick)
-    from popvae.attacks.report import load_evaluable
     from popvae.models.data import load_split
 
     load_evaluable(plan["job"]["checkpoint"])  # an AutoEncoder, or say so now rather than in the job

@@ -15,6 +15,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from popvae.models.data import ImageSet
 from popvae.population.contract import JobStatus
+from popvae.population.run_folder import RunFolder
 from popvae.population.worker import Placement
 
 
@@ -25,7 +26,7 @@ def run_jobs(jobs: list[dict[str, Any]], train: ImageSet, test: ImageSet, worker
     Workers that find no slot on the cluster within `placement_timeout_s` are given up; the jobs run on
     the others, and if none is left the remaining jobs fail with the reason instead of waiting for ever."""
     for job in jobs:
-        JobStatus.of_job(job).write(Path(job["dir"]) / "status.json")
+        RunFolder(job["dir"]).write_job_status(JobStatus.of_job(job))
     placement = Placement(workers, device, placement_timeout_s)
     slots = _started(placement, {k: placement.spawn(k) for k in range(workers)})
     train_ref = ray.put((train.images, train.labels))  # once; every worker maps the same object
@@ -68,7 +69,7 @@ def _started(placement: Placement, workers: dict[int, Any]) -> dict[int, Any]:
 
 def _fail(job: dict[str, Any], error: str, results: dict[str, dict[str, Any]], on_done: Any) -> None:
     results[job["id"]] = {"state": "failed", "error": error}
-    JobStatus.of_job(job).update(state="failed", error=error).write(Path(job["dir"]) / "status.json")
+    RunFolder(job["dir"]).write_job_status(JobStatus.of_job(job).update(state="failed", error=error))
     if on_done is not None:
         on_done(job, results[job["id"]])
 
@@ -80,16 +81,16 @@ def run_robust(plan: dict[str, Any], train: ImageSet, test: ImageSet, *, workers
     job whose driver died reads as interrupted), write RUN_DIR/config.json if it has none, and run the jobs on
     `workers` workers (default one per job, at most the cluster's CPUs; never more than the jobs). Nothing is
     written when Ray cannot be joined (ClusterUnreachable) or the folder is in use (RunLocked)."""
-    from popvae.population import rundir
     from popvae.population.run import ensure_ray
     from popvae.population.runlock import holding
 
     jobs, run_dir = plan["jobs"], Path(plan["run_dir"])
+    folder = RunFolder(run_dir)
     ensure_ray(address, num_cpus)
     with holding(run_dir):
-        if not (run_dir / "config.json").exists():
-            rundir.write_json(run_dir / "config.json", plan["config"])
+        if not folder.config_path.exists():
+            folder.write_config(plan["config"])
         count = min(len(jobs), workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
         if say is not None:
-            say(f"{len(jobs)} jobs on {count} workers; status in {run_dir / 'jobs'}/<method>/status.json")
+            say(f"{len(jobs)} jobs on {count} workers; status in {folder.job('<method>').status_path}")
         return run_jobs(jobs, train, test, count, on_done=on_done)

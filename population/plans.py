@@ -4,18 +4,18 @@ bad input is rejected at once, before anything is written."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from popvae.attacks.experiments import EXPERIMENTS, QUICK_SETTINGS, find_checkpoint
+from popvae.attacks.experiments import EXPERIMENTS, QUICK_SETTINGS
 from popvae.models.datasets import IMAGE_SHAPE, check_dataset_name
 from popvae.population.bounds import MAX_NUM_CPUS
 from popvae.population.config import ConfigError, Count, Seed, validated
 from popvae.population.methods import method_config, parse_methods
+from popvae.population.run_folder import RunFolder, find_checkpoint
 
 
 class JobSettings(BaseModel):
@@ -44,29 +44,29 @@ def plan_robust(methods: str | list[str], run_dir: Path, *, dataset: str = "fash
     from popvae.population.rundir import file_in_the_way
 
     run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
     if (blocker := file_in_the_way(run_dir)) is not None:
         raise ConfigError(f"--run-dir {run_dir}: {blocker} is a file, not a folder")
-    if (run_dir / "history.parquet").exists():
+    if folder.history_path.exists():
         raise ConfigError(f"--run-dir {run_dir} holds a population run; give robust jobs their own folder")
-    jobs_root = run_dir / "jobs"
-    taken = [m for m in names if (jobs_root / m).exists()]
+    taken = [m for m in names if folder.job(m).path.exists()]
     if taken:
-        raise ConfigError(f"{jobs_root} already has jobs for {', '.join(taken)}; choose another --run-dir")
+        raise ConfigError(f"{folder.jobs_dir} already has jobs for {', '.join(taken)}; choose another --run-dir")
     for m in names:
         method_config(m, IMAGE_SHAPE[dataset])
     config = {"kind": "robust", "dataset": dataset, "data_root": data_root, "methods": names, "epochs": epochs, "seed": seed}
-    jobs = [{"id": m, "kind": "robust", "method": m, "dir": str(jobs_root / m), "epochs": epochs, "batch_size": batch_size,
+    jobs = [{"id": m, "kind": "robust", "method": m, "dir": str(folder.job(m).path), "epochs": epochs, "batch_size": batch_size,
              "steps_per_epoch": steps_per_epoch, "seed": seed} for m in names]
     return {"config": config, "jobs": jobs, "run_dir": str(run_dir)}
 
 
 def run_config_near(checkpoint: Path) -> dict[str, Any]:
     """The config.json of the run that holds `checkpoint` (a run folder or RUN/jobs/<id>/)."""
-    for folder in (checkpoint.parent, checkpoint.parent.parent.parent):
-        path = folder / "config.json"
+    for folder in (RunFolder(checkpoint.parent), RunFolder.holding(checkpoint)):
+        path = folder.config_path
         if path.is_file():
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
+                data = folder.read_config_data()
             except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 raise ConfigError(f"{path} is unreadable: {str(err).splitlines()[0]}") from None
             if not isinstance(data, dict):
@@ -94,10 +94,10 @@ def plan_evaluation(target: Path, *, experiments: str | list[str] | tuple[str, .
     checkpoint = find_checkpoint(target)
     run_cfg = run_config_near(checkpoint)
     dataset = check_dataset_name(dataset or run_cfg.get("dataset", "fashion-mnist"))
-    run_dir = checkpoint.parent if checkpoint.name == "best.pt" else checkpoint.parent.parent.parent
     job_id = f"evaluation-{time.strftime('%Y%m%d-%H%M%S')}"
     job = {
-        "id": job_id, "kind": "evaluation", "method": checkpoint.parent.name, "dir": str(run_dir / "jobs" / job_id),
+        "id": job_id, "kind": "evaluation", "method": checkpoint.parent.name,
+        "dir": str(RunFolder.holding(checkpoint).job(job_id).path),
         "checkpoint": str(checkpoint), "out_dir": str(checkpoint.parent), "experiments": names, "subset": subset,
         "seed": seed, "held_out": run_cfg.get("exclude_classes") or [], "settings": QUICK_SETTINGS if quick else None,
     }

@@ -2,20 +2,22 @@
 
 - a new run needs a missing or empty folder, and so does the baseline `--compare-baseline` trains into
   RUN_DIR-baseline;
-- a resume keeps the run's config: it may only extend `epochs`, and one with nothing left to train is refused;
+- a resume keeps the run's config: it may only extend `epochs`; a run whose epochs are all trained but which has
+  no summary.json (stopped while it was scored) resumes into the scoring; one with nothing left to do is refused;
 - the baseline is the standard GS-VAE: one member, tau annealed, otherwise the population's config.
 """
 
 from __future__ import annotations
 
-import json
 import pickle
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from popvae.population.config import ConfigError, RunConfig, parse_config
+from popvae.population.run_folder import RunFolder
+
+T = TypeVar("T")
 
 
 def check_new_run_dir(run_dir: Path) -> None:
@@ -58,11 +60,12 @@ def check_new_run(cfg: RunConfig, run_dir: Path, compare_baseline: bool = False)
 def ended_run_hint(run_dir: Path) -> str:
     """What a run that stopped early keeps and how to go on, for the one line a stop or a failure prints."""
     run_dir = Path(run_dir)
-    if not (run_dir / "checkpoints" / "latest.pt").is_file():
+    folder = RunFolder(run_dir)
+    if not folder.has_checkpoint():
         return f"no epoch finished; remove {run_dir} to start again" if run_dir.exists() else "no epoch finished"
     try:
-        done = int(json.loads((run_dir / "status.json").read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
+        done = folder.read_status().epoch
+    except (OSError, ValueError):
         done = 0
     kept = f"{done} epoch(s)" if done else "its last checkpoint"
     return f"{run_dir} keeps {kept}; continue with: popvae train --resume {run_dir}"
@@ -73,63 +76,37 @@ def baseline_config(cfg: RunConfig) -> RunConfig:
     return parse_config({**cfg.model_dump(mode="json"), "baseline": True, "members": 1})
 
 
-def _mapped(path: Path) -> Any:
-    """The checkpoint with its tensors memory-mapped, not read: the coordinator loads it for real."""
-    from popvae.models.integrity import verify
-
-    verify(path)  # its sha256 (or zip CRCs) before torch reads it: a damaged archive can crash torch's reader
-    import torch
-
-    if not zipfile.is_zipfile(path):  # mmap needs torch's zip format; anything else is not our checkpoint
-        raise pickle.UnpicklingError(f"{path.name} is not a torch zip archive")
-    return torch.load(path, weights_only=True, mmap=True)
-
-
-def _readable(run_dir: Path, name: str, read: Callable[[Path], Any]) -> Any:
+def _readable(run_dir: Path, path: Path, read: Callable[[], T]) -> T:
     from popvae.models.checkpoint import load_error
 
     try:
-        return read(run_dir / name)
+        return read()
     except (ValueError, OSError, RuntimeError, pickle.UnpicklingError) as err:  # pydantic's and Arrow's are ValueErrors
-        raise ConfigError(f"cannot resume {run_dir}: {run_dir / name} is unreadable: {load_error(err)}") from None
-
-
-def _read_json(path: Path) -> Any:
-    from popvae.population.rundir import read_json
-
-    return read_json(path)
+        raise ConfigError(f"cannot resume {run_dir}: {path} is unreadable: {load_error(err)}") from None
 
 
 def run_config(run_dir: Path) -> RunConfig:
     """RUN_DIR/config.json as a RunConfig; ConfigError naming the file when it is unreadable or no run config."""
-    data = _readable(run_dir, "config.json", _read_json)
+    folder = RunFolder(run_dir)
+    data = _readable(run_dir, folder.config_path, folder.read_config_data)
     if not isinstance(data, dict):
-        raise ConfigError(f"{run_dir / 'config.json'} must hold a mapping of settings, not a {type(data).__name__}")
+        raise ConfigError(f"{folder.config_path} must hold a mapping of settings, not a {type(data).__name__}")
     try:
         return parse_config(data)
     except ConfigError as err:
-        raise ConfigError(f"{run_dir / 'config.json'}: {err}") from None
+        raise ConfigError(f"{folder.config_path}: {err}") from None
 
 
 def check_run_files(run_dir: Path, done: int) -> None:
     """Every other file a resume reads, read now (before Ray starts): history.parquet and lineage.json against the
     run-folder contract, best.pt against its checksum. ConfigError naming the file."""
     from popvae.models.integrity import verify
-    from popvae.population.contract import HistoryRow, LineageEntry
-    from popvae.population.rundir import read_rows
 
-    def rows(path: Path) -> list[Any]:
-        return [HistoryRow.model_validate(r) for r in read_rows(path)]
-
-    def lineage(path: Path) -> list[Any]:
-        data = _read_json(path)
-        if not isinstance(data, list):
-            raise ValueError(f"a list of generations was expected, not a {type(data).__name__}")
-        return [LineageEntry.model_validate(g) for g in data]
-
-    for name, read in (("history.parquet", rows), ("lineage.json", lineage), ("best.pt", verify)):
-        if (run_dir / name).exists():
-            _readable(run_dir, name, read)
+    folder = RunFolder(run_dir)
+    for path, read in ((folder.history_path, folder.read_history), (folder.lineage_path, folder.read_lineage),
+                       (folder.best_path, lambda: verify(folder.best_path))):
+        if path.exists():
+            _readable(run_dir, path, read)
 
 
 def resume_config(run_dir: Path, epochs: int | None = None) -> tuple[RunConfig, int]:
@@ -139,29 +116,29 @@ def resume_config(run_dir: Path, epochs: int | None = None) -> tuple[RunConfig, 
     nothing is left to train (the message says how to extend the run).
     """
     from popvae.population.bounds import check_run_dir_path
-    from popvae.population.recorder import CHECKPOINT_KEYS
     from popvae.population.runlock import RunLocked, describe, is_held, read_holder
 
     run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
     check_run_dir_path(run_dir)  # its length, no file in the way, writable
     if is_held(run_dir):
         raise RunLocked(f"cannot resume {run_dir}: it is still running, in {describe(read_holder(run_dir))}")
-    if not (run_dir / "config.json").is_file() or not (run_dir / "checkpoints" / "latest.pt").is_file():
-        raise ConfigError(f"cannot resume {run_dir}: no config.json and checkpoints/latest.pt there")
+    if missing := folder.missing_for_resume():
+        raise ConfigError(f"cannot resume {run_dir}: no {' and no '.join(missing)} there")
     cfg = run_config(run_dir)
-    checkpoint = _readable(run_dir, "checkpoints/latest.pt", _mapped)
-    if not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= checkpoint.keys():
-        raise ConfigError(f"cannot resume {run_dir}: checkpoints/latest.pt is not a popvae run checkpoint")
+    checkpoint = _readable(run_dir, folder.latest_path, lambda: folder.read_checkpoint(mmap=True))
     from popvae.models.checkpoint import nonfinite
 
-    if (bad := nonfinite(checkpoint["weights"])) is not None:
-        raise ConfigError(f"cannot resume {run_dir}: checkpoints/latest.pt holds non-finite weights (in {bad})")
-    done = int(checkpoint["epochs_done"])
+    if (bad := nonfinite(checkpoint.weights)) is not None:
+        raise ConfigError(f"cannot resume {run_dir}: {folder.latest_path} holds non-finite weights (in {bad})")
+    done = checkpoint.epochs_done
     check_run_files(run_dir, done)
     if epochs is not None:
         if epochs < done:
             raise ConfigError(f"cannot resume {run_dir} with epochs {epochs}: it already did {done}; a resume may only extend it")
         cfg = parse_config({**cfg.model_dump(mode="json"), "epochs": epochs})
+    if done >= cfg.epochs and not folder.summary_path.is_file():
+        return cfg, done  # stopped while it was scored: the resume scores it
     if done >= cfg.epochs:
         raise ConfigError(f"nothing left to train: {run_dir} already did {done} of {cfg.epochs} epochs; "
                           f"extend it with --resume {run_dir} --epochs {done + 1} (or more)")

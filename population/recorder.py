@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from popvae.models.integrity import verify
 from popvae.population import rundir
 from popvae.population.config import RunConfig
 from popvae.population.contract import (
@@ -33,8 +32,8 @@ from popvae.population.contract import (
     MemberStatus,
     RunState,
     RunStatus,
-    dump,
 )
+from popvae.population.run_folder import Checkpoint, RunFolder
 from popvae.population.run_logs import RunLogs
 from popvae.population.temperature import MemberTau, Strategy, strategy_for
 
@@ -42,10 +41,6 @@ if TYPE_CHECKING:
     import torch
 
     from popvae.population.generation import Decision
-
-# What checkpoints/latest.pt holds: enough to resume every member exactly (plus "member_weights", each member's own,
-# in a run without the broadcast).
-CHECKPOINT_KEYS = frozenset({"epochs_done", "taus", "patience", "flags", "weights", "optimizers"})
 
 Weights = dict[str, np.ndarray]
 Gathered = tuple[Weights, dict[int, Any], dict[int, Weights] | None]
@@ -68,6 +63,7 @@ class Recorder:
         """`taus()`: every member's current tau and patience, as the coordinator holds them."""
         self.cfg = config
         self.run_dir = Path(run_dir)
+        self.folder = RunFolder(self.run_dir)
         self.run_id = self.run_dir.name
         self.taus = taus
         self.members = {i: MemberRecord(_strategy(config, i)) for i in range(1, config.members + 1)}
@@ -132,7 +128,7 @@ class Recorder:
         self._restarted = False
         self.lineage.append(entry)
         # History first, checkpoint second: a crash in between only makes a resume redo this epoch.
-        rundir.write_rows(self.run_dir / "history.parquet", [r.model_dump() for r in self.history])
+        self.folder.write_history(self.history)
         self._write_lineage()
         self.logs.generation(self.history[-len(self.members):], self.history,
                              {i: r.get("step_losses", []) for i, r in results.items() if r})
@@ -175,10 +171,10 @@ class Recorder:
         )
 
     def write_status(self) -> None:
-        rundir.write_json(self.run_dir / "status.json", dump(self.status()))
+        self.folder.write_status(self.status())
 
     def _write_lineage(self) -> None:
-        rundir.write_json(self.run_dir / "lineage.json", [dump(g) for g in self.lineage])
+        self.folder.write_lineage(self.lineage)
 
     # --- checkpoints ---
     def _checkpoint(self, weights: Weights, optimizers: dict[int, Any], own: dict[int, Weights] | None, best_tau: float,
@@ -186,26 +182,22 @@ class Recorder:
         """Copy the state now (members are idle between generations), write it in the background: with fast
         devices, serialising every optimizer state would otherwise hold up the next generation."""
         taus = self.taus()
-        state = {"epochs_done": self.epochs_done, "taus": {i: t.tau for i, t in taus.items()},
-                 "patience": {i: t.patience for i, t in taus.items()},
-                 "flags": {i: list(m.flags) for i, m in self.members.items()},
-                 "weights": _tensors(weights), "optimizers": optimizers}
-        if own is not None:
-            state["member_weights"] = {i: _tensors(w) for i, w in own.items()}
+        state = Checkpoint(self.epochs_done, {i: t.tau for i, t in taus.items()}, {i: t.patience for i, t in taus.items()},
+                           {i: list(m.flags) for i, m in self.members.items()}, _tensors(weights), optimizers,
+                           None if own is None else {i: _tensors(w) for i, w in own.items()})
         meta = {"tau": best_tau, "member": self.best, "epoch": self.epochs_done - 1, "score": best_score,
                 "select_on": self.cfg.select_on, "run_id": self.run_id, "baseline": self.cfg.baseline}
         self.wait_for_writes()  # one write at a time, in order
         self._write = self._writer.submit(self._write_checkpoint, state, meta)
 
-    def _write_checkpoint(self, state: dict[str, Any], meta: dict[str, Any]) -> None:
-        from popvae.models.checkpoint import atomic_torch_save, save_model
+    def _write_checkpoint(self, state: Checkpoint, meta: dict[str, Any]) -> None:
         from popvae.models.registry import build
 
-        atomic_torch_save(state, self.run_dir / "checkpoints" / "latest.pt")
+        self.folder.write_checkpoint(state)
         model = build("gsvae", self.cfg.model)
-        model.load_state_dict(state["weights"])
+        model.load_state_dict(state.weights)
         model.tau = meta["tau"]
-        save_model(self.run_dir / "best.pt", model, meta)
+        self.folder.write_best(model, meta)
 
     def wait_for_writes(self) -> None:
         """Block until the last checkpoint is on disk; re-raises a write that failed."""
@@ -217,23 +209,18 @@ class Recorder:
         """Back to the last checkpoint (history and lineage cut to it); returns the weights every member restarts
         from, each member's optimizer state, each member's own weights where the run keeps them, and every
         member's tau and patience (for the coordinator, which holds them)."""
-        import torch
-
-        verify(self.run_dir / "checkpoints" / "latest.pt")  # before torch reads it
-        ckpt = torch.load(self.run_dir / "checkpoints" / "latest.pt", weights_only=True)
-        self.epochs_done = ckpt["epochs_done"]
+        ckpt = self.folder.read_checkpoint()  # its sha256 verified before torch reads it
+        self.epochs_done = ckpt.epochs_done
         for i, m in self.members.items():
-            m.flags = list(ckpt["flags"][i])
-        taus = {i: MemberTau(ckpt["taus"][i], ckpt["patience"][i], False) for i in self.members}
-        rows = rundir.read_rows(self.run_dir / "history.parquet")
-        self.history = [HistoryRow.model_validate(r) for r in rows if r["epoch"] < self.epochs_done]
-        lineage = rundir.read_json(self.run_dir / "lineage.json") if (self.run_dir / "lineage.json").exists() else []
-        self.lineage = [LineageEntry.model_validate(g) for g in lineage if g["epoch"] < self.epochs_done]
+            m.flags = list(ckpt.flags[i])
+        taus = {i: MemberTau(ckpt.taus[i], ckpt.patience[i], False) for i in self.members}
+        self.history = [r for r in self.folder.read_history() if r.epoch < self.epochs_done]
+        self.lineage = [g for g in self.folder.read_lineage() if g.epoch < self.epochs_done]
         self.best = self.lineage[-1].best if self.lineage else None
-        if (self.run_dir / "status.json").is_file():  # the count is the run's, across resumes
-            self.coordinator_restarts = int(rundir.read_json(self.run_dir / "status.json").get("coordinator_restarts", 0))
-        own = {i: _arrays(w) for i, w in ckpt["member_weights"].items()} if "member_weights" in ckpt else None
-        return (_arrays(ckpt["weights"]), ckpt["optimizers"], own), taus
+        if self.folder.status_path.is_file():  # the count is the run's, across resumes
+            self.coordinator_restarts = self.folder.read_status().coordinator_restarts
+        own = {i: _arrays(w) for i, w in ckpt.member_weights.items()} if ckpt.member_weights is not None else None
+        return (_arrays(ckpt.weights), ckpt.optimizers, own), taus
 
 
 def _strategy(config: RunConfig, i: int) -> Strategy:

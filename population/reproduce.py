@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from popvae.population import rundir
 from popvae.population.config import ConfigError
 from popvae.population.paper_numbers import FGSM_EPS, PGD_EPS
+from popvae.population.run_folder import RunFolder
 from popvae.population.temperature import REFERENCE_DYNAMICS
 
 PAPER_EPS = tuple(sorted(set(FGSM_EPS + PGD_EPS) - {0.0}))  # both attacks on every eps either table reports
@@ -153,14 +154,10 @@ def run_dir(out: Path, name: str) -> Path:
     return out / "runs" / name
 
 
-def _finished(folder: Path, product: str) -> bool:
-    """A run or job folder whose status says done and whose result file is there."""
-    status = rundir.read_json(folder / "status.json") if (folder / "status.json").is_file() else {}
-    return status.get("state") == "done" and (folder / product).is_file()
-
-
 def run_done(folder: Path) -> bool:
-    return _finished(folder, "summary.json")
+    """A run whose status says done and whose summary.json is there."""
+    run = RunFolder(folder)
+    return run.recorded_state() == "done" and run.summary_path.is_file()
 
 
 def evaluation_dir(out: Path, name: str) -> Path:
@@ -168,11 +165,13 @@ def evaluation_dir(out: Path, name: str) -> Path:
 
 
 def robust_job_dir(out: Path, method: str) -> Path:
-    return out / "robust" / "jobs" / method
+    return RunFolder(out / "robust").job(method).path
 
 
 def robust_done(out: Path, method: str) -> bool:
-    return _finished(robust_job_dir(out, method), "model.pt")
+    """A robust job whose status says done and whose model.pt is there."""
+    job = RunFolder(robust_job_dir(out, method))
+    return job.recorded_state() == "done" and job.model_path.is_file()
 
 
 def step_done(out: Path, step: Step) -> bool:
@@ -186,8 +185,8 @@ def step_done(out: Path, step: Step) -> bool:
 def generation_wins(folder: Path) -> dict[int, int]:
     """How many generations each member won, from a run's lineage."""
     wins: dict[int, int] = {}
-    for generation in rundir.read_json(folder / "lineage.json"):
-        wins[generation["best"]] = wins.get(generation["best"], 0) + 1
+    for generation in RunFolder(folder).read_lineage():
+        wins[generation.best] = wins.get(generation.best, 0) + 1
     return wins
 
 
@@ -306,7 +305,7 @@ def _train(step: Step, folder: Path, data_root: str | None, address: str | None,
     from popvae.population.config import parse_config
 
     hook = None if on_generation is None else (lambda entry, status: on_generation(step.name, entry))
-    if (folder / "checkpoints" / "latest.pt").is_file():
+    if RunFolder(folder).has_checkpoint():
         run = runs.resumed_run(folder)
     else:
         if folder.exists():
@@ -334,7 +333,8 @@ def _robust(methods: list[str], out: Path, p: Protocol, data: _Data, address: st
 
 
 def _evaluate(step: Step, out: Path, p: Protocol, data: _Data) -> None:
-    from popvae.attacks.report import evaluate, load_evaluable
+    from popvae.attacks.report import evaluate
+    from popvae.population.evaluation import load_evaluable
     from popvae.population.member import pick_device
 
     device = str(pick_device("auto"))

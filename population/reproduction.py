@@ -32,6 +32,7 @@ from popvae.population.reproduce import (
     run_done,
     step_done,
 )
+from popvae.population.run_folder import RunFolder
 
 HEADLINE = "population-reference"
 ABLATIONS = ("population-reference", "population-defaults", "winning-schedule-alone", "no-broadcast", "no-feedback",
@@ -50,11 +51,10 @@ def per_image_scores(out: Path, name: str, test: Any) -> np.ndarray:
     path = out / "scores" / f"{name}.npy"
     if path.is_file():
         return np.load(path)
-    from popvae.models.checkpoint import load_model
     from popvae.population.member import pick_device
     from popvae.population.training import per_image_mse
 
-    model, _ = load_model(run_dir(out, name) / "best.pt")
+    model, _ = RunFolder(run_dir(out, name)).read_best()
     scores = per_image_mse(model, test.images, pick_device("auto"))
     atomic_write(path, lambda fh: np.save(fh, scores))
     return scores
@@ -62,9 +62,10 @@ def per_image_scores(out: Path, name: str, test: Any) -> np.ndarray:
 
 def _run_facts(out: Path, step: Step, test: Any) -> dict[str, Any]:
     folder = run_dir(out, step.name)
-    summary = rundir.read_json(folder / "summary.json")
-    rows = rundir.read_rows(folder / "history.parquet")
-    lineage = rundir.read_json(folder / "lineage.json")
+    run = RunFolder(folder)
+    summary = run.read_summary()
+    rows = run.read_history_rows()
+    lineage = [g.model_dump() for g in run.read_lineage()]
     cfg = step.config
     steps = cfg.get("steps_per_epoch") or 0
     mse, low, high = mean_ci(per_image_scores(out, step.name, test))
@@ -72,13 +73,13 @@ def _run_facts(out: Path, step: Step, test: Any) -> dict[str, Any]:
     return {
         "what": step.what, "members": cfg["members"], "epochs": cfg["epochs"], "steps_per_epoch": steps or None,
         "member_steps": cfg["members"] * cfg["epochs"] * steps if steps else None,
-        "test_mse": mse, "test_mse_ci95": [low, high], "test_images": summary["test_images"],
-        "best_member": summary["best_member"], "best_tau": summary["best_tau"],
+        "test_mse": mse, "test_mse_ci95": [low, high], "test_images": summary.test_images,
+        "best_member": summary.best_member, "best_tau": summary.best_tau,
         "max_tau": max(r["tau"] for r in rows), "wins": {str(k): v for k, v in sorted(wins.items())},
         "train_seconds": sum(_generation_seconds(g) for g in lineage),
         # the median generation: robust to a few generations slowed by other work on the machine
         "generation_seconds_median": float(np.median([_generation_seconds(g) for g in lineage])),
-        "events": summary.get("events", []),
+        "events": summary.events,
     }
 
 
@@ -105,7 +106,7 @@ def collect(out: Path, protocol: Protocol, steps: list[Step], test: Any) -> dict
     robust = {}
     for m in protocol.robust_methods:
         if robust_done(out, m):
-            robust[m] = rundir.read_json(robust_job_dir(out, m) / "status.json").get("metrics", {})
+            robust[m] = RunFolder(robust_job_dir(out, m)).read_job_status().metrics
     import torch
 
     return {
@@ -429,7 +430,7 @@ def _plot_tau(out: Path, facts: dict[str, Any], report_dir: Path) -> str | None:
         return None
     fig = Figure(figsize=(10, 4), layout="constrained")
     for ax, name in zip(fig.subplots(1, len(names), squeeze=False)[0], names, strict=True):
-        member_lines(ax, rundir.read_rows(run_dir(out, name) / "history.parquet"), "tau")
+        member_lines(ax, RunFolder(run_dir(out, name)).read_history_rows(), "tau")
         ax.set_title(f"{name}: tau per member (circle: best)", fontsize=10)
         ax.set_xlabel("epoch (generation)")
         ax.set_ylabel("tau used in the epoch")

@@ -3,7 +3,7 @@
 A method is a model family plus config overrides (`METHODS`); every method trains with the same loop
 as the population (`population.training`), adversarial schemes included.
 
-    JOB_DIR/config.json  JOB_DIR/status.json  JOB_DIR/history.parquet  JOB_DIR/model.pt  JOB_DIR/reconstructions.png
+    its folder (`RunFolder`): config, status, history, model, and reconstructions.png
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from popvae.models.checkpoint import save_model
 from popvae.models.data import ImageSet
 from popvae.models.registry import build
 from popvae.population.contract import JobStatus
 from popvae.population.methods import METHODS, method_config, parse_methods  # noqa: F401 - re-exported
 from popvae.population.plots import save_reconstruction_grid
-from popvae.population.rundir import read_json, write_json, write_rows
+from popvae.population.run_folder import RunFolder
 from popvae.population.training import reconstruction_mse, train_epoch
 
 
@@ -37,14 +36,14 @@ def train_job(method: str, train: ImageSet, test: ImageSet, job_dir: Path, epoch
     `on_epoch` receives the status after every epoch. Seeds torch's global generator: the job owns its process.
     """
     job_dir = Path(job_dir)
-    status_path = job_dir / "status.json"
-    created_at = read_json(status_path).get("created_at") if status_path.exists() else None  # kept from the queued record
+    folder = RunFolder(job_dir)
+    created_at = folder.read_job_status().created_at if folder.status_path.exists() else None  # kept from the queued record
     status = JobStatus.queued(job_dir.name, "robust", method, epochs, created_at)
 
     def publish(**changes: Any) -> None:
         nonlocal status
         status = status.update(**changes)
-        status.write(status_path)
+        folder.write_job_status(status)
 
     publish(state="running")
     try:
@@ -53,7 +52,7 @@ def train_job(method: str, train: ImageSet, test: ImageSet, job_dir: Path, epoch
         family, config = method_config(method, train.images.shape[1:], overrides)
         if "dataset_size" in type(config).model_fields and "dataset_size" not in (overrides or {}):
             config = config.model_copy(update={"dataset_size": len(train)})
-        write_json(job_dir / "config.json", {
+        folder.write_config({
             "method": method, "family": family, "model": config.model_dump(mode="json"), "epochs": epochs,
             "batch_size": batch_size, "steps_per_epoch": steps_per_epoch, "seed": seed, "device": str(device),
             "train_size": len(train), "test_size": len(test),
@@ -70,13 +69,13 @@ def train_job(method: str, train: ImageSet, test: ImageSet, job_dir: Path, epoch
             if not math.isfinite(parts["total"]):
                 raise FloatingPointError(f"non-finite loss in epoch {epoch}")
             history.append({"epoch": epoch, **parts, "seconds": time.perf_counter() - started})
-            write_rows(job_dir / "history.parquet", history)
+            folder.write_history(history)
             publish(epoch=epoch, metrics={**parts, "seconds": history[-1]["seconds"]})
             if on_epoch is not None:
                 on_epoch(status.model_dump())
         train_seconds = sum(r["seconds"] for r in history)
         metrics = {**parts, "test_mse": reconstruction_mse(model, test.images, device), "train_seconds": train_seconds}
-        save_model(job_dir / "model.pt", model, {"method": method, "metrics": metrics})
+        folder.write_model(model, {"method": method, "metrics": metrics})
         save_reconstruction_grid(model, test.images, job_dir / "reconstructions.png", n=8,
                                  title=f"{method} after {epochs} epoch(s)")
     except Exception as err:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,13 +15,13 @@ import ray
 from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from popvae.models.checkpoint import load_model
 from popvae.models.data import DatasetError, ImageSet, load_split, train_val_split
-from popvae.population import policy, rundir
+from popvae.population import policy
 from popvae.population.config import ConfigError, RunConfig
-from popvae.population.contract import NAMESPACE, coordinator_name
+from popvae.population.contract import NAMESPACE, RunResult, RunState, coordinator_name
 from popvae.population.coordinator import Coordinator
 from popvae.population.deadline import within
+from popvae.population.run_folder import RunFolder
 from popvae.population.runlock import holding, signals_kept_while_ray_starts, stop_requested
 from popvae.population.training import evaluate, reconstruction_mse
 
@@ -89,15 +89,21 @@ def run_population(
     """Train (or continue) the population and return the run's summary.
 
     `on_generation(lineage_entry, status)` is called after each generation (progress display, early stopping):
-    when it returns True the run stops after that generation, state "stopped", resumable.
+    when it returns True the run stops after that generation, state "stopped", resumable. Once every epoch is
+    trained the state is "scoring" until summary.json is written, then "done"; a resume of a run stopped while it
+    was scoring only scores it.
     """
+    folder = RunFolder(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = cfg.model_dump(mode="json")
-    if not resume or rundir.read_json(run_dir / "config.json") != config:  # a resume may have extended the epochs
-        rundir.write_json(run_dir / "config.json", config)
+    if not resume or folder.read_config() != cfg:  # a resume may have extended the epochs
+        folder.write_config(cfg)
+    if resume and folder.read_checkpoint(mmap=True).epochs_done >= cfg.epochs:  # every epoch trained: score it
+        folder.set_state("scoring")
+        return _score(folder, data, cfg, on_scoring)
     refs = [ray.put(data.train.images), ray.put(data.val.images)]  # once per run; workers read zero-copy
     coord = _start_coordinator(cfg, run_dir, refs, resume, 0)
-    state, restarts = "done", restarts_so_far(run_dir) if resume else 0
+    state: RunState = "scoring"
+    restarts = restarts_so_far(run_dir) if resume else 0
     try:
         while True:
             try:
@@ -119,7 +125,7 @@ def run_population(
                                        f"{MAX_COORDINATOR_RESTARTS}); see the Ray logs of its process") from None
                 restarts += 1
                 ray.kill(coord)
-                coord = _start_coordinator(cfg, run_dir, refs, (run_dir / "checkpoints" / "latest.pt").is_file(), restarts)
+                coord = _start_coordinator(cfg, run_dir, refs, folder.has_checkpoint(), restarts)
     except BaseException as err:
         stop = err if isinstance(err, KeyboardInterrupt) else stop_requested()  # Ray's failure may come before the signal's
         ended = "interrupted" if stop is not None else "failed"
@@ -128,8 +134,29 @@ def run_population(
         if stop is not None and stop is not err:
             raise stop from None
         raise
-    within(STOP_S, lambda: _stop_coordinator(coord))
-    return summarize(run_dir, data, cfg, on_scoring)
+    with _end_recorded(run_dir):
+        within(STOP_S, lambda: _stop_coordinator(coord))
+    return _score(folder, data, cfg, on_scoring)
+
+
+def _score(folder: RunFolder, data: RunData, cfg: RunConfig,
+           on_scoring: Callable[[str, int, int], None] | None) -> dict[str, Any]:
+    """summarize, then "done" (a stopped run stays "stopped")."""
+    with _end_recorded(folder.path):
+        summary = summarize(folder.path, data, cfg, on_scoring)
+    folder.set_state("done", only_from=("scoring",))
+    return summary
+
+
+@contextlib.contextmanager
+def _end_recorded(run_dir: Path) -> Iterator[None]:
+    """A stop (interrupted) or a failure inside is written to status.json, so that a run stopped after its last epoch
+    reads as resumable rather than as done without results."""
+    try:
+        yield
+    except BaseException as err:
+        _mark_ended(run_dir, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
+        raise
 
 
 STOP_S = 4.0  # the coordinator's clean-up when a run ends (normally 0.2 s); the CLI bounds Ray's shutdown after it
@@ -139,7 +166,7 @@ MAX_COORDINATOR_RESTARTS = 3  # per run, across resumes: a coordinator that keep
 def restarts_so_far(run_dir: Path) -> int:
     """Coordinators started in place of dead ones over the run's life, as its status.json counts them."""
     try:
-        return int(rundir.read_json(run_dir / "status.json").get("coordinator_restarts", 0))
+        return RunFolder(run_dir).read_status().coordinator_restarts
     except (OSError, ValueError, TypeError):
         return 0
 
@@ -176,14 +203,10 @@ def _stop_coordinator(coord: Any, ended: str | None = None) -> None:
         ray.get(coord.next_epoch.remote(), timeout=10)  # raises once it is dead
 
 
-def _mark_ended(run_dir: Path, state: str) -> None:
+def _mark_ended(run_dir: Path, state: RunState) -> None:
     """status.json says how the run ended, even when the coordinator could not write it."""
-    from popvae.population.contract import RunStatus, dump
-
     with contextlib.suppress(Exception):
-        status = RunStatus.model_validate(rundir.read_json(run_dir / "status.json"))
-        if status.state == "running":
-            rundir.write_json(run_dir / "status.json", dump(status.model_copy(update={"state": state})))
+        RunFolder(run_dir).set_state(state, only_from=("running", "scoring"))
 
 
 @dataclass(frozen=True)
@@ -241,6 +264,7 @@ def train_run(run: Run, on_generation: Callable[[dict[str, Any], dict[str, Any]]
     with holding(run.run_dir):
         if not run.resume:
             policy.check_unused(run.run_dir)  # again, under the lock: another process may have used it meanwhile
+        RunFolder(run.run_dir).remove_temp_files()  # what a killed writer left: nothing else writes here now
         with signals_kept_while_ray_starts():  # ray.init installs its own SIGTERM handler
             ensure_ray(address, num_cpus, verbose)
         gpus, cpus = ray.cluster_resources().get("GPU", 0), ray.cluster_resources().get("CPU", 0)
@@ -258,9 +282,9 @@ def draw_comparison(run_dir: Path, baseline_dir: Path) -> None:
     """The population's tau.png and loss.png again, with the baseline trained on the same budget drawn over them."""
     from popvae.population.plots import plot_history  # matplotlib: imported where pictures are drawn, not at start-up
 
-    cfg = RunConfig.model_validate(rundir.read_json(run_dir / "config.json"))
-    plot_history(rundir.read_rows(run_dir / "history.parquet"), run_dir / "plots", run_id=run_dir.name,
-                 select_on=cfg.select_on, baseline=rundir.read_rows(baseline_dir / "history.parquet"))
+    folder = RunFolder(run_dir)
+    plot_history(folder.read_history_rows(), folder.plots_dir, run_id=folder.run_id,
+                 select_on=folder.read_config().select_on, baseline=RunFolder(baseline_dir).read_history_rows())
 
 
 def summarize(run_dir: Path, data: RunData, cfg: RunConfig,
@@ -269,7 +293,8 @@ def summarize(run_dir: Path, data: RunData, cfg: RunConfig,
     `on_scoring(what, done, total)` is called as the test images are scored (a progress display)."""
     from popvae.population.plots import plot_history, save_reconstruction_grid  # matplotlib: only where pictures are drawn
 
-    model, meta = load_model(run_dir / "best.pt")
+    folder = RunFolder(run_dir)
+    model, meta = folder.read_best()
     n = len(data.test.images)
 
     def step(what: str) -> Callable[[int], None] | None:
@@ -279,17 +304,17 @@ def summarize(run_dir: Path, data: RunData, cfg: RunConfig,
               "mse": reconstruction_mse(model, data.test.images, "cpu", progress=step("test MSE"))}
     if on_scoring is not None:
         on_scoring("pictures", 0, 1)
-    rows = rundir.read_rows(run_dir / "history.parquet")
-    plot_history(rows, run_dir / "plots", run_id=run_dir.name, select_on=cfg.select_on)
-    save_reconstruction_grid(model, data.test.images, run_dir / "plots" / "reconstructions.png",
-                             title=f"run {run_dir.name}: best member {meta['member']}, epoch {meta['epoch'] + 1}")
-    summary = {
-        "run_id": run_dir.name, "best_member": meta["member"], "best_tau": meta["tau"], "best_epoch": meta["epoch"],
-        "select_on": meta["select_on"], "baseline": meta["baseline"], "test_mse": scores["mse"],
-        "test_loss": scores["total"], "test_images": len(data.test),
-        "evaluation": "test_mse: deterministic reconstructions; test_loss: " + (
+    rows = folder.read_history_rows()
+    plot_history(rows, folder.plots_dir, run_id=folder.run_id, select_on=cfg.select_on)
+    save_reconstruction_grid(model, data.test.images, folder.plots_dir / "reconstructions.png",
+                             title=f"run {folder.run_id}: best member {meta['member']}, epoch {meta['epoch'] + 1}")
+    summary = RunResult(
+        run_id=folder.run_id, best_member=meta["member"], best_tau=meta["tau"], best_epoch=meta["epoch"],
+        select_on=meta["select_on"], baseline=meta["baseline"], test_mse=scores["mse"],
+        test_loss=scores["total"], test_images=len(data.test),
+        evaluation="test_mse: deterministic reconstructions; test_loss: " + (
             "with Gumbel noise (model.eval_noise)" if cfg.model.eval_noise else "deterministic (no Gumbel noise)"),
-        "epochs_done": 1 + max(r["epoch"] for r in rows), "events": sorted({r["event"] for r in rows} - {""}),
-    }
-    rundir.write_json(run_dir / "summary.json", summary)
-    return summary
+        epochs_done=1 + max(r["epoch"] for r in rows), events=sorted({r["event"] for r in rows} - {""}),
+    )
+    folder.write_summary(summary)
+    return summary.model_dump()

@@ -1,24 +1,14 @@
-"""What a run leaves on disk, and how it is written so that a crash never leaves half a file.
-
-    RUN_DIR/config.json        the run's config
-    RUN_DIR/status.json        latest snapshot (what the status service falls back to)
-    RUN_DIR/history.parquet    one row per member per epoch
-    RUN_DIR/lineage.json       one entry per generation: best, who got whose weights, taus
-    RUN_DIR/checkpoints/       resumable state, RUN_DIR/best.pt the best model
-    RUN_DIR/plots/             PNGs
-    RUN_DIR/jobs/<id>/         one folder per robust-AE or evaluation job (same files)
-"""
+"""How a run's files are written so that a crash never leaves half a file, and read back. What each file of a run
+folder is called and holds is `population.run_folder.RunFolder`'s to say."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from popvae.models.atomic import atomic_write
 
@@ -41,11 +31,18 @@ def read_json(path: str | Path) -> Any:
 
 
 def write_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Write all rows as one Parquet table (small: a row per member per epoch)."""
-    table = pa.Table.from_pylist(list(rows))
-    atomic_write(path, lambda fh: pq.write_table(table, fh))
+    """Write all rows as one Parquet table (small: a row per member per epoch), built in memory first so that a full
+    disk fails in the plain file write (NoSpaceLeft), not inside Arrow. Arrow is imported here, not at start-up."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(list(rows)), buffer)
+    atomic_write(path, lambda fh: fh.write(buffer.getbuffer()))
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
     path = Path(path)
     return pq.read_table(path).to_pylist() if path.exists() else []

@@ -51,7 +51,7 @@ def resume(run_dir: str | Path, epochs: int | None = None, *, on_generation: OnG
 def load_best(run_dir: str | Path, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
     """(model in eval mode, meta) from a run folder's best.pt (or a job folder's model.pt, or a checkpoint file);
     meta holds the member, tau, epoch, the checkpoint path and the run's config (`run_config`)."""
-    from popvae.attacks.report import load_evaluable
+    from popvae.population.evaluation import load_evaluable
 
     return load_evaluable(Path(run_dir), map_location=device)
 

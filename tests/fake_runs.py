@@ -1,6 +1,7 @@
-"""Hand-made run folders, built through the run-folder contract's models, for what real runs cannot produce quickly:
-many epochs, fixed losses and times to page and filter, set modification times, a corrupt status.json.
-Real run folders are tested in tests/test_service_real_runs.py."""
+"""Hand-made run folders, built through the run-folder contract's models and written through `RunFolder`, for what
+real runs cannot produce quickly: many epochs, fixed losses and times to page and filter, set modification times, a
+corrupt status. Epochs are 0-based, as the contract says. Real run folders are tested in
+tests/test_service_real_runs.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from popvae.population.contract import HistoryRow, JobStatus, LossParts, MemberStatus, RunStatus, dump
-from popvae.population.rundir import now_iso, write_json, write_rows
+from popvae.population.run_folder import RunFolder
+from popvae.population.rundir import now_iso
 from popvae.population.temperature import strategy_for
 
 
@@ -42,9 +44,10 @@ def status(run_id: str, epoch: int, epochs: int, members: int, state: str = "run
     ))
 
 
-def history_rows(epochs: int, members: int) -> list[dict[str, Any]]:
+def history_rows(epochs: int, members: int) -> list[HistoryRow]:
+    """Epochs 0..epochs-1; member 2 diverged in epoch 1 (its nan_reset@1)."""
     rows = []
-    for epoch in range(1, epochs + 1):
+    for epoch in range(epochs):
         for m in range(1, members + 1):
             loss = 100.0 - epoch + m
             rows.append(
@@ -54,7 +57,7 @@ def history_rows(epochs: int, members: int) -> list[dict[str, Any]]:
                     strategy=strategy_for(m),
                     tau=1.0,
                     tau_next=1.1,
-                    loss_total=loss if (epoch, m) != (2, 2) else float("nan"),
+                    loss_total=loss if (epoch, m) != (1, 2) else float("nan"),
                     loss_reconstruction=loss - 3.0,
                     loss_kl_z1=2.0,
                     loss_kl_z2=1.0,
@@ -63,9 +66,9 @@ def history_rows(epochs: int, members: int) -> list[dict[str, Any]]:
                     patience=0,
                     is_best=m == 1,
                     seconds=0.5,
-                    event="nan_reset" if (epoch, m) == (2, 2) else "",
+                    event="nan_reset" if (epoch, m) == (1, 2) else "",
                     node_id=f"node{m % 2}",
-                ).model_dump()
+                )
             )
     return rows
 
@@ -78,25 +81,25 @@ def make_run(
     root: Path, run_id: str, epochs: int = 3, members: int = 4, jobs: tuple[str, ...] = (), mtime: float | None = None
 ) -> Path:
     """A run folder under `root`; `mtime` (seconds since the epoch) orders it among runs."""
-    run = root / run_id
-    write_json(run / "config.json", {"members": members, "epochs": epochs + 2})
-    write_json(run / "status.json", status(run_id, epochs, epochs + 2, members))
-    write_rows(run / "history.parquet", history_rows(epochs, members))
+    run = RunFolder(root / run_id)
+    run.write_config({"members": members, "epochs": epochs + 2})
+    run.write_status(RunStatus.model_validate(status(run_id, epochs, epochs + 2, members)))
+    run.write_history(history_rows(epochs, members))
     for job_id in jobs:
-        job(job_id).write(run / "jobs" / job_id / "status.json")
+        run.job(job_id).write_job_status(job(job_id))
     if mtime is not None:
-        os.utime(run / "status.json", (mtime, mtime))
-    return run
+        os.utime(run.status_path, (mtime, mtime))
+    return run.path
 
 
 def make_robust_run(root: Path, run_id: str, jobs: tuple[str, ...], mtime: float) -> Path:
     """A run of robust-AE jobs only: config.json and jobs/, no population status."""
-    run = root / run_id
-    write_json(run / "config.json", {"kind": "robust", "methods": list(jobs)})
+    run = RunFolder(root / run_id)
+    run.write_config({"kind": "robust", "methods": list(jobs)})
     for job_id in jobs:
-        job(job_id).update(method=None, metrics={"mse": float("nan")}).write(run / "jobs" / job_id / "status.json")
-    os.utime(run / "config.json", (mtime, mtime))
-    return run
+        run.job(job_id).write_job_status(job(job_id).update(method=None, metrics={"mse": float("nan")}))
+    os.utime(run.config_path, (mtime, mtime))
+    return run.path
 
 
 def make_runs(root: Path) -> Path:
@@ -105,7 +108,7 @@ def make_runs(root: Path) -> Path:
     make_run(root, "older", mtime=1_000_000)
     make_run(root, "newest", epochs=5, members=3, jobs=("job-a", "job-b"), mtime=3_000_000)
     make_robust_run(root, "robust", ("gmm_dae",), mtime=4_000_000)
-    broken = make_run(root, "broken", mtime=500_000)
-    (broken / "status.json").write_text("{not json")
-    os.utime(broken / "status.json", (500_000, 500_000))
+    broken = RunFolder(make_run(root, "broken", mtime=500_000))
+    broken.status_path.write_text("{not json")
+    os.utime(broken.status_path, (500_000, 500_000))
     return root

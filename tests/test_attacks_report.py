@@ -8,10 +8,11 @@ import re
 import pytest
 import torch
 
-from popvae.attacks.report import EXPERIMENTS, evaluate, load_evaluable
+from popvae.attacks.report import EXPERIMENTS, evaluate
 from popvae.models.checkpoint import save_model
 from popvae.models.data import synthetic
 from popvae.models.gsvae import GSVAE, GSVAEConfig
+from popvae.population.evaluation import load_evaluable
 
 QUICK = {
     "purification": {"eps_grid": (0.1, 0.3), "pgd_steps": 2, "eot_samples": 2},

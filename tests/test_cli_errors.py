@@ -199,7 +199,8 @@ def test_a_model_shape_that_contradicts_the_dataset_is_an_error(capsys, tmp_path
 
 
 def finished_run(folder, epochs_done=2, epochs=2):
-    """A run folder as a finished run leaves it, as far as a resume reads it: config.json and checkpoints/latest.pt."""
+    """A run folder as a finished run leaves it, as far as a resume reads it: config.json, checkpoints/latest.pt, and
+    summary.json once every epoch is trained and scored."""
     import torch
 
     (folder / "checkpoints").mkdir(parents=True)
@@ -207,6 +208,8 @@ def finished_run(folder, epochs_done=2, epochs=2):
     (folder / "status.json").write_text(json.dumps({"state": "done", "epoch": epochs_done, "epochs": epochs}))
     state = {"epochs_done": epochs_done, "taus": {}, "patience": {}, "flags": {}, "weights": {}, "optimizers": {}}
     torch.save(state, folder / "checkpoints" / "latest.pt")
+    if epochs_done >= epochs:
+        (folder / "summary.json").write_text("{}")
     return folder
 
 

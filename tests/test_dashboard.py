@@ -125,7 +125,7 @@ def test_dashboard_shows_a_live_run(ray_session, service, browser, tmp_path: Pat
         assert all(s in " ".join(rows) for s in ("fixed", "linear_inc")), rows
         assert "→" in rows[0]  # tau used -> next
         assert len(browser.find_elements(By.CSS_SELECTOR, "#lineage tbody tr")) == PAUSE_AFTER
-        assert len(browser.find_elements(By.CSS_SELECTOR, "#loss-chart circle.best-pt")) == PAUSE_AFTER  # one best per epoch
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#loss-chart circle.best-point")) == PAUSE_AFTER  # one best per epoch
         running = shot(browser, tmp_path, "dashboard-running.png")
     finally:
         release.set()

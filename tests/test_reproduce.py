@@ -12,8 +12,10 @@ import pytest
 from popvae.cluster.cli import main
 from popvae.population import rundir
 from popvae.population.config import ConfigError, parse_config
+from popvae.population.contract import LineageEntry
 from popvae.population.reproduce import PRESETS, check_out_dir, reproduce, steps_of, winning_member
 from popvae.population.reproduction import ABLATIONS, _verdict, mean_ci
+from popvae.population.run_folder import RunFolder
 from popvae.population.temperature import REFERENCE_DYNAMICS, strategy_for
 
 
@@ -39,12 +41,13 @@ def test_the_protocol_runs_the_headline_comparison_first_and_every_ablation():
 
 
 def test_winning_member_counts_generations_won(tmp_path):
-    folder = tmp_path / "run"
-    rundir.write_json(folder / "lineage.json", [{"epoch": e, "best": best} for e, best in enumerate([3, 2, 3, 2])])
-    assert winning_member(folder) is None  # not finished
-    rundir.write_json(folder / "status.json", {"state": "done"})
-    rundir.write_json(folder / "summary.json", {})
-    assert winning_member(folder) == 2  # a tie goes to the lower index
+    folder = RunFolder(tmp_path / "run")
+    folder.write_lineage([LineageEntry(epoch=e, best=best, best_loss=1.0, received={}, tau_before={}, tau_after={})
+                          for e, best in enumerate([3, 2, 3, 2])])
+    assert winning_member(folder.path) is None  # not finished
+    rundir.write_json(folder.status_path, {"state": "done"})
+    rundir.write_json(folder.summary_path, {})
+    assert winning_member(folder.path) == 2  # a tie goes to the lower index
 
 
 def test_a_folder_of_another_preset_or_with_other_files_is_refused(tmp_path):

@@ -8,8 +8,10 @@ from PIL import Image
 
 import popvae.population.training as training
 from popvae.models.checkpoint import load_model
+from popvae.population.contract import JobStatus
 from popvae.population.robust import METHODS, parse_methods, train_job
-from popvae.population.rundir import read_json, read_rows, write_json
+from popvae.population.run_folder import RunFolder
+from popvae.population.rundir import read_json, read_rows
 from popvae.population.training import reconstruction_mse
 from tests.robust_data import fashion
 
@@ -25,7 +27,7 @@ def test_parse_methods_orders_dedupes_and_names_unknowns() -> None:
 
 def test_train_job_writes_its_folder(tmp_path) -> None:
     job = tmp_path / "jobs" / "gmm-dae"
-    write_json(job / "status.json", {"state": "queued", "created_at": "2020-01-01T00:00:00+00:00"})
+    RunFolder(job).write_job_status(JobStatus.queued("gmm-dae", "robust", "gmm-dae", 2, "2020-01-01T00:00:00+00:00"))
     test = fashion("test", 40)
     updates: list[dict] = []
     metrics = train_job("gmm-dae", fashion("train", 256), test, job, epochs=2, batch_size=32, steps_per_epoch=3,

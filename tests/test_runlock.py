@@ -13,6 +13,7 @@ import pytest
 from popvae.cluster.run_store import RunStore
 from popvae.population import rundir, runlock
 from popvae.population.contract import JobStatus
+from popvae.population.run_folder import RunFolder
 from popvae.population.runlock import LOCK_NAME, RunLock, RunLocked, is_held, read_holder
 
 
@@ -59,7 +60,7 @@ def test_the_holder_refreshes_its_heartbeat(tmp_path: Path, monkeypatch: pytest.
 def _job(root: Path, run: str, job_id: str, state: str) -> Path:
     folder = root / run / "jobs" / job_id
     status = JobStatus.queued(job_id, "robust", "vae-kl", 2)
-    (status if state == "queued" else status.update(state=state)).write(folder / "status.json")
+    RunFolder(folder).write_job_status(status if state == "queued" else status.update(state=state))
     return folder
 
 

@@ -147,7 +147,7 @@ function lineChart(el, rows, column, ylabel) {
     const d = mine.map((r, i) => `${i ? "L" : "M"}${sx(r.epoch + 1).toFixed(1)},${sy(r[column]).toFixed(1)}`).join("");
     svg += `<path class="line" d="${d}" stroke="${color(m)}"><title>member ${m}</title></path>`;
     for (const r of mine) {
-      svg += `<circle cx="${sx(r.epoch + 1)}" cy="${sy(r[column])}" r="${r.is_best ? 6 : 2.5}" class="${r.is_best ? "best-pt" : "pt"}" stroke="${color(m)}" fill="${r.is_best ? "none" : color(m)}"><title>member ${m}, epoch ${r.epoch + 1}: ${num(r[column], 4)}${r.is_best ? " (best)" : ""}</title></circle>`;
+      svg += `<circle cx="${sx(r.epoch + 1)}" cy="${sy(r[column])}" r="${r.is_best ? 6 : 2.5}" class="${r.is_best ? "best-point" : "pt"}" stroke="${color(m)}" fill="${r.is_best ? "none" : color(m)}"><title>member ${m}, epoch ${r.epoch + 1}: ${num(r[column], 4)}${r.is_best ? " (best)" : ""}</title></circle>`;
     }
   }
   svg += "</svg>";
