@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,6 +20,7 @@ from popvae.population.config import MAX_DURATION_S, ConfigError, parse_config
 from popvae.population.flags import PACK_SIZE, TRAIN_FLAGS, check_resume_flags, train_config
 
 EXIT_BAD_INPUT = 2
+STOP_BUDGET_S = 8.0  # from a stop signal to the exit: population.run's clean-up (at most 4 s), then Ray's shutdown
 
 
 def _int(text: str) -> int:
@@ -102,12 +104,22 @@ def _unreachable(err: Exception) -> int:
 
 
 def _interrupted(stop: Any, kept: str) -> int:
-    """One line, what was kept and how to go on; every Ray process this driver started is stopped."""
+    """One line, what was kept and how to go on; every Ray process this driver started is stopped, by STOP_BUDGET_S
+    after the signal (at least 1 s). When Ray's shutdown cannot finish (its processes died with the process group and
+    it waits on them), the process ends at once, without Python's exit hooks: Ray's own would wait again."""
+    stopped = True
     if "ray" in sys.modules:
         import ray
 
-        ray.shutdown()
+        from popvae.population.deadline import within
+        from popvae.population.runlock import stop_time_left
+
+        stopped = within(max(1.0, stop_time_left(STOP_BUDGET_S)), ray.shutdown)
     print(f"popvae: interrupted by {stop}: {kept}", file=sys.stderr)
+    if not stopped:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(stop.exit_code)
     return stop.exit_code
 
 

@@ -1,46 +1,60 @@
-"""The coordinator: a named Ray actor that runs the population's generation protocol.
+"""The coordinator: a named Ray actor that carries out the population's generations.
 
 Members live in packs (docs/PACKING.md): a worker hosts k members as one stacked model, and a member is
-(pack, slot); `worker.plan_packs` decides which members share a worker (`pack_size`). Per generation (docs/ALGORITHMS.md §2):
-every pack trains one epoch of all its members; scores are gathered behind a barrier with a timeout; the best is
-selected and every tau advanced (`temperature.next_taus`); the best weights are fetched once into the object store
-and that one ObjectRef is handed, as a top-level argument, to every other pack, while the pack holding the best
-copies it between slots (no object-store read). What happened is booked per member by the `Recorder` (history,
-lineage, status, checkpoints), which also restores a resumed run.
+(pack, slot); `worker.plan_packs` decides which members share a worker (`pack_size`). Per generation (docs/ALGORITHMS.md
+§2): every pack trains one epoch of all its members; scores are gathered behind a barrier with a timeout; the
+generation policy (`population/generation.py`) picks the best, every next tau and patience, the receivers and the
+resets; the best weights are fetched once into the object store and that one ObjectRef is handed, as a top-level
+argument, to every receiving pack, while the pack holding the best copies it between slots (no object-store read).
+This actor only executes (train, barrier, broadcast, restart) and holds the taus; the `Recorder` persists what
+happened (history, lineage, status, checkpoints) and reads a resumed run back.
 
 Faults never stop the population: a pack that dies is restarted and all its members re-seeded from the last
 broadcast weights (event `restarted` on each), then retried once; a pack that exceeds the timeout is killed,
-restarted and its members dropped from this generation; a member whose score is not finite is reset from the best
-and flagged (its slot only: weights and Adam state).
+restarted, and its members dropped from this generation, unless nothing finite was reported, when it is retried
+once (with every member in one pack, a drop would leave nothing to select); a member whose score is not finite is
+reset from the best and flagged (its slot only: weights and Adam state).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray.exceptions import RayError
 
+from popvae.population import generation
 from popvae.population.config import RunConfig
-from popvae.population.contract import MemberEvent, RunState, dump
+from popvae.population.contract import RunState, dump
 from popvae.population.recorder import Gathered, Recorder
-from popvae.population.temperature import MemberTau, annealed_tau, next_taus, scheduled_tau
 from popvae.population.worker import Placement, plan_packs
 
 Result = dict[str, Any]  # what a member's train_epoch reports
 
 
 class PopulationCoordinator:
-    """The generation protocol over packs (`packs[p]`: the members worker `workers[p]` hosts); `record` keeps the books."""
+    """The generation protocol over packs (`packs[p]`: the members worker `workers[p]` hosts); `tau` holds every
+    member's tau and patience; `record` keeps the books."""
 
-    def __init__(self, config: RunConfig, run_dir: str, data_refs: list[ray.ObjectRef], resume: bool = False) -> None:
+    def __init__(self, config: RunConfig, run_dir: str, data_refs: list[ray.ObjectRef], resume: bool = False,
+                 restarts: int = 0) -> None:
+        """`restarts` > 0: this coordinator replaces one whose process died (the run's `restarts`-th time)."""
         self.cfg = config
-        self.record = Recorder(config, Path(run_dir))
+        self.tau = generation.first_taus(config)
+        self.record = Recorder(config, Path(run_dir), taus=lambda: self.tau)
         self.train_ref, self.val_ref = data_refs
         self.last_broadcast: ray.ObjectRef | None = None
+        # The books come back before anything is written: a status written from here on (even the failure to place
+        # the members) is the run's, never a blank one.
+        restored = None
+        if resume:
+            restored, self.tau = self.record.restore()
+        if restarts:
+            self.record.coordinator_restarted(restarts)
         cpu_nodes = sum(1 for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0)
         self.packs = plan_packs(list(self.record.members), config.pack_size, ray.cluster_resources().get("GPU", 0),
                                 cpu_nodes, config.device)
@@ -49,8 +63,8 @@ class PopulationCoordinator:
         spawned = {p: self._spawn(p) for p in range(len(self.packs))}
         self.workers = {p: worker for p, (worker, _) in spawned.items()}
         self._await_placed({p: ready for p, (_, ready) in spawned.items()})
-        if resume:
-            self._restore()
+        if restored is not None:
+            self._load(restored)
         self.record.write_status()
 
     # --- placement ---
@@ -74,30 +88,35 @@ class PopulationCoordinator:
 
     # --- one generation ---
     def run_generation(self, epoch: int) -> dict[str, Any]:
-        """Train, select, broadcast, book; returns the generation's lineage entry (as JSON data)."""
+        """Train, decide, broadcast, book; returns the generation's lineage entry (as JSON data)."""
         started = time.perf_counter()
-        results, events = self._train_all(epoch)
+        barrier = self._train_all(epoch)
+        results = barrier.results
         trained = time.perf_counter()
         scores = {i: self._score(results.get(i)) for i in self.pack_of}
-        for i, score in scores.items():
-            if not math.isfinite(score) and results.get(i) is not None:
-                events[i] = "nan_reset"
-        candidates = dict(scores)
+        non_finite = [i for i, score in scores.items() if not math.isfinite(score) and results.get(i) is not None]
+        candidates, lost = dict(scores), set()
         while True:
-            if not any(math.isfinite(v) for v in candidates.values()):
+            if not generation.any_finite(candidates):
                 self.record.set_state("failed")
-                raise RuntimeError(f"generation {epoch}: no member produced a finite loss and kept its weights")
-            best, decisions = self._select(epoch, candidates)
-            best_ref = self.workers[self.pack_of[best]].get_weights.remote(best)
+                raise RuntimeError(generation.failure_message(epoch, barrier.timed_out, self.cfg.member_timeout_s))
+            events = generation.member_events(self.pack_of, retried=barrier.retried, dropped=barrier.dropped,
+                                              lost=lost, non_finite=non_finite)
+            decision = generation.decide(epoch, candidates, self.tau, self.cfg,
+                                         reset=[i for i, e in events.items() if e == "nan_reset"])
+            best_ref = self.workers[self.pack_of[decision.best]].get_weights.remote(decision.best)
             try:
                 ray.get(best_ref)  # the best may have died since it reported: then the next best is broadcast
                 break
             except RayError:  # its pack mates' trained weights died with it
-                for i in self._restart(self.pack_of[best], events):
-                    candidates[i] = math.nan
-        self._broadcast(best, best_ref, events)
+                lost.update(self._restart(self.pack_of[decision.best]))
+                candidates.update({i: math.nan for i in lost})
+        lost.update(self._broadcast(decision, best_ref))
+        events = generation.member_events(self.pack_of, retried=barrier.retried, dropped=barrier.dropped, lost=lost,
+                                          non_finite=non_finite)
+        before, self.tau = self.tau, {**self.tau, **decision.taus}
         seconds = {"train": trained - started, "coordination": time.perf_counter() - trained}
-        entry = self.record.record_generation(epoch, results, scores, best, decisions, events, seconds,
+        entry = self.record.record_generation(epoch, results, scores, decision, before, events, seconds,
                                               gather=lambda: self._gather(best_ref))
         return dump(entry)
 
@@ -107,68 +126,73 @@ class PopulationCoordinator:
             return math.nan
         return result["val_loss"] if self.cfg.select_on == "val" else result["loss"]["total"]
 
-    def _train_all(self, epoch: int) -> tuple[dict[int, Result | None], dict[int, MemberEvent]]:
-        """The barrier: every pack's epoch, restarting a dead pack once, dropping a late one."""
-        taus = self.record.taus()
+    def _train_all(self, epoch: int) -> _Barrier:
+        """The barrier: every pack's epoch; a pack that fails or runs late is restarted, then retried or dropped as
+        `generation.after_fault` says. One deadline for all packs, a failed pack's retry included; a late pack's
+        retry (its deadline has passed) gets `member_timeout_s` of its own."""
+        taus = {i: t.tau for i, t in self.tau.items()}
         self.record.set_member_state("training", list(self.pack_of))
-        train = lambda p: self.workers[p].train_epoch.remote(epoch, {i: taus[i] for i in self.packs[p]})  # noqa: E731
-        pending = {train(p): p for p in self.workers}
-        results: dict[int, Result | None] = {}
-        events: dict[int, MemberEvent] = {}
-        retried: set[int] = set()
+        barrier = _Barrier()
+        tries = dict.fromkeys(self.workers, 1)
         deadline = time.monotonic() + self.cfg.member_timeout_s
+
+        def train(p: int, until: float) -> tuple[ray.ObjectRef, float]:
+            return self.workers[p].train_epoch.remote(epoch, {i: taus[i] for i in self.packs[p]}), until
+
+        pending = {p: train(p, deadline) for p in self.workers}
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
-            if not ready:
-                break
-            p = pending.pop(ready[0])
-            try:
-                results.update(ray.get(ready[0]))
-            except RayError:
-                if p in retried:  # failed twice in one generation: leave its members out
-                    self._drop(p, events, results)
+            refs = {ref: p for p, (ref, _) in pending.items()}
+            first = min(until for _, until in pending.values())
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=max(0.0, first - time.monotonic()))
+            if ready:
+                p = refs[ready[0]]
+                _, until = pending.pop(p)
+                try:
+                    barrier.results.update(ray.get(ready[0]))
                     continue
-                self._restart(p, events)
-                retried.add(p)
-                pending[train(p)] = p
-        for p in pending.values():  # past the deadline: free the barrier, keep the members for next time
-            self._restart(p, events)
-            self._drop(p, events, results)
-        return results, events
+                except RayError:
+                    fault: generation.PackFault = "failed"
+            else:  # past its deadline: free the barrier, keep the members for the next try or generation
+                p = next(q for q, (_, until) in pending.items() if until == first)
+                del pending[p]
+                fault, until = "late", time.monotonic() + self.cfg.member_timeout_s
+            finite = any(math.isfinite(self._score(r)) for r in barrier.results.values())
+            action = generation.after_fault(fault, tries[p], finite)
+            if fault == "late" or action == "retry":  # a pack that died for good is restarted by the next call
+                self._restart(p)
+            if action == "retry":
+                tries[p] += 1
+                barrier.retried.update(self.packs[p])
+                pending[p] = train(p, until)
+            else:
+                barrier.dropped.update(self.packs[p])
+                if fault == "late":
+                    barrier.timed_out.update(self.packs[p])
+                barrier.results.update(dict.fromkeys(self.packs[p]))
+        return barrier
 
-    def _drop(self, p: int, events: dict[int, MemberEvent], results: dict[int, Result | None]) -> None:
-        for i in self.packs[p]:
-            events[i], results[i] = "dropped", None
-
-    def _select(self, epoch: int, scores: dict[int, float]) -> tuple[int, dict[int, MemberTau]]:
-        """The best member and every member's next tau decision."""
-        if self.cfg.baseline:
-            return 1, {1: MemberTau(annealed_tau(epoch + 1, self.cfg.temperature), 0, False)}
-        if self.cfg.schedule_of is not None:
-            tau = scheduled_tau(self.record.taus()[1], self.cfg.schedule_of, self.cfg.temperature)
-            return 1, {1: MemberTau(tau, 0, False)}
-        return next_taus(self.record.taus(), self.record.patience(), scores, self.cfg.temperature)
-
-    def _broadcast(self, best: int, best_ref: ray.ObjectRef, events: dict[int, MemberEvent]) -> None:
-        """The best weights went into the object store once (`best_ref`); every other pack reads that one object,
-        the pack holding the best copies between slots. A pack that dies meanwhile is restarted from it. Without
-        the broadcast (an ablation) only the members reset after a NaN receive the best weights."""
+    def _broadcast(self, decision: generation.Decision, best_ref: ray.ObjectRef) -> list[int]:
+        """The best weights went into the object store once (`best_ref`); every receiving pack reads that one
+        object, the pack holding the best copies between slots. A pack that dies meanwhile is restarted from it;
+        returns the members restarted so."""
         self.last_broadcast = best_ref
-        home = self.pack_of[best]
+        home = self.pack_of[decision.best]
         calls = {}
         for p, worker in self.workers.items():
-            reset = [i for i in self.packs[p] if i != best and events.get(i) == "nan_reset"]
-            targets = [i for i in self.packs[p] if i != best] if self.cfg.broadcast else reset
+            targets = [i for i in self.packs[p] if i in decision.receivers]
+            reset = [i for i in self.packs[p] if i in decision.reset]
             if targets:
-                calls[p] = worker.copy_slot.remote(best, targets, reset) if p == home else \
+                calls[p] = worker.copy_slot.remote(decision.best, targets, reset) if p == home else \
                     worker.set_weights.remote(best_ref, targets, reset)
+        lost = []
         for p, call in calls.items():
             try:
                 ray.get(call)
             except RayError:
-                self._restart(p, events)
+                lost += self._restart(p)
+        return lost
 
-    def _restart(self, p: int, events: dict[int, MemberEvent]) -> list[int]:
+    def _restart(self, p: int) -> list[int]:
         """A new worker for pack p, every member re-seeded from the last broadcast; returns those members."""
         members = self.packs[p]
         self.record.set_member_state("restarting", members)
@@ -177,9 +201,7 @@ class PopulationCoordinator:
         self._await_placed({p: ready})
         if self.last_broadcast is not None:
             ray.get(self.workers[p].set_weights.remote(self.last_broadcast))
-        for i in members:
-            events[i] = "restarted"
-        return members
+        return list(members)
 
     def _gather(self, best_ref: ray.ObjectRef) -> Gathered:
         """What a checkpoint needs (members are idle between generations); each member's own weights only when
@@ -191,8 +213,9 @@ class PopulationCoordinator:
             {i: ray.get(self.workers[p].get_weights.remote(i)) for i, p in sorted(self.pack_of.items())}
         return ray.get(best_ref), {i: optimizers[i] for i in sorted(optimizers)}, own
 
-    def _restore(self) -> None:
-        weights, optimizers, own = self.record.restore()
+    def _load(self, restored: Gathered) -> None:
+        """Every member back to the checkpoint the recorder read: weights, optimizer states, own weights."""
+        weights, optimizers, own = restored
         self.last_broadcast = ray.put(weights)
         ray.get([w.set_weights.remote(self.last_broadcast) for w in self.workers.values()])
         if own is not None:
@@ -214,16 +237,23 @@ class PopulationCoordinator:
     def finish(self, state: RunState = "done") -> None:
         self.record.finish(state)
 
-    def coordinator_restarted(self, count: int) -> None:
-        """This coordinator replaces one whose process died (the `count`-th time in this run, across resumes)."""
-        self.record.coordinator_restarted(count)
-
     def status(self) -> dict[str, Any]:
         return dump(self.record.status())
 
     def wait_for_writes(self) -> None:
         """Block until the last checkpoint is on disk; re-raises a write that failed."""
         self.record.wait_for_writes()
+
+
+@dataclass
+class _Barrier:
+    """What one generation's barrier gathered: every member's result (None when dropped), and which members were
+    retried (their pack restarted before they reported), dropped, and dropped for running past the timeout."""
+
+    results: dict[int, Result | None] = field(default_factory=dict)
+    retried: set[int] = field(default_factory=set)
+    dropped: set[int] = field(default_factory=set)
+    timed_out: set[int] = field(default_factory=set)
 
 
 def _devices(resources: dict[str, float]) -> str:

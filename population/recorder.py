@@ -1,17 +1,18 @@
 """The recorder: the population's book, per member, and everything it leaves in the run folder.
 
-It owns each member's record (strategy, the tau decision of `population.temperature`, state,
-flags, last result), the history rows, the lineage, `status.json`, the checkpoints (written in the
-background) with `best.pt`, and the restore from `checkpoints/latest.pt`. It knows nothing of how
-members execute: the coordinator hands it plain results and, when a checkpoint is due, a function
-that gathers the weights and optimizer states. Every file is built through `population.contract`.
+It owns each member's record (strategy, state, flags, last result), the history rows, the lineage,
+`status.json`, the checkpoints (written in the background) with `best.pt`, and the restore from
+`checkpoints/latest.pt`. It decides nothing and knows nothing of how members execute: the coordinator
+hands it the generation policy's decision (`population.generation`), plain results, its taus (read
+through `taus`, never kept here) and, when a checkpoint is due, a function that gathers the weights
+and optimizer states. Every file is built through `population.contract`.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ from popvae.population.temperature import MemberTau, Strategy, strategy_for
 if TYPE_CHECKING:
     import torch
 
+    from popvae.population.generation import Decision
+
 Weights = dict[str, np.ndarray]
 Gathered = tuple[Weights, dict[int, Any], dict[int, Weights] | None]
 """What a checkpoint needs from the members: the best weights, every member's optimizer state, and each member's own
@@ -50,22 +53,20 @@ class MemberRecord:
     """One member as the run knows it."""
 
     strategy: Strategy
-    decision: MemberTau  # its tau for the next generation, patience, whether feedback moved it last time
     state: MemberState = "idle"
     flags: list[str] = field(default_factory=list)  # "event@epoch"
     last: dict[str, Any] | None = None  # its last reported result (loss parts, val_loss, node_id, seconds)
 
 
 class Recorder:
-    def __init__(self, config: RunConfig, run_dir: Path) -> None:
+    def __init__(self, config: RunConfig, run_dir: Path, taus: Callable[[], Mapping[int, MemberTau]]) -> None:
+        """`taus()`: every member's current tau and patience, as the coordinator holds them."""
         self.cfg = config
         self.run_dir = Path(run_dir)
         self.folder = RunFolder(self.run_dir)
         self.run_id = self.run_dir.name
-        start = MemberTau(config.temperature.tau0, 0, False)
-        self.members = {
-            i: MemberRecord(_strategy(config, i), start) for i in range(1, config.members + 1)
-        }
+        self.taus = taus
+        self.members = {i: MemberRecord(_strategy(config, i)) for i in range(1, config.members + 1)}
         self.history: list[HistoryRow] = []
         self.lineage: list[LineageEntry] = []
         self.state: RunState = "running"
@@ -77,12 +78,6 @@ class Recorder:
         self.logs = RunLogs(self.run_dir)  # TensorBoard events per member and progress.csv
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self._write: Future[None] | None = None
-
-    def taus(self) -> dict[int, float]:
-        return {i: m.decision.tau for i, m in self.members.items()}
-
-    def patience(self) -> dict[int, int]:
-        return {i: m.decision.patience for i, m in self.members.items()}
 
     # --- states ---
     def set_member_state(self, state: MemberState, members: Iterable[int]) -> None:
@@ -107,14 +102,13 @@ class Recorder:
         self.set_state(state)
 
     # --- one generation ---
-    def record_generation(self, epoch: int, results: dict[int, dict[str, Any] | None], scores: dict[int, float], best: int,
-                          decisions: dict[int, MemberTau], events: dict[int, MemberEvent], seconds: dict[str, float],
-                          gather: Callable[[], Gathered]) -> LineageEntry:
-        """Book the generation's outcome, write history and lineage, then (when due) a checkpoint, then the status."""
+    def record_generation(self, epoch: int, results: dict[int, dict[str, Any] | None], scores: dict[int, float],
+                          decision: Decision, before: Mapping[int, MemberTau], events: dict[int, MemberEvent],
+                          seconds: dict[str, float], gather: Callable[[], Gathered]) -> LineageEntry:
+        """Book the generation's outcome (`before`: the taus it trained at; `taus()` already the next ones), write
+        history and lineage, then (when due) a checkpoint, then the status."""
         writing = time.perf_counter()
-        before = self.taus()
-        for i, decision in decisions.items():
-            self.members[i].decision = decision
+        best = decision.best
         self.best, self.epochs_done = best, epoch + 1
         self.generation_seconds = seconds["train"] + seconds["coordination"]
         for i, member in self.members.items():
@@ -124,11 +118,11 @@ class Recorder:
                 member.flags.append(f"{event}@{epoch}")
             if results.get(i):
                 member.last = results[i]
-            self.history.append(self._row(epoch, i, results.get(i), before[i], scores[i], best, event))
+            self.history.append(self._row(epoch, i, results.get(i), before[i].tau, scores[i], best, event))
         entry = LineageEntry(
-            epoch=epoch, best=best, best_loss=scores[best], received={str(i): best for i in self.members if i != best},
+            epoch=epoch, best=best, best_loss=scores[best], received={str(i): src for i, src in decision.receivers.items()},
             tau_before=_by_member(before), tau_after=_by_member(self.taus()),
-            feedback=[i for i, d in decisions.items() if d.feedback_applied],
+            feedback=[i for i, d in decision.taus.items() if d.feedback_applied],
             events={str(i): e for i, e in events.items()}, seconds=dict(seconds), coordinator_restarted=self._restarted,
         )
         self._restarted = False
@@ -139,7 +133,7 @@ class Recorder:
         self.logs.generation(self.history[-len(self.members):], self.history,
                              {i: r.get("step_losses", []) for i, r in results.items() if r})
         if epoch + 1 == self.cfg.epochs or (epoch + 1) % self.cfg.checkpoint_every == 0:
-            self._checkpoint(*gather(), best_tau=before[best], best_score=scores[best])
+            self._checkpoint(*gather(), best_tau=before[best].tau, best_score=scores[best])
         entry.seconds["checkpoint"] = time.perf_counter() - writing
         self._write_lineage()
         self.write_status()
@@ -149,11 +143,11 @@ class Recorder:
              event: MemberEvent) -> HistoryRow:
         result = result or {}
         loss = result.get("loss", {})
-        member = self.members[i]
+        member, next_ = self.members[i], self.taus()[i]
         return HistoryRow(
-            epoch=epoch, member=i, strategy=member.strategy, tau=tau, tau_next=member.decision.tau,
+            epoch=epoch, member=i, strategy=member.strategy, tau=tau, tau_next=next_.tau,
             **{f"loss_{k}": float(loss.get(k, math.nan)) for k in LOSS_PARTS},
-            val_loss=float(result.get("val_loss", math.nan)), score=float(score), patience=member.decision.patience,
+            val_loss=float(result.get("val_loss", math.nan)), score=float(score), patience=next_.patience,
             is_best=i == best, seconds=float(result.get("seconds", math.nan)), event=event, node_id=result.get("node_id", ""),
         )
 
@@ -163,16 +157,16 @@ class Recorder:
             run_id=self.run_id, state=self.state, epoch=self.epochs_done, epochs=self.cfg.epochs,
             generation_seconds=self.generation_seconds, best_member=self.best, updated_at=rundir.now_iso(),
             coordinator_restarts=self.coordinator_restarts,
-            members=[self._member_status(i, m) for i, m in self.members.items()],
+            members=[self._member_status(i, m, self.taus()[i]) for i, m in self.members.items()],
         )
 
     @staticmethod
-    def _member_status(i: int, m: MemberRecord) -> MemberStatus:
+    def _member_status(i: int, m: MemberRecord, tau: MemberTau) -> MemberStatus:
         last = m.last or {}
         return MemberStatus(
-            index=i, strategy=m.strategy, tau=m.decision.tau,
+            index=i, strategy=m.strategy, tau=tau.tau,
             loss=LossParts(**{k: last["loss"].get(k) for k in LOSS_PARTS}) if m.last else None,
-            val_loss=last.get("val_loss"), patience=m.decision.patience, state=m.state, node_id=last.get("node_id"),
+            val_loss=last.get("val_loss"), patience=tau.patience, state=m.state, node_id=last.get("node_id"),
             flags=list(m.flags),
         )
 
@@ -187,8 +181,10 @@ class Recorder:
                     best_score: float) -> None:
         """Copy the state now (members are idle between generations), write it in the background: with fast
         devices, serialising every optimizer state would otherwise hold up the next generation."""
-        state = Checkpoint(self.epochs_done, self.taus(), self.patience(), {i: list(m.flags) for i, m in self.members.items()},
-                           _tensors(weights), optimizers, None if own is None else {i: _tensors(w) for i, w in own.items()})
+        taus = self.taus()
+        state = Checkpoint(self.epochs_done, {i: t.tau for i, t in taus.items()}, {i: t.patience for i, t in taus.items()},
+                           {i: list(m.flags) for i, m in self.members.items()}, _tensors(weights), optimizers,
+                           None if own is None else {i: _tensors(w) for i, w in own.items()})
         meta = {"tau": best_tau, "member": self.best, "epoch": self.epochs_done - 1, "score": best_score,
                 "select_on": self.cfg.select_on, "run_id": self.run_id, "baseline": self.cfg.baseline}
         self.wait_for_writes()  # one write at a time, in order
@@ -209,21 +205,22 @@ class Recorder:
             write, self._write = self._write, None
             write.result()
 
-    def restore(self) -> Gathered:
+    def restore(self) -> tuple[Gathered, dict[int, MemberTau]]:
         """Back to the last checkpoint (history and lineage cut to it); returns the weights every member restarts
-        from, each member's optimizer state, and each member's own weights where the run keeps them."""
+        from, each member's optimizer state, each member's own weights where the run keeps them, and every
+        member's tau and patience (for the coordinator, which holds them)."""
         ckpt = self.folder.read_checkpoint()  # its sha256 verified before torch reads it
         self.epochs_done = ckpt.epochs_done
         for i, m in self.members.items():
-            m.decision = MemberTau(ckpt.taus[i], ckpt.patience[i], False)
             m.flags = list(ckpt.flags[i])
+        taus = {i: MemberTau(ckpt.taus[i], ckpt.patience[i], False) for i in self.members}
         self.history = [r for r in self.folder.read_history() if r.epoch < self.epochs_done]
         self.lineage = [g for g in self.folder.read_lineage() if g.epoch < self.epochs_done]
         self.best = self.lineage[-1].best if self.lineage else None
         if self.folder.status_path.is_file():  # the count is the run's, across resumes
             self.coordinator_restarts = self.folder.read_status().coordinator_restarts
         own = {i: _arrays(w) for i, w in ckpt.member_weights.items()} if ckpt.member_weights is not None else None
-        return _arrays(ckpt.weights), ckpt.optimizers, own
+        return (_arrays(ckpt.weights), ckpt.optimizers, own), taus
 
 
 def _strategy(config: RunConfig, i: int) -> Strategy:
@@ -242,5 +239,5 @@ def _arrays(weights: dict[str, torch.Tensor]) -> Weights:
     return {k: v.numpy() for k, v in weights.items()}
 
 
-def _by_member(values: dict[int, float]) -> dict[str, float]:
-    return {str(i): v for i, v in values.items()}
+def _by_member(taus: Mapping[int, MemberTau]) -> dict[str, float]:
+    return {str(i): t.tau for i, t in taus.items()}

@@ -20,7 +20,9 @@ from popvae.population import policy
 from popvae.population.config import ConfigError, RunConfig
 from popvae.population.contract import NAMESPACE, RunResult, RunState, coordinator_name
 from popvae.population.coordinator import Coordinator
+from popvae.population.deadline import within
 from popvae.population.run_folder import RunFolder
+from popvae.population.runlock import holding, signals_kept_while_ray_starts, stop_requested
 from popvae.population.training import evaluate, reconstruction_mse
 
 
@@ -114,7 +116,11 @@ def run_population(
                         break
                 ray.get(coord.finish.remote(state))
                 break
-            except RayActorError:  # the coordinator's process died (its members die with it): start one from the checkpoint
+            except RayActorError as err:  # its process died (its members die with it): start one from the checkpoint
+                if err.actor_init_failed:  # its constructor raised (no slot for the members, ...): a cause, not a death
+                    raise
+                if (stop := stop_requested()) is not None:  # it died of the signal that stops the run (process group)
+                    raise stop from None
                 if restarts >= MAX_COORDINATOR_RESTARTS:
                     raise RuntimeError(f"the coordinator died again after {restarts} restarts in this run (at most "
                                        f"{MAX_COORDINATOR_RESTARTS}); see the Ray logs of its process") from None
@@ -122,14 +128,15 @@ def run_population(
                 ray.kill(coord)
                 coord = _start_coordinator(cfg, run_dir, refs, folder.has_checkpoint(), restarts)
     except BaseException as err:
-        ended = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-        with contextlib.suppress(Exception):
-            ray.get(coord.finish.remote(ended), timeout=10)
-        _stop_coordinator(coord)
+        stop = err if isinstance(err, KeyboardInterrupt) else stop_requested()  # Ray's failure may come before the signal's
+        ended = "interrupted" if stop is not None else "failed"
+        within(STOP_S, lambda: _stop_coordinator(coord, ended))
         _mark_ended(run_dir, ended)  # a generation still running in the actor may have written over finish()
+        if stop is not None and stop is not err:
+            raise stop from None
         raise
     with _end_recorded(run_dir):
-        _stop_coordinator(coord)
+        within(STOP_S, lambda: _stop_coordinator(coord))
     return _score(folder, data, cfg, on_scoring)
 
 
@@ -174,6 +181,7 @@ def resolve_speed(cfg: RunConfig, gpus: float, resume: bool) -> RunConfig:
                                   "pack_mode": pack_mode_for(cfg.pack_mode, device)})
 
 
+STOP_S = 4.0  # the coordinator's clean-up when a run ends (normally 0.2 s); the CLI bounds Ray's shutdown after it
 MAX_COORDINATOR_RESTARTS = 3  # per run, across resumes: a coordinator that keeps dying has a cause to look at
 
 
@@ -192,19 +200,22 @@ def _start_coordinator(cfg: RunConfig, run_dir: Path, refs: list[Any], resume: b
     for attempt in range(50):  # the dead one's name is freed a moment after its death is known
         try:
             coord = Coordinator.options(name=coordinator_name(run_dir.name), namespace=NAMESPACE,
-                                        scheduling_strategy=here).remote(cfg, str(run_dir), refs, resume)
+                                        scheduling_strategy=here).remote(cfg, str(run_dir), refs, resume, restarts)
             break
         except ValueError:
             if attempt == 49:
                 raise
             time.sleep(0.2)
-    if restarts:
-        ray.get(coord.coordinator_restarted.remote(restarts))
     return coord
 
 
-def _stop_coordinator(coord: Any) -> None:
-    """Kill the coordinator and its members, and wait until it is gone (so that it writes nothing more)."""
+def _stop_coordinator(coord: Any, ended: str | None = None) -> None:
+    """Let it book how the run `ended` (when given), kill the coordinator and its members, and wait until it is gone
+    (so that it writes nothing more). Callers bound it with `deadline.within`: after a SIGTERM to the whole process
+    group Ray's processes are gone, and these calls can block for ever whatever their timeouts say."""
+    if ended is not None:
+        with contextlib.suppress(Exception):
+            ray.get(coord.finish.remote(ended), timeout=10)
     with contextlib.suppress(Exception):
         for handle in ray.get(coord.member_handles.remote(), timeout=10).values():
             ray.kill(handle)
@@ -269,7 +280,6 @@ def train_run(run: Run, on_generation: Callable[[dict[str, Any], dict[str, Any]]
     notes shown only with `verbose`), check the cluster can host the run (ConfigError), train, return the summary.
     The lock is held until the run ends. `on_scoring(what, done, total)` follows the test-set scoring."""
     from popvae.population.bounds import check_cluster_flags
-    from popvae.population.runlock import holding, signals_kept_while_ray_starts
     from popvae.population.worker import cpu_share
 
     check_cluster_flags(address, num_cpus)

@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -159,11 +160,12 @@ class Interrupted(KeyboardInterrupt):
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _installed = False
 _received: int | None = None
+_received_at: float | None = None  # time.monotonic() of the first stop signal
 
 
 def _raise_interrupted(signum: int, _frame: object) -> None:
-    global _received
-    _received = signum
+    global _received, _received_at
+    _received, _received_at = signum, time.monotonic()
     for s in _STOP_SIGNALS:  # a second signal while stopping must not interrupt the clean-up
         signal.signal(s, signal.SIG_IGN)
     raise Interrupted(signum)
@@ -175,6 +177,17 @@ def as_interrupted(err: KeyboardInterrupt) -> Interrupted:
     if isinstance(err, Interrupted):
         return err
     return Interrupted(_received if _received is not None else signal.SIGINT)
+
+
+def stop_requested() -> Interrupted | None:
+    """The stop signal received so far, if any, also when its exception was lost (raised where Python had to ignore
+    it, inside a Ray callback): after a SIGTERM to the whole process group, Ray's failures can come first."""
+    return None if _received is None else Interrupted(_received)
+
+
+def stop_time_left(budget_s: float) -> float:
+    """Seconds left of a stop that must be done `budget_s` after the stop signal (all of it when none was seen)."""
+    return budget_s - (0.0 if _received_at is None else time.monotonic() - _received_at)
 
 
 def stop_on_signals() -> None:
