@@ -29,8 +29,9 @@ def test_train_with_baseline_trains_both_on_one_budget_and_draws_them_together(r
     assert [name for name, _ in results] == ["population", "baseline"] and trained == ["pop", "pop-baseline"]
     baseline_cfg = json.loads((tmp_path / "pop-baseline" / "config.json").read_text())
     assert baseline_cfg["baseline"] is True and baseline_cfg["members"] == 1
+    population_cfg = json.loads((tmp_path / "pop" / "config.json").read_text())  # as resolved (precision, pack_mode)
     assert {k: v for k, v in baseline_cfg.items() if k not in ("baseline", "members")} == \
-        {k: v for k, v in cfg.model_dump(mode="json").items() if k not in ("baseline", "members")}
+        {k: v for k, v in population_cfg.items() if k not in ("baseline", "members")}
     assert results[1][1]["baseline"] is True and (tmp_path / "pop" / "plots" / "tau.png").is_file()
 
 
