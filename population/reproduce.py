@@ -3,7 +3,7 @@
 Every training it starts is a normal run folder (OUT/runs/<step>) or robust job (OUT/robust/jobs/<method>), every
 attack an evaluation report (OUT/evaluations/<step>); a step whose result is on disk is never redone, a population
 run that was interrupted is resumed from its checkpoint, so running the same command again continues. The report
-(`population.reproduction`) is rewritten after every step from whatever is finished.
+(`population.repro_report`) is rewritten after every step from whatever is finished.
 
 Presets fix the budget: `smoke` (synthetic data, seconds: the tests), `cpu` (Fashion-MNIST on a 2-core machine in
 about an hour), `paper` (the papers' budgets, for GPUs).
@@ -30,6 +30,9 @@ PAPER_EPS = tuple(sorted(set(FGSM_EPS + PGD_EPS) - {0.0}))  # both attacks on ev
 # twins with and without latent adversarial training, RAVEN against the plain VAE.
 ROBUST_METHODS = ("vae-kl", "gmm-dae", "robust-gmm-dae", "vae-mmd", "dae-mmd", "vae-swt", "dae-swt", "vae-kl-lat",
                   "dae-mmd-lat", "raven")
+HEADLINE = "population-reference"  # the run every ablation is compared with
+ABLATIONS = ("population-reference", "population-defaults", "winning-schedule-alone", "no-broadcast", "no-feedback",
+             "baseline", "baseline-equal-compute")
 
 
 class Protocol(BaseModel):
@@ -224,7 +227,7 @@ def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, 
     after the generation (it is resumed by the next call): how the tests interrupt a reproduction. `report_only`
     rewrites the report from what is finished and trains nothing.
     """
-    from popvae.population.reproduction import write_report
+    from popvae.population.repro_report import write_report
     from popvae.population.runlock import holding
 
     out, report_dir = Path(out), Path(report_dir or out)

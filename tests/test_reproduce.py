@@ -13,8 +13,9 @@ from popvae.cluster.cli import main
 from popvae.population import rundir
 from popvae.population.config import ConfigError, parse_config
 from popvae.population.contract import LineageEntry
-from popvae.population.reproduce import PRESETS, check_out_dir, reproduce, steps_of, winning_member
-from popvae.population.reproduction import ABLATIONS, _verdict, mean_ci
+from popvae.population.repro_report import _verdict
+from popvae.population.repro_stats import mean_ci
+from popvae.population.reproduce import ABLATIONS, PRESETS, check_out_dir, reproduce, steps_of, winning_member
 from popvae.population.run_folder import RunFolder
 from popvae.population.temperature import REFERENCE_DYNAMICS, strategy_for
 

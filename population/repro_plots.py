@@ -1,0 +1,124 @@
+"""The reproduction's plots: each figure of reproduction.md, drawn from the facts `repro_report.collect` gathered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from popvae.attacks.figures import write_figure
+from popvae.population import paper_numbers as paper
+from popvae.population.plots import member_lines
+from popvae.population.reproduce import ABLATIONS, HEADLINE, run_dir
+from popvae.population.run_folder import RunFolder
+
+
+def plots(out: Path, facts: dict[str, Any], report_dir: Path) -> dict[str, str]:
+    """Each plot that has data: {key: the markdown that shows it and says what it shows}."""
+    shown = {}
+    for key, draw in (("ablations", _plot_ablations), ("tau", _plot_tau), ("figure4", _plot_figure4),
+                      ("purification", _plot_purification), ("patches", _plot_patches)):
+        if (markdown := draw(out, facts, report_dir)) is not None:
+            shown[key] = markdown
+    return shown
+
+
+def _errors(runs: list[dict[str, Any]]) -> np.ndarray:
+    """matplotlib's yerr (2 x n) from each run's test MSE interval."""
+    return np.array([[r["test_mse"] - r["test_mse_ci95"][0], r["test_mse_ci95"][1] - r["test_mse"]] for r in runs]).T
+
+
+def _plot_ablations(out: Path, facts: dict[str, Any], report_dir: Path) -> str | None:
+    done = [n for n in ABLATIONS if n in facts["runs"]]
+    if not done:
+        return None
+    runs = [facts["runs"][n] for n in done]
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.bar(range(len(done)), [r["test_mse"] for r in runs], yerr=_errors(runs), capsize=4, color="tab:blue")
+    ax.set_xticks(range(len(done)), done, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel("test MSE per pixel ([0,1] pixels)")
+    ax.set_title(f"ablations on {facts['protocol']['dataset']} (95 % CI over test images)", fontsize=10)
+    write_figure(fig, report_dir / "ablations.png", dpi=100)
+    return "![test MSE of each ablation with its 95 % interval](ablations.png)"
+
+
+def _plot_tau(out: Path, facts: dict[str, Any], report_dir: Path) -> str | None:
+    names = [n for n in (HEADLINE, "population-defaults") if n in facts["runs"]]
+    if not names:
+        return None
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    for ax, name in zip(fig.subplots(1, len(names), squeeze=False)[0], names, strict=True):
+        member_lines(ax, RunFolder(run_dir(out, name)).read_history_rows(), "tau")
+        ax.set_title(f"{name}: tau per member (circle: best)", fontsize=10)
+        ax.set_xlabel("epoch (generation)")
+        ax.set_ylabel("tau used in the epoch")
+        ax.legend(fontsize=6)
+    write_figure(fig, report_dir / "tau.png", dpi=100)
+    return ("![tau per member, the authors' dynamics against popvae's defaults](tau.png)\n\n"
+            "tau.png: each member's temperature per generation; a circle marks the generation's best.")
+
+
+def _plot_figure4(out: Path, facts: dict[str, Any], report_dir: Path) -> str | None:
+    p = facts["protocol"]
+    sizes = [(n, facts["runs"].get(HEADLINE if n == p["members"] else f"population-n{n}")) for n in p["sizes"]]
+    sizes = [(n, r) for n, r in sizes if r]
+    if not sizes:
+        return None
+    fig = Figure(figsize=(8, 3.5), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    ns, runs = [n for n, _ in sizes], [r for _, r in sizes]
+    left.errorbar(ns, [r["test_mse"] for r in runs], yerr=_errors(runs), marker="o", capsize=4)
+    left.set(xlabel="members n", ylabel="test MSE per pixel")
+    right.plot(ns, [r["generation_seconds_median"] for r in runs], marker="o")
+    right.set(xlabel="members n", ylabel="median generation wall time (s)")
+    fig.suptitle("Figure 4: the reference population against n", fontsize=10)
+    write_figure(fig, report_dir / "figure4.png", dpi=100)
+    return "![Figure 4: test MSE and training time against n](figure4.png)"
+
+
+def _plot_purification(out: Path, facts: dict[str, Any], report_dir: Path) -> str | None:
+    results = {k: facts["evaluations"].get(k, {}).get("purification") for k in (HEADLINE, "baseline")}
+    if not any(results.values()):
+        return None
+    fig = Figure(figsize=(9, 3.5), layout="constrained")
+    for ax, attack in zip(fig.subplots(1, 2), ("fgsm", "pgd"), strict=True):
+        for (name, result), color in zip(results.items(), ("tab:blue", "tab:orange"), strict=True):
+            if not result:
+                continue
+            label = "population" if name == HEADLINE else name
+            rows = result[attack]
+            ax.plot([0.0] + [r["eps"] for r in rows],
+                    [100 * result["clean"]["purified"]["accuracy"]] + [100 * r["non_adaptive"]["accuracy"] for r in rows],
+                    marker="o", color=color, label=f"{label}: non-adaptive")
+            ax.plot([r["eps"] for r in rows], [100 * r["adaptive"]["accuracy"] for r in rows], marker="x", linestyle="--",
+                    color=color, label=f"{label}: adaptive")
+        published = paper.PURIFICATION.get(facts["protocol"]["dataset"], {}).get(attack, {})
+        for column, label, color in ((0, "paper: population", "tab:blue"), (1, "paper: baseline", "tab:orange")):
+            eps = sorted(published)
+            if eps:
+                ax.plot(eps, [published[e][column] for e in eps], ":", color=color, marker="s", label=label)
+        ax.set(title=f"{attack.upper()} (L-inf)", xlabel="eps", ylabel="accuracy on purified images (%)")
+        ax.legend(fontsize=6)
+    write_figure(fig, report_dir / "purification.png", dpi=100)
+    return ("![accuracy under FGSM and PGD, ours against the paper's](purification.png)\n\n"
+            "purification.png: solid, popvae non-adaptive; dashed, popvae adaptive; dotted squares, the paper's "
+            "(non-adaptive) numbers.")
+
+
+def _plot_patches(out: Path, facts: dict[str, Any], report_dir: Path) -> str | None:
+    rows = {k: facts["evaluations"].get(k, {}).get("patches", {}).get("rows", []) for k in (HEADLINE, "baseline")}
+    if not any(rows.values()):
+        return None
+    fig = Figure(figsize=(6, 3.5), layout="constrained")
+    ax = fig.subplots()
+    for name, found in rows.items():
+        for shape in sorted({r["shape"] for r in found}):
+            mine = sorted((r for r in found if r["shape"] == shape), key=lambda r: r["size"])
+            ax.plot([r["size"] for r in mine], [r["test"]["roc_auc"] for r in mine], marker="o", label=f"{name}: {shape}")
+    ax.set(xlabel="patch size (px)", ylabel="test ROC-AUC", title="Figure 9: patch detection by reconstruction error")
+    ax.legend(fontsize=6)
+    write_figure(fig, report_dir / "patches.png", dpi=100)
+    return "![Figure 9: patch detection ROC-AUC against patch size](patches.png)"
