@@ -70,6 +70,7 @@ class Protocol(BaseModel):
     other_seeds: int | None = Field(None, ge=1)  # training seeds of the other core arms (None: `seeds`)
     extras: bool = True  # also the ablations outside `CORE`, Figures 4 and 7, the attacks and the robust autoencoders
     grid: tuple[float, float] = (0.25, 16.0)  # the fixed-tau grid's ends: n taus, geometric between them
+    stop: dict[str, float] | None = None  # every GS-VAE run's plateau stopper (RunConfig.stop); None: every epoch
 
     def seeds_of(self, arm: str) -> list[int]:
         """The training seeds an arm runs with (the ablations outside `CORE`: the first only)."""
@@ -86,7 +87,7 @@ class Protocol(BaseModel):
 PRESETS: dict[str, Protocol] = {
     "smoke": Protocol(
         preset="smoke", dataset="synthetic", synthetic_size=128, members=4, generations=2, steps=2, batch_size=16,
-        sizes=(2, 4), held_out=(0,), eval_subset=16,
+        sizes=(4,), held_out=(0,), eval_subset=16,  # Figure 4: the headline alone (a run fewer)
         eval_settings={"purification": {"eps_grid": (0.1, 0.3), "pgd_steps": 2, "eot_samples": 1},
                        "latent": {"n_images": 4, "trials": 1, "steps": 2}, "max-damage": {"n_images": 4, "trials": 1, "steps": 2},
                        "latent-pgd": {"eps_grid": (0.0, 1.0), "steps": 2}, "patches": {"sizes": (4,)}},
@@ -131,7 +132,7 @@ class Step(BaseModel):
 def _run(p: Protocol, **changes: Any) -> dict[str, Any]:
     base = {"dataset": p.dataset, "synthetic_size": p.synthetic_size, "epochs": p.generations, "steps_per_epoch": p.steps,
             "batch_size": p.batch_size, "seed": p.seed, "checkpoint_every": max(1, p.generations // 10)}
-    return base | changes
+    return base | ({"stop": dict(p.stop)} if p.stop else {}) | changes
 
 
 def _reference(p: Protocol, **changes: Any) -> dict[str, Any]:

@@ -167,7 +167,7 @@ def test_smoke_reproduction_interrupted_mid_run_then_continued(ray_session, tmp_
     assert sorted(r["epoch"] for r in rows) == [0] * 4 + [1] * 4
     facts = json.loads((out / "reproduction.json").read_text())
     assert facts["steps_done"] == facts["steps_total"]
-    assert set(ABLATIONS) | {"population-n2", "unseen-population", "unseen-baseline"} <= facts["runs"].keys()
+    assert set(ABLATIONS) | {"unseen-population", "unseen-baseline"} <= facts["runs"].keys()
     counters = [re.match(r"\[(\d+)/(\d+)\]", line) for line in said]
     counters = [(int(m[1]), int(m[2])) for m in counters if m]
     assert {total for _, total in counters} == {facts["steps_total"]} == {planned(PRESETS["smoke"], 115)}
