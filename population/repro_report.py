@@ -259,7 +259,7 @@ def _ablations(runs: dict[str, Any], arms: dict[str, Any], diffs: dict[str, Any]
             continue
         r, d = runs[a["runs"][0]], diffs.get(name)
         lines.append(f"| {name} | {r['what']} | {a['seeds']} | {_ci(a['mean'], a['ci95'])} | "
-                     f"{_ci(d['minus_reference'], d['ci95']) if d else '(reference)' if name == HEADLINE else ''} | "
+                     f"{_difference(d) if d else '(reference)' if name == HEADLINE else ''} | "
                      f"{_interval(d or a)} | {r['best_tau']:.2f} | {r['max_tau']:.2f} | {r['member_steps']} | "
                      f"{r['generation_seconds_median']:.1f} |")
     lines += ["", *_reading(arms, diffs), ""]
@@ -276,13 +276,22 @@ def _verdict(diffs: dict[str, Any], name: str) -> str:
     low, high = d["ci95"]
     if low is None or not math.isfinite(low):
         return f"{d['minus_reference']:+.4f}, no interval"
-    if max(abs(d["minus_reference"]), abs(low), abs(high)) < 5e-5:  # every number prints as 0.0000
-        return "no difference at this precision (every bound under 0.00005 in size)"
+    if _unresolved(d):
+        return "no difference at this precision (the difference and both bounds under 0.00005 in size)"
     if high < 0:
         return f"{name} is better than the reference population by {-d['minus_reference']:.4f} [{-high:.4f}, {-low:.4f}]"
     if low > 0:
         return f"the reference population is better than {name} by {d['minus_reference']:.4f} [{low:.4f}, {high:.4f}]"
     return f"no difference the test set can resolve ({d['minus_reference']:+.4f} [{low:+.4f}, {high:+.4f}])"
+
+
+def _unresolved(d: dict[str, Any]) -> bool:
+    """Every number of a difference prints as 0.0000."""
+    return max(abs(d["minus_reference"]), *(abs(b) for b in d["ci95"] if b is not None)) < 5e-5
+
+
+def _difference(d: dict[str, Any]) -> str:
+    return "no difference at this precision" if _unresolved(d) else _ci(d["minus_reference"], d["ci95"])
 
 
 def _reading(arms: dict[str, Any], diffs: dict[str, Any]) -> list[str]:
@@ -300,7 +309,7 @@ def _reading(arms: dict[str, Any], diffs: dict[str, Any]) -> list[str]:
         ("population-defaults", "popvae's defaults (tau clipped at 2) against the authors' dynamics"),
     ):
         d = diffs.get(name)
-        out.append(f"- Against {question}: {_verdict(diffs, name)}{f' ({_interval(d)})' if d else ''}.")
+        out.append(f"- Against {question}: {_verdict(diffs, name)}{f'; interval: {_interval(d)}' if d else ''}.")
     return out
 
 
