@@ -208,13 +208,17 @@ def _markdown(f: dict[str, Any], figures: dict[str, str]) -> list[str]:
     ]
     lines += _table1(f, runs)
     lines += _ablations(runs, f["arms"], diffs, figures)
-    lines += _figure4(p, runs, figures)
-    lines += _purification(f, evals, figures)
-    lines += _unseen(evals)
-    lines += _patches(evals, figures)
-    lines += _robust(f)
+    if p["extras"]:
+        lines += _figure4(p, runs, figures)
+        lines += _purification(f, evals, figures)
+        lines += _unseen(evals)
+        lines += _patches(evals, figures)
+        lines += _robust(f)
     lines += [
         "## Not reproduced", "",
+        *([] if p["extras"] else ["- This preset runs the core arms only: Figures 4, 7 and 9, Tables 2-3, the ablations "
+                                  "without broadcast or feedback and the robust autoencoders are in the `cpu` preset's "
+                                  "report."]),
         "- LPIPS and Inception-FID need pretrained weights that cannot be downloaded here; the AADDC above uses SSIM only.",
         "- The papers' other datasets (CIFAR-10, CelebA-HD) and models (beta-TCVAE, Soft-Intro-VAE, smooth encoders).",
         f"- Seeds: {_seeds(p)}; the paper reports one run.", "",

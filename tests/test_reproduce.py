@@ -13,7 +13,7 @@ from popvae.cluster.cli import main
 from popvae.population import rundir
 from popvae.population.config import ConfigError, parse_config
 from popvae.population.contract import LineageEntry
-from popvae.population.repro_report import _verdict
+from popvae.population.repro_report import _markdown, _verdict
 from popvae.population.repro_stats import mean_ci, over_seeds, t_interval
 from popvae.population.reproduce import (
     ABLATIONS,
@@ -213,3 +213,15 @@ def test_smoke_reproduction_interrupted_mid_run_then_continued(ray_session, tmp_
     report.unlink()
     assert reproduce(PRESETS["smoke"], out, report_only=True).read_text() == text  # rewritten, nothing trained
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*") if p.is_file()} == before
+
+
+def test_a_core_only_preset_reports_from_nothing_yet_naming_every_missing_arm():
+    p = PRESETS["cpu-long"]
+    facts = {"protocol": p.model_dump(mode="json"), "machine": {"cpus": 2, "device": "cpu", "torch": "x"},
+             "wall_seconds": 0.0, "steps_done": 0, "steps_total": planned(p, 421), "command": "popvae reproduce ...",
+             "runs": {}, "arms": {}, "differences": {}, "evaluations": {}, "robust": {}}
+    text = "\n".join(_markdown(facts, {}))
+    assert "Steps finished: 0 of 10; wall time so far" in text
+    assert all(re.search(rf"\| {arm} \| \| \| not yet run \|", text) for arm in ABLATIONS)
+    assert "## Tables 2-3" not in text and "core arms only" in text
+    assert "training seeds 3 (0, 1, 2) for the population and the annealed baseline, 1 for the other arms" in text
