@@ -104,12 +104,13 @@ PRESETS: dict[str, Protocol] = {
     ),
     # The core arms to 10 full passes (421 steps of batch 128 per member and epoch on Fashion-MNIST), 3 seeds of the
     # population and the baseline, 1 of the rest: 10 runs, 218,920 member-steps (population, defaults, grid and
-    # equal-compute baseline 33,680 each per seed; baseline and winning schedule 4,210). At ~0.17 s per fp32 member step
-    # of batch 128 on this machine's 2 cores when idle that is about 10.3 h of training, plus each generation's
-    # validation scoring, less what the plateau stopper saves: several sessions, each continuing with the same command.
+    # equal-compute baseline 33,680 each per seed; baseline and winning schedule 4,210). A member step of batch 128 in
+    # fp32 costs ~0.17 s of one core here, so on both idle cores that is 218,920 x 0.17 / 2 = 18,600 s, about 5.2 h of
+    # training (if both cores are kept busy), about 6 h with each generation's validation scoring, less what the
+    # plateau stopper saves: several sessions, each continuing with the same command.
     # Shared with other work it is slower: `nice -n 10 .venv/bin/python -m benchmarks.precision --members 1
     # --batch-size 128 --steps 3 --repeats 2 --threads 1 --matmul-size 512 --skip amx profile generation` measured
-    # 1.4 s (loop) to 3.1 s (vmap) per fp32 step at load average 14-19, which would stretch it past 100 h.
+    # 1.4 s (loop) to 3.1 s (vmap) per fp32 step at load average 14-19, which would stretch it well past a day.
     "cpu-long": Protocol(
         preset="cpu-long", generations=10, steps=None, batch_size=128, eval_subset=None, eval_settings={},
         robust_epochs=1, robust_steps=None, seeds=3, other_seeds=1, extras=False,
