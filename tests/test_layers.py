@@ -102,7 +102,7 @@ def test_the_table_lists_the_layers_in_the_order_the_test_enforces():
 
 def test_the_checker_catches_an_upward_import_a_bare_layer_name_and_a_forbidden_package(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("import ray\nfrom popvae.population.run import train_run\n\n\ndef f():\n    import models.gsvae\n"
+    bad.write_text("import ray\nfrom popvae.population.driver import train_run\n\n\ndef f():\n    import models.gsvae\n"
                    "    from ..cluster import service\n")
     found = violations(bad, "attacks")
     assert len(found) == 4, found

@@ -10,8 +10,8 @@ import pytest
 
 from popvae.cluster.run_store import RunStore
 from popvae.population.config import ConfigError
-from popvae.population.policy import resume_config
-from popvae.population.run import new_run, resumed_run, train_run
+from popvae.population.driver import new_run, resumed_run, train_run
+from popvae.population.preflight import resume_config
 from popvae.population.run_folder import RunFolder
 from tests.test_population import small_config
 
@@ -22,7 +22,7 @@ def test_a_run_stopped_while_scored_is_not_done_and_its_resume_finishes_the_scor
 
     def stop_while_scoring(what: str, done: int, total: int) -> None:
         states.append(folder.read_status().state)
-        raise KeyboardInterrupt  # what SIGINT raises in the driver (runlock's Interrupted is one)
+        raise KeyboardInterrupt  # what SIGINT raises in the driver (stop_signals' Interrupted is one)
 
     with pytest.raises(KeyboardInterrupt):
         train_run(new_run(small_config(epochs=2), folder.path), on_scoring=stop_while_scoring)
@@ -80,8 +80,8 @@ def test_a_run_being_scored_is_still_going_for_the_service_and_popvae_status(tmp
 
     from popvae.cluster.service import create_app
     from popvae.cluster.status_table import _view
+    from popvae.population.folder_lock import RunLock
     from popvae.population.run_folder import parse_status
-    from popvae.population.runlock import RunLock
 
     folder = RunFolder(make_run(tmp_path, "r1", epochs=3))
     folder.write_status(parse_status(status("r1", 3, 3, 4, state="scoring")))
