@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from popvae.models.atomic import atomic_write
+from popvae.population import folder_io
 from popvae.population import paper_numbers as paper
-from popvae.population import rundir
 from popvae.population.repro_plots import plots
 from popvae.population.repro_stats import mean_ci, over_seeds
 from popvae.population.reproduce import (
@@ -107,14 +107,14 @@ def _arms(out: Path, protocol: Protocol, runs: dict[str, Any], test: Any) -> tup
 
 def collect(out: Path, protocol: Protocol, steps: list[Step], test: Any, steps_per_pass: int) -> dict[str, Any]:
     """Everything finished so far, as plain data (reproduction.json)."""
-    progress = rundir.read_json(out / "progress.json") if (out / "progress.json").is_file() else {"seconds": {}}
+    progress = folder_io.read_json(out / "progress.json") if (out / "progress.json").is_file() else {"seconds": {}}
     done_runs = {s.name: s for s in steps if s.kind == "run" and run_done(run_dir(out, s.name))}
     runs = {name: _run_facts(out, s, test, steps_per_pass) for name, s in done_runs.items()}
     arms, differences = _arms(out, protocol, runs, test)
     evaluations = {}
     for s in steps:
         if s.kind == "evaluation" and (evaluation_dir(out, s.name) / "report.json").is_file():
-            evaluations[s.name] = rundir.read_json(evaluation_dir(out, s.name) / "report.json")
+            evaluations[s.name] = folder_io.read_json(evaluation_dir(out, s.name) / "report.json")
     robust = {}
     for m in protocol.robust_methods:
         if robust_done(out, m):
