@@ -53,9 +53,9 @@ class MemberState:
         parts = train_epoch(self.model, self.optimizer, self.train_images, c.batch_size, steps, rng, self.device,
                             on_step=log, precision=self.precision)
         val = math.nan
-        if math.isfinite(parts["total"]) and c.select_on == "val":
+        if math.isfinite(parts["total"]) and c.select_on != "train":
             with autocast(self.precision, self.device):
-                val = evaluate(self.model, self.val_images, 256, self.device)["total"]
+                val = evaluate(self.model, self.val_images, 256, self.device, hard=c.select_on == "val_hard")["total"]
         result = {
             "member": self.index, "generation": generation, "tau": tau, "loss": parts, "val_loss": val,
             "seconds": time.perf_counter() - started, "node_id": node_id(),
