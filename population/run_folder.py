@@ -283,11 +283,18 @@ class RunFolder:
 
     def recorded_state(self) -> str | None:
         """The state status.json records (a run's or a job's), None when there is no readable one."""
+        return self._recorded("state")
+
+    def recorded_stop_reason(self) -> str | None:
+        """Why status.json says the run ended, None when it does not say (or there is no readable one)."""
+        return self._recorded("stop_reason")
+
+    def _recorded(self, key: str) -> Any:
         try:
             data = read_json(self.status_path)
         except (OSError, ValueError):
             return None
-        return data.get("state") if isinstance(data, dict) else None
+        return data.get(key) if isinstance(data, dict) else None
 
     def set_state(self, state: RunState, only_from: Sequence[RunState] | None = None,
                   stop_reason: StopReason | None = None) -> None:
