@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import emit, spread
-from popvae.models.data import synthetic
+from popvae.models.dataset_loading import synthetic
 from popvae.population.config import RunConfig
 from popvae.population.pack import PackState
 

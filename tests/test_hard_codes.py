@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from popvae.models.configs import GSVAEConfig
-from popvae.models.data import synthetic, to_float
+from popvae.models.dataset_loading import synthetic, to_float
 from popvae.models.registry import build
 from popvae.population import training
 from popvae.population.config import RunConfig

@@ -60,7 +60,7 @@ def test_flags_set_the_stopper_and_the_baseline_keeps_it():
 
 
 def test_a_run_ends_at_its_plateau_says_why_and_leaves_its_learning_curve(ray_session, tmp_path):
-    from popvae.population.run import load_run_data, run_population
+    from popvae.population.driver import load_run_data, run_population
 
     cfg = small(select_on="val_hard")
     summary = run_population(cfg, tmp_path / "run", load_run_data(cfg))
@@ -88,7 +88,7 @@ def test_a_run_ends_at_its_plateau_says_why_and_leaves_its_learning_curve(ray_se
 
 
 def test_the_plateau_counter_survives_a_stop_and_a_resume(ray_session, tmp_path):
-    from popvae.population.run import load_run_data, run_population
+    from popvae.population.driver import load_run_data, run_population
 
     cfg = small()
     data = load_run_data(cfg)
@@ -106,7 +106,7 @@ def test_the_plateau_counter_survives_a_stop_and_a_resume(ray_session, tmp_path)
 
 
 def test_the_compare_baseline_baseline_stops_on_its_plateau_too(ray_session, tmp_path):
-    from popvae.population import run as runs
+    from popvae.population import driver as runs
 
     cfg = small(members=2, stop={"plateau_generations": 1, "min_delta": NEVER})
     run = runs.new_run(cfg, tmp_path / "pop", compare_baseline=True)
