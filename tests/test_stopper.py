@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from popvae.population import generation, policy
+from popvae.population import generation, preflight
 from popvae.population.config import ConfigError, parse_config
 from popvae.population.flags import train_config
 from popvae.population.run_folder import RunFolder
@@ -54,7 +54,7 @@ def test_flags_set_the_stopper_and_the_baseline_keeps_it():
     assert cfg.stop is not None and (cfg.stop.plateau_generations, cfg.stop.min_delta) == (3, 0.01)
     assert parse_config(train_config({"stop_plateau": 3})).stop.min_delta == 0.0
     assert parse_config(train_config({})).stop is None
-    assert policy.baseline_config(cfg).stop == cfg.stop
+    assert preflight.baseline_config(cfg).stop == cfg.stop
     with pytest.raises(ConfigError, match="--stop-min-delta needs --stop-plateau"):
         train_config({"stop_min_delta": 0.01})
 
@@ -84,7 +84,7 @@ def test_a_run_ends_at_its_plateau_says_why_and_leaves_its_learning_curve(ray_se
         assert (p.member, p.mse, p.mse_hard) == (best.member, best.curve_mse, best.curve_mse_hard)
         assert 0 < p.mse < 1 and 0 < p.mse_hard < 1
     with pytest.raises(ConfigError, match="ended on a plateau"):  # --epochs stays the bound; the stopper ended it
-        policy.resume_config(tmp_path / "run", 20)
+        preflight.resume_config(tmp_path / "run", 20)
 
 
 def test_the_plateau_counter_survives_a_stop_and_a_resume(ray_session, tmp_path):
