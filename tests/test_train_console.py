@@ -94,3 +94,25 @@ def test_a_console_writing_to_a_log_file_is_wide_enough_for_the_table(monkeypatc
     assert stderr_console().width == LOG_WIDTH  # pytest's stderr is not a terminal
     monkeypatch.setenv("COLUMNS", "100")
     assert stderr_console().width == 100
+
+
+def test_the_console_says_why_training_ended_and_shows_the_hard_code_mse(monkeypatch, capsys, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from popvae.cluster.train_console import TrainConsole, print_results
+
+    live = TrainConsole(Console(file=io.StringIO(), width=200), tmp_path / "run", 10, "2 members")
+    live.status = {"stop_reason": None, "since_improvement": 2, "generation_seconds": 1.0, "members": []}
+    live.done = 4
+    assert "no improvement for 2 generation(s)" in live._headline().plain
+    live.status = {**live.status, "stop_reason": "plateau", "since_improvement": 3}
+    live.scoring = ("test MSE", 10, 100)
+    assert "training ended: plateau (no improvement); scoring" in live._headline().plain
+    monkeypatch.setenv("COLUMNS", "200")
+    summary = {"best_member": 2, "best_tau": 1.5, "test_mse": 0.0201, "test_mse_hard": 0.0457, "test_loss": 250.0,
+               "test_images": 100, "evaluation": "deterministic", "stop_reason": "plateau", "epochs_done": 4}
+    print_results([("population", summary), ("old", {**summary, "test_mse_hard": None, "stop_reason": None})])
+    out = capsys.readouterr().out
+    assert "MSE hard" in out and "0.04570" in out and "plateau (no improvement) (4 epochs)" in out, out
