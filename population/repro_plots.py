@@ -18,7 +18,7 @@ from popvae.population.run_folder import RunFolder
 def plots(out: Path, facts: dict[str, Any], report_dir: Path) -> dict[str, str]:
     """Each plot that has data: {key: the markdown that shows it and says what it shows}."""
     shown = {}
-    for key, draw in (("ablations", _plot_ablations), ("tau", _plot_tau), ("figure4", _plot_figure4),
+    for key, draw in (("ablations", _plot_ablations), ("tau", _plot_tau), ("curves", _plot_curves), ("figure4", _plot_figure4),
                       ("purification", _plot_purification), ("patches", _plot_patches)):
         if (markdown := draw(out, facts, report_dir)) is not None:
             shown[key] = markdown
@@ -48,6 +48,32 @@ def _plot_ablations(out: Path, facts: dict[str, Any], report_dir: Path) -> str |
     return ("![test MSE of each arm with its 95 % interval](ablations.png)\n\n"
             "ablations.png: each arm's mean test MSE; blue bars carry a t-interval over seeds, grey bars (one seed) an "
             "interval over test images within that seed.")
+
+
+def _plot_curves(out: Path, facts: dict[str, Any], report_dir: Path) -> str | None:
+    """Each arm's learning curve (its first seed's run): the generation's best member's MSE on the fixed validation
+    subset against the steps one member took (left) and against all members' steps together (right, the compute)."""
+    found = {n: facts["runs"][facts["arms"][n]["runs"][0]].get("curve", []) for n in ABLATIONS if n in facts["arms"]}
+    found = {n: c for n, c in found.items() if any(p["mse"] is not None for p in c)}
+    if not found:
+        return None
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    left, right = fig.subplots(1, 2, sharey=True)
+    for k, (name, curve) in enumerate(found.items()):
+        for key, style in (("mse", "-"), ("mse_hard", "--")):
+            points = [p for p in curve if p[key] is not None]
+            for ax, x in ((left, "steps_per_member"), (right, "member_steps_total")):
+                ax.plot([p[x] for p in points], [p[key] for p in points], style, color=f"C{k % 10}", marker="o",
+                        markersize=3, label=name if key == "mse" else None)
+    left.set(xlabel="optimizer steps per member", ylabel="best member's MSE, validation subset ([0,1] pixels)")
+    right.set(xlabel="optimizer steps of all members together (compute)", xscale="log")
+    left.legend(fontsize=7)
+    fig.suptitle("learning curves: solid relaxed codes, dashed hard codes (first seed of each arm)", fontsize=10)
+    write_figure(fig, report_dir / "learning_curves.png", dpi=100)
+    return ("![learning curves against member-steps and against total compute](learning_curves.png)\n\n"
+            "learning_curves.png: each arm's best member per generation, scored on the run's fixed validation subset "
+            "(never test): left against the steps one member took, right against every member's steps together, so "
+            "who is ahead at which budget reads off one figure. Solid: relaxed codes; dashed: hard codes.")
 
 
 def _plot_tau(out: Path, facts: dict[str, Any], report_dir: Path) -> str | None:

@@ -20,7 +20,7 @@ from popvae.models.atomic import atomic_write
 from popvae.population import folder_io
 from popvae.population import paper_numbers as paper
 from popvae.population.repro_plots import plots
-from popvae.population.repro_stats import mean_ci, over_seeds
+from popvae.population.repro_stats import mean_ci, over_seeds, t_interval
 from popvae.population.reproduce import (
     ABLATIONS,
     HEADLINE,
@@ -75,6 +75,9 @@ def _run_facts(out: Path, step: Step, test: Any, steps_per_pass: int) -> dict[st
         # the median generation: robust to a few generations slowed by other work on the machine
         "generation_seconds_median": float(np.median([_generation_seconds(g) for g in lineage])),
         "events": summary.events,
+        "test_mse_hard": summary.test_mse_hard, "stop_reason": summary.stop_reason,
+        # the learning curve: per generation, the best member's MSE on the fixed validation subset against compute
+        "curve": [point.model_dump() for point in run.learning_curve()],
         "precision": summary.precision,
     }
 
@@ -92,8 +95,11 @@ def _arms(out: Path, protocol: Protocol, runs: dict[str, Any], test: Any) -> tup
         if not done:
             continue
         first = next(iter(done.values()))
+        hard = [runs[n]["test_mse_hard"] for n in done.values()]
         arms[arm] = over_seeds([runs[n]["test_mse"] for n in done.values()], per_image_scores(out, first, test)) | {
-            "runs": list(done.values()), "per_seed": {str(s): runs[n]["test_mse"] for s, n in done.items()}}
+            "runs": list(done.values()), "per_seed": {str(s): runs[n]["test_mse"] for s, n in done.items()},
+            # hard codes: the summary's test MSE per seed; a t-interval over seeds (none with one seed)
+            "hard": None if None in hard else dict(zip(("mean", "low", "high"), t_interval(hard), strict=True))}
         if arm == HEADLINE:
             continue
         paired = {s: (n, seeded(HEADLINE, s, protocol)) for s, n in done.items() if seeded(HEADLINE, s, protocol) in runs}
@@ -175,6 +181,12 @@ def _ci(mean: float, ci: list[float | None], digits: int = 4) -> str:
     return f"{mean:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
+def _hard(arm: dict[str, Any]) -> str:
+    """An arm's test MSE with hard codes (one-hot argmax), mean over seeds [t-interval when there are several]."""
+    h = arm.get("hard")
+    return "n/a" if h is None else _ci(h["mean"], [h["low"], h["high"]])
+
+
 def _interval(stats: dict[str, Any]) -> str:
     """What an interval is over, for a reader."""
     return f"t over {stats['seeds']} seeds" if stats["interval"] == "seeds" else "within-seed (test images)"
@@ -237,13 +249,14 @@ def _seeds(p: dict[str, Any]) -> str:
 def _table1(f: dict[str, Any], runs: dict[str, Any]) -> list[str]:
     pop_paper, base_paper = paper.TEST_MSE.get(f["protocol"]["dataset"], (None, None))
     lines = [f"## Table 1: test MSE ({paper.GSVAE}, Table 1)", "",
-             "| model | paper | popvae, mean [95 % CI] | interval | budget (member-steps per seed) |", "|---|---|---|---|---|"]
+             "| model | paper | popvae, mean [95 % CI] | interval | hard codes, mean [95 % CI over seeds] | "
+             "budget (member-steps per seed) |", "|---|---|---|---|---|---|"]
     n = f["protocol"]["members"]
     for name, label, number in ((HEADLINE, f"population, n = {n} (the paper's model{'' if n == 8 else ', n = 8'})", pop_paper),
                                 ("baseline", "standard GS-VAE (annealed baseline)", base_paper)):
         a = f["arms"].get(name)
-        cells = f"{_ci(a['mean'], a['ci95'])} | {_interval(a)} | {runs[a['runs'][0]]['member_steps']}" if a else \
-            "not yet run | |"
+        cells = f"{_ci(a['mean'], a['ci95'])} | {_interval(a)} | {_hard(a)} | {runs[a['runs'][0]]['member_steps']}" \
+            if a else "not yet run | | |"
         lines.append(f"| {label} | {number if number is not None else 'n/a'} | {cells} |")
     return lines + [""]
 
@@ -254,20 +267,20 @@ def _ablations(runs: dict[str, Any], arms: dict[str, Any], diffs: dict[str, Any]
              "better), paired by seed: over the seeds both ran (t-interval), or per test image within the one seed. "
              "Compute: every member's optimizer steps together, per seed. Taus and times: the first seed's run.", "",
              "| arm | what | seeds | test MSE, mean [95 % CI] | minus reference population [95 % CI] | interval | "
-             "best member's tau | highest tau | compute (member-steps) | median generation s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "hard codes, mean [95 % CI over seeds] | best member's tau | highest tau | compute (member-steps) | "
+             "median generation s | ended by |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in ABLATIONS:
         a = arms.get(name)
         if a is None:
-            lines.append(f"| {name} | | | not yet run | | | | | | |")
+            lines.append(f"| {name} | | | not yet run | | | | | | | | |")
             continue
         r, d = runs[a["runs"][0]], diffs.get(name)
         lines.append(f"| {name} | {r['what']} | {a['seeds']} | {_ci(a['mean'], a['ci95'])} | "
                      f"{_difference(d) if d else '(reference)' if name == HEADLINE else ''} | "
-                     f"{_interval(d or a)} | {r['best_tau']:.2f} | {r['max_tau']:.2f} | {r['member_steps']} | "
-                     f"{r['generation_seconds_median']:.1f} |")
+                     f"{_interval(d or a)} | {_hard(a)} | {r['best_tau']:.2f} | {r['max_tau']:.2f} | "
+                     f"{r['member_steps']} | {r['generation_seconds_median']:.1f} | {r['stop_reason'] or ''} |")
     lines += ["", *_reading(arms, diffs), ""]
-    for key in ("ablations", "tau"):
+    for key in ("ablations", "tau", "curves"):
         if key in figures:
             lines += [figures[key], ""]
     return lines

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from popvae.population import folder_io
-from popvae.population.config import ConfigError
+from popvae.population.config import ConfigError, StopConfig
 from popvae.population.paper_numbers import FGSM_EPS, PGD_EPS
 from popvae.population.run_folder import RunFolder
 from popvae.population.temperature import REFERENCE_DYNAMICS
@@ -70,7 +70,7 @@ class Protocol(BaseModel):
     other_seeds: int | None = Field(None, ge=1)  # training seeds of the other core arms (None: `seeds`)
     extras: bool = True  # also the ablations outside `CORE`, Figures 4 and 7, the attacks and the robust autoencoders
     grid: tuple[float, float] = (0.25, 16.0)  # the fixed-tau grid's ends: n taus, geometric between them
-    stop: dict[str, float] | None = None  # every GS-VAE run's plateau stopper (RunConfig.stop); None: every epoch
+    stop: StopConfig | None = None  # every GS-VAE run's plateau stopper (RunConfig.stop); None: every epoch
 
     def seeds_of(self, arm: str) -> list[int]:
         """The training seeds an arm runs with (the ablations outside `CORE`: the first only)."""
@@ -93,6 +93,7 @@ PRESETS: dict[str, Protocol] = {
                        "latent-pgd": {"eps_grid": (0.0, 1.0), "steps": 2}, "patches": {"sizes": (4,)}},
         robust_methods=("vae-kl", "robust-gmm-dae"), robust_epochs=1, robust_steps=2, robust_batch=16,
         seeds=2, other_seeds=1,  # two seeds where the headline's interval over seeds needs them, one elsewhere
+        stop=StopConfig(plateau_generations=2, min_delta=0.0),  # the stopper's path (2 generations: the budget ends first)
     ),
     "cpu": Protocol(
         preset="cpu", generations=20, steps=30, batch_size=64, eval_subset=500,
@@ -114,6 +115,7 @@ PRESETS: dict[str, Protocol] = {
     "cpu-long": Protocol(
         preset="cpu-long", generations=10, steps=None, batch_size=128, eval_subset=None, eval_settings={},
         robust_epochs=1, robust_steps=None, seeds=3, other_seeds=1, extras=False,
+        stop=StopConfig(plateau_generations=3, min_delta=0.001),  # 3 generations without a 0.1 % better best: converged
     ),
     "paper": Protocol(
         preset="paper", generations=100, steps=None, batch_size=128, eval_subset=None,
@@ -136,7 +138,7 @@ class Step(BaseModel):
 def _run(p: Protocol, **changes: Any) -> dict[str, Any]:
     base = {"dataset": p.dataset, "synthetic_size": p.synthetic_size, "epochs": p.generations, "steps_per_epoch": p.steps,
             "batch_size": p.batch_size, "seed": p.seed, "checkpoint_every": max(1, p.generations // 10)}
-    return base | ({"stop": dict(p.stop)} if p.stop else {}) | changes
+    return base | ({"stop": p.stop.model_dump()} if p.stop else {}) | changes
 
 
 def _reference(p: Protocol, **changes: Any) -> dict[str, Any]:

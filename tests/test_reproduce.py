@@ -69,6 +69,7 @@ def test_every_core_arm_runs_once_per_seed_each_its_own_folder():
          "baseline-seed2"])
     assert all(s.config["epochs"] == 10 and s.config["batch_size"] == 128 and s.config["steps_per_epoch"] is None
                for s in long if s.name != "baseline-equal-compute")
+    assert all(s.config["stop"] == {"plateau_generations": 3, "min_delta": 0.001} for s in long)  # the stopper on
     assert with_seeds(PRESETS["cpu-long"], 5).seeds_of("baseline-equal-compute") == [0]
     with pytest.raises(ConfigError, match="--seeds must be between 1 and 20"):
         with_seeds(PRESETS["cpu"], 0)
@@ -206,7 +207,15 @@ def test_smoke_reproduction_interrupted_mid_run_then_continued(ray_session, tmp_
     precisions = {run["precision"] for run in facts["runs"].values()}  # each run's resolved precision, in the report
     assert precisions <= {"fp32", "bf16"} and f"precision {', '.join(sorted(precisions))}." in text
     pictures = re.findall(r"\]\(([^)]+\.png)\)", text)
-    assert {"ablations.png", "tau.png", "figure4.png", "purification.png", "patches.png"} <= set(pictures)
+    assert {"ablations.png", "tau.png", "learning_curves.png", "figure4.png", "purification.png", "patches.png"} <= \
+        set(pictures)
+    # the convergence instruments: every run had the stopper, each arm's curve and its hard-code MSE are reported
+    assert all(RunFolder(out / "runs" / name).read_config().stop is not None for name in facts["runs"])
+    assert all(len(run["curve"]) == run["epochs_trained"] and run["stop_reason"] in ("budget", "plateau")
+               for run in facts["runs"].values())
+    hard = facts["arms"]["baseline"]["hard"]
+    assert hard["mean"] == pytest.approx(np.mean([facts["runs"][n]["test_mse_hard"] for n in ("baseline", "baseline-seed1")]))
+    assert "hard codes, mean [95 % CI over seeds]" in text
     assert all((out / p).is_file() for p in pictures)
 
     before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*") if p.is_file()}
