@@ -315,7 +315,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _reproduce_parser(sub: Any) -> None:
     p = sub.add_parser("reproduce", help="the papers' protocol and the ablations end to end, into one report")
     p.add_argument("--preset", default="cpu", choices=("smoke", "cpu", "cpu-long", "paper"),
-                   help="budget: smoke (synthetic data, seconds), cpu (about an hour per seed on 2 cores), cpu-long (the "
+                   help="budget: smoke (synthetic data, minutes), cpu (73 min with one seed on 2 cores), cpu-long (the "
                         "core arms to 10 full epochs: many hours, continued across sessions), paper (for GPUs)")
     p.add_argument("--seeds", type=int, metavar="K",
                    help="training seeds of the population and the annealed baseline, each its own run (default: the "
