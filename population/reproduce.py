@@ -9,8 +9,8 @@ The core arms (`CORE`: the population with the authors' dynamics, the annealed b
 steps, the fixed-tau grid's best, the winning schedule alone, popvae's defaults) run once per training seed, each
 seed its own run folder (`seeded`); the report gives their mean with a t-interval over seeds.
 
-Presets fix the budget: `smoke` (synthetic data, seconds: the tests), `cpu` (Fashion-MNIST on a 2-core machine in
-about an hour per seed), `cpu-long` (the core arms only, 10 full epochs, meant to run across sessions), `paper` (the
+Presets fix the budget: `smoke` (synthetic data, minutes: the tests), `cpu` (Fashion-MNIST on a 2-core machine: 73 min
+with one seed), `cpu-long` (the core arms only, 10 full epochs, meant to run across sessions), `paper` (the
 papers' budgets, for GPUs).
 """
 
