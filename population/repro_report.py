@@ -210,7 +210,7 @@ def _markdown(f: dict[str, Any], figures: dict[str, str]) -> list[str]:
         f"{'' if f['steps_done'] == f['steps_total'] else ' so far'} {f['wall_seconds'] / 60:.1f} min (start-up, training, "
         "scoring and attacks).", "",
         f"Budget of every GS-VAE run: {p['generations']} generations (epochs) of {steps} per member at batch "
-        f"{p['batch_size']}; training seeds {_seeds(p)}; populations of n = {p['members']}; precision "
+        f"{p['batch_size']}{_stopper(p)}; training seeds {_seeds(p)}; populations of n = {p['members']}; precision "
         f"{', '.join(sorted({r.get('precision', 'fp32') for r in runs.values()})) or 'not yet known'}. "
         "The paper trained 100+ full epochs: "
         "numbers from a smaller budget say how the methods compare early in training, not where they end.",
@@ -236,6 +236,12 @@ def _markdown(f: dict[str, Any], figures: dict[str, str]) -> list[str]:
         f"- Seeds: {_seeds(p)}; the paper reports one run.", "",
     ]
     return lines
+
+
+def _stopper(p: dict[str, Any]) -> str:
+    stop = p.get("stop")
+    return "" if not stop else (f", or fewer where the plateau stopper ended a run ({stop['plateau_generations']} "
+                                f"generations without a best {100 * stop['min_delta']:g} % better)")
 
 
 def _seeds(p: dict[str, Any]) -> str:

@@ -233,4 +233,5 @@ def test_a_core_only_preset_reports_from_nothing_yet_naming_every_missing_arm():
     assert "Steps finished: 0 of 10; wall time so far" in text
     assert all(re.search(rf"\| {arm} \| \| \| not yet run \|", text) for arm in ABLATIONS)
     assert "## Tables 2-3" not in text and "core arms only" in text
+    assert "or fewer where the plateau stopper ended a run (3 generations without a best 0.1 % better)" in text
     assert "training seeds 3 (0, 1, 2) for the population and the annealed baseline, 1 for the other arms" in text
