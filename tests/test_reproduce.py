@@ -18,6 +18,7 @@ from popvae.population.repro_stats import mean_ci, over_seeds, t_interval
 from popvae.population.reproduce import (
     ABLATIONS,
     PRESETS,
+    again_command,
     check_out_dir,
     planned,
     reproduce,
@@ -188,6 +189,7 @@ def test_smoke_reproduction_interrupted_mid_run_then_continued(ray_session, tmp_
     grid = folder_io.read_rows(out / "runs" / "fixed-tau-grid" / "history.parquet")
     taus = PRESETS["smoke"].grid_taus()
     assert sorted({(r["member"], round(r["tau"], 6)) for r in grid}) == [(i, round(t, 6)) for i, t in enumerate(taus, 1)]
+    assert {r["strategy"] for r in grid} == {"fixed"}
     assert facts["runs"]["fixed-tau-grid"]["member_steps"] == 4 * 2 * 2  # n members x generations x steps: its compute
     assert {"robust-vae-kl", "robust-robust-gmm-dae", "unseen-population"} <= facts["evaluations"].keys()
     for name, run in facts["runs"].items():
@@ -222,6 +224,14 @@ def test_smoke_reproduction_interrupted_mid_run_then_continued(ray_session, tmp_
     report.unlink()
     assert reproduce(PRESETS["smoke"], out, report_only=True).read_text() == text  # rewritten, nothing trained
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*") if p.is_file()} == before
+
+
+def test_the_command_that_continues_names_every_setting_that_differs_from_the_preset(tmp_path):
+    assert again_command(PRESETS["cpu"], tmp_path / "o", None) == \
+        f"popvae reproduce --preset cpu --dataset fashion-mnist --out {tmp_path / 'o'}"
+    assert again_command(with_seeds(PRESETS["cpu-long"], 5), tmp_path / "o", tmp_path / "r") == \
+        f"popvae reproduce --preset cpu-long --dataset fashion-mnist --seeds 5 --out {tmp_path / 'o'} " \
+        f"--report-dir {tmp_path / 'r'}"
 
 
 def test_a_core_only_preset_reports_from_nothing_yet_naming_every_missing_arm():
