@@ -66,7 +66,7 @@ def _plot_curves(out: Path, facts: dict[str, Any], report_dir: Path) -> str | No
                 ax.plot([p[x] for p in points], [p[key] for p in points], style, color=f"C{k % 10}", marker="o",
                         markersize=3, label=name if key == "mse" else None)
     left.set(xlabel="optimizer steps per member", ylabel="best member's MSE, validation subset ([0,1] pixels)")
-    right.set(xlabel="optimizer steps of all members together (compute)", xscale="log")
+    right.set(xlabel="optimizer steps of all members together (compute)")
     left.legend(fontsize=7)
     fig.suptitle("learning curves: solid relaxed codes, dashed hard codes (first seed of each arm)", fontsize=10)
     write_figure(fig, report_dir / "learning_curves.png", dpi=100)
