@@ -376,14 +376,18 @@ def _serve_parser(sub: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from popvae.cluster.service import check_serve, ray_auth_note, serve
+    from popvae.cluster.service import check_serve, serve
+    from popvae.population.bounds import ClusterRefused, check_cluster_flags, check_ray_auth, ray_address
 
     try:
+        check_cluster_flags(args.address, None)
         check_serve(args.runs_root, args.host, args.port)
+        if (address := ray_address(args.address)) is not None:
+            check_ray_auth(address)  # a cluster that is not up yet is the live view's to retry; a refused token is said now
     except ConfigError as err:
         return _fail(str(err))
-    if (note := ray_auth_note(args.address)) is not None:
-        print(f"popvae serve: note: {note}", file=sys.stderr)
+    except ClusterRefused as err:
+        return _unreachable(err)
     serve(args.runs_root, args.host, args.port, args.address)
     return 0
 
