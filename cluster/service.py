@@ -168,4 +168,6 @@ def serve(runs_root: Path, host: str = "127.0.0.1", port: int = 8000, ray_addres
     # uvicorn's graceful shutdown skipped): the service's stop signal is uvicorn's
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     app = create_app(Path(runs_root), ray_address or os.environ.get("RAY_ADDRESS") or None, os.environ.get(TOKEN_ENV) or None)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    print(f"popvae serve: listening on {url} (dashboard at /, the API's pages at /docs); Ctrl-C stops", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
