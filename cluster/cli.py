@@ -274,14 +274,22 @@ def cmd_robust(args: argparse.Namespace) -> int:
 def _evaluate_parser(sub: Any) -> None:
     from popvae.attacks.experiments import EXPERIMENTS
 
-    p = sub.add_parser("evaluate", help="attack and evaluate a trained model (a run or job folder, or a checkpoint)")
+    p = sub.add_parser("evaluate", help="attack and evaluate a trained model (a run or job folder, or a checkpoint)",
+                       description="Attack and evaluate a trained model; the report (report.md, report.json, PNGs) goes "
+                                   "to its own folder, RUN/jobs/evaluation-TIME/. The first evaluation on a dataset fits "
+                                   "the purification CNN once (5 epochs over the training set: minutes on a CPU, with "
+                                   "progress and an ETA) and caches it under $POPVAE_CACHE, else ~/.cache/popvae; later "
+                                   "evaluations load it.")
     p.add_argument("target", type=Path, metavar="RUN_OR_CHECKPOINT")
-    p.add_argument("--experiments", default=",".join(EXPERIMENTS), help=f"comma-separated from {', '.join(EXPERIMENTS)}")
+    p.add_argument("--experiments", default=",".join(EXPERIMENTS), help="comma-separated, from these (default: all)")
     p.add_argument("--subset", type=_int, help="evaluate on this many random test images (seeded) instead of all")
     p.add_argument("--dataset", help="default: the run's dataset, else fashion-mnist")
     p.add_argument("--data-root", help="folder holding the dataset files")
     p.add_argument("--seed", type=_int, default=0)
     p.add_argument("--quick", action="store_true", help="reduced attack budgets for a CPU (stated in the report)")
+    p.add_argument("--fid-weights", type=Path, metavar="FILE", help="pt_inception-2015-12-05 weights: adds the real FID")
+    p.add_argument("--lpips-weights", type=Path, metavar="FILE",
+                   help="torchvision's alexnet-owt-7be5be79.pth: adds LPIPS to latent-pgd")
     _cluster_flags(p)
 
 
@@ -293,7 +301,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from popvae.population.evaluation import prepare_evaluation, run_evaluation
 
         evaluation = prepare_evaluation(args.target, experiments=args.experiments, subset=args.subset, dataset=args.dataset,
-                                        data_root=args.data_root, seed=args.seed, quick=args.quick)
+                                        data_root=args.data_root, seed=args.seed, quick=args.quick,
+                                        fid_weights=args.fid_weights, lpips_weights=args.lpips_weights)
     except (ValueError, DatasetError, FileNotFoundError) as err:
         return _fail(str(err).splitlines()[0])
     from popvae.models.atomic import NoSpaceLeft

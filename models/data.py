@@ -20,7 +20,7 @@ from torch import Tensor
 
 from popvae.models.datasets import DATASETS, IMAGE_SHAPE, DatasetError, check_dataset_name
 
-__all__ = ["DATASETS", "IMAGE_SHAPE", "DatasetError", "ImageSet", "check_dataset_name", "load_split"]
+__all__ = ["DATASETS", "IMAGE_SHAPE", "DatasetError", "ImageSet", "check_dataset_name", "load_split", "prepare"]
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
@@ -46,6 +46,30 @@ def to_float(images: np.ndarray | Tensor, device: str | torch.device = "cpu") ->
     """uint8 batch -> float32 in [0,1] on `device`."""
     t = torch.as_tensor(images).to(device, non_blocking=True)
     return t.float().div_(255.0)
+
+
+def prepare(images: np.ndarray | Tensor, channels: int, size: int) -> Tensor:
+    """Raw images as a model takes them: float32 in [0,1], (N, channels, size, size), resized as its training data was
+    (antialiased, on uint8 when given uint8, so a dataset's own files come out exactly as the model saw them).
+    Takes (H, W), (N, H, W), (N, C, H, W) or (N, H, W, C); uint8 in 0..255 or floats in [0,1]. ValueError when the
+    channels do not fit."""
+    t = torch.as_tensor(np.asarray(images) if not isinstance(images, Tensor) else images).detach().cpu()
+    if t.ndim == 2:
+        t = t[None, None]
+    elif t.ndim == 3:
+        t = t[:, None]
+    elif t.ndim == 4 and t.shape[1] != channels and t.shape[-1] == channels:
+        t = t.permute(0, 3, 1, 2)
+    if t.ndim != 4 or t.shape[1] != channels:
+        raise ValueError(f"expected images of {channels} channel(s) as (H, W), (N, H, W), (N, C, H, W) or (N, H, W, C), "
+                         f"got shape {tuple(np.shape(images))}")
+    if t.dtype != torch.uint8:
+        t = t.float()
+    if tuple(t.shape[-2:]) != (size, size):
+        from torchvision.transforms.v2.functional import resize
+
+        t = resize(t.contiguous(), [size, size], antialias=True)
+    return to_float(t) if t.dtype == torch.uint8 else t.clamp(0.0, 1.0)
 
 
 def load_split(name: str, split: str, root: str | Path | None = None, synthetic_size: int = 512) -> ImageSet:
