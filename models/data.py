@@ -81,7 +81,7 @@ def load_split(name: str, split: str, root: str | Path | None = None, synthetic_
         return synthetic(synthetic_size if split == "train" else max(synthetic_size // 4, 10), seed=0 if split == "train" else 1)
     if name == "fashion-mnist":
         return _fashion_mnist_resized(Path(root) if root else FASHION_MNIST_ROOT, split, IMAGE_SHAPE[name][1:])
-    return _resize(_torchvision(name, Path(root) if root else Path("data"), split), IMAGE_SHAPE[name][1:])
+    return _resize(_torchvision(name, Path(root) if root else Path("data"), split, given=root is not None), IMAGE_SHAPE[name][1:])
 
 
 def train_val_split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -176,7 +176,20 @@ def _fashion_mnist(root: Path, split: str) -> ImageSet:
     return ImageSet(images[:, None].copy(), labels.astype(np.int64), FASHION_MNIST_CLASSES)
 
 
-def _torchvision(name: str, root: Path, split: str) -> ImageSet:
+def _missing(name: str, root: Path, given: bool, why: str) -> DatasetError:
+    """Where popvae looked, what the default means, how to get the files: popvae itself never downloads."""
+    where = f"{root.absolute()}" + ("" if given else " (the default --data-root `data`, relative to the current folder)")
+    return DatasetError(f"{name} not found or unreadable under {where}: {why}; popvae never downloads: put torchvision's "
+                        f"{name} files there (e.g. torchvision.datasets.{_TV_CLASS[name]}(ROOT, download=True) once) or "
+                        "pass --data-root FOLDER")
+
+
+_TV_CLASS = {"mnist": "MNIST", "cifar10": "CIFAR10", "svhn": "SVHN", "celeba": "CelebA"}
+
+
+def _torchvision(name: str, root: Path, split: str, given: bool = True) -> ImageSet:
+    if not root.is_dir():  # before torchvision is imported: said at once
+        raise _missing(name, root, given, "no such folder")
     import torchvision.datasets as tvd
 
     train = split == "train"
@@ -196,8 +209,8 @@ def _torchvision(name: str, root: Path, split: str) -> ImageSet:
             labels = np.zeros(len(images))
     except (RuntimeError, OSError, AssertionError, ValueError) as err:  # torchvision asserts on bad IDX magic
         why = str(err).strip().splitlines()[0] if str(err).strip() else f"{type(err).__name__} in torchvision's reader"
-        msg = f"{name} not found or unreadable under {root} ({why}); download it there first or pass --data-root"
-        raise DatasetError(msg) from err
+        why = why.split(" You can use download=True")[0].rstrip(".")  # torchvision's advice: popvae never passes it
+        raise _missing(name, root, given, why) from err
     classes = tuple(getattr(ds, "classes", None) or [str(c) for c in range(int(np.max(labels)) + 1)])
     return ImageSet(np.ascontiguousarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64), classes)
 

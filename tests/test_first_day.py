@@ -1,0 +1,54 @@
+"""What a new user meets first (issue 21, item 9): --version, a description for users, every default in --help, every
+robust method listed, a missing torchvision dataset said with where popvae looked and how to get the files."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from popvae.cluster.cli import main
+from popvae.population.methods import METHODS
+
+
+def _help(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as done:
+        main([*argv, "--help"])
+    assert done.value.code == 0
+    return " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # argparse wraps, also at hyphens: one line
+
+
+def test_version_and_a_description_for_users(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and re.fullmatch(r"popvae \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
+    text = _help(capsys)
+    assert "Population training of Gumbel-Softmax VAEs" in text and "imports" not in text  # not the module's notes
+
+
+@pytest.mark.parametrize("argv, shown", [
+    (("train",), ["--tau0 TAU0 initial tau (default 1)", "--tau-min TAU_MIN lower clip of tau (default 0.1)",
+                  "--tau-max TAU_MAX upper clip of tau (default 2)", "auto | cpu | cuda (default auto)",
+                  "before it is dropped (default 1800)", "(one pack per GPU or CPU node) | K (default auto)",
+                  "--patience PATIENCE feedback patience threshold (default 2)"]),
+    (("serve",), ["(default runs)", "(default 127.0.0.1)", "port to listen on (default 8000)"]),
+    (("status",), ["(default http://127.0.0.1:8000)"]),
+    (("robust",), ["epochs per job (default 5)", "images per step (default 128)", ", ".join(METHODS)]),
+    (("evaluate",), ["unseen (default: all)", "fits the purification CNN once", "~/.cache/popvae"]),
+])
+def test_help_shows_the_defaults(capsys, argv, shown):
+    text = _help(capsys, *argv)
+    for words in shown:
+        assert words in text, (words, text)
+    assert "default None" not in text
+
+
+def test_a_missing_torchvision_dataset_says_where_it_looked_and_how_to_get_it(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", "--dataset", "mnist", "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"mnist not found or unreadable under {tmp_path / 'data'} (the default --data-root `data`, relative to the " \
+           "current folder): no such folder; popvae never downloads" in err, err
+    assert "torchvision.datasets.MNIST(ROOT, download=True)" in err and "--data-root FOLDER" in err
+    assert not (tmp_path / "r").exists()
