@@ -138,7 +138,8 @@ def _train_parser(sub: Any) -> None:
     for flag, (path, typ, help_) in TRAIN_FLAGS.items():
         default = flag_default(path)
         shown = f"{default:.4g}" if isinstance(default, float) else default
-        p.add_argument(flag, type=PARSERS[typ], help=help_ if "default" in help_ or default is None else f"{help_} (default {shown})")
+        said = "default" in help_ or default is None
+        p.add_argument(flag, type=PARSERS[typ], help=help_ if said else f"{help_} (default {shown})")
     p.add_argument("--exclude-classes", type=_class_list, help="e.g. 0,5: train without them")
     p.add_argument("--baseline", action="store_true", help="train the standard GS-VAE: one member, tau annealed")
     p.add_argument("--no-reset-patience", action="store_true", help="keep counting patience after a feedback step")
