@@ -52,3 +52,24 @@ def test_a_missing_torchvision_dataset_says_where_it_looked_and_how_to_get_it(ca
            "current folder): no such folder; popvae never downloads" in err, err
     assert "torchvision.datasets.MNIST(ROOT, download=True)" in err and "--data-root FOLDER" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_local_cluster_stop_removes_rays_session_files_and_says_what_it_keeps(tmp_path):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "cluster" / "local_cluster.sh"
+    state = tmp_path / "lc"
+    for folder in ("ray/session_1/logs", "runs/pop1", "logs", "pids"):
+        (state / folder).mkdir(parents=True)
+    (state / "ray" / "session_1" / "logs" / "raylet.out").write_bytes(b"x" * 300_000)
+    (state / "runs" / "pop1" / "best.pt").write_bytes(b"w" * 100_000)
+    (state / "auth_token").write_text("t")
+    env = {**os.environ, "POPVAE_CLUSTER_DIR": str(state)}
+    env.pop("POPVAE_KEEP_RAY_SESSION", None)
+    done = subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert not (state / "ray").exists() and (state / "runs" / "pop1" / "best.pt").is_file() and (state / "auth_token").is_file()
+    assert "removed Ray's session files (" in done.stdout and "kept the runs (" in done.stdout, done.stdout
+    assert f"in {state / 'runs'}, checkpoints included)" in done.stdout and f"rm -rf {state} frees them" in done.stdout
