@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from popvae.attacks.experiments import EXPERIMENTS
-from popvae.models.datasets import DatasetError
+from popvae.models.dataset_names import DatasetError
 from popvae.population.config import ConfigError, RunConfig, parse_config
 
 __all__ = ["ConfigError", "DatasetError", "RunConfig", "evaluate", "load_best", "prepare", "resume", "train"]
@@ -48,21 +48,21 @@ def train(config: RunConfig | dict[str, Any], run_dir: str | Path, *, on_generat
     """Train a new population (or the baseline, `baseline=True`) into `run_dir`, a missing or empty folder;
     returns the summary (also in RUN_DIR/summary.json). Joins the Ray cluster at `address`, else a running
     one, else starts a local Ray with `num_cpus`."""
-    from popvae.population import run as runs
+    from popvae.population import driver
 
     data = config.model_dump(mode="json") if isinstance(config, RunConfig) else config
     with _python_advice():
-        return runs.train_run(runs.new_run(parse_config(data), Path(run_dir)), on_generation, address, num_cpus)
+        return driver.train_run(driver.new_run(parse_config(data), Path(run_dir)), on_generation, address, num_cpus)
 
 
 def resume(run_dir: str | Path, epochs: int | None = None, *, on_generation: OnGeneration | None = None,
            address: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:
     """Continue the run in `run_dir` at its next epoch; `epochs` may extend its budget (never shrink it below
     what is done). ConfigError when there is nothing left to train."""
-    from popvae.population import run as runs
+    from popvae.population import driver
 
     with _python_advice():
-        return runs.train_run(runs.resumed_run(Path(run_dir), epochs), on_generation, address, num_cpus)
+        return driver.train_run(driver.resumed_run(Path(run_dir), epochs), on_generation, address, num_cpus)
 
 
 def load_best(run_dir: str | Path, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
@@ -80,7 +80,7 @@ def prepare(images: Any, meta: dict[str, Any], device: str = "cpu") -> Any:
     """Raw images (a dataset's own 28x28 Fashion-MNIST, say) as the model of `meta` (from `load_best`) takes them:
     float32 in [0,1], (N, C, H, W) at its input size, resized exactly as its training data was. Accepts numpy arrays
     or tensors, uint8 or [0,1] floats, (H, W), (N, H, W), (N, C, H, W) or (N, H, W, C)."""
-    from popvae.models.data import prepare as prepare_images
+    from popvae.models.dataset_loading import prepare as prepare_images
 
     channels, size, _ = meta["input_shape"]
     return prepare_images(images, channels, size).to(device)
@@ -94,7 +94,7 @@ def evaluate(target: str | Path, experiments: str | Sequence[str] = EXPERIMENTS,
     The report (JSON, Markdown, figures) is written to its own folder, RUN/jobs/evaluation-TIME/. The first
     evaluation on a dataset fits the purification CNN (minutes on a CPU) and caches it under ~/.cache/popvae."""
     from popvae.population.evaluation import prepare_evaluation, run_evaluation
-    from popvae.population.rundir import read_json
+    from popvae.population.folder_io import read_json
 
     md = run_evaluation(prepare_evaluation(target, experiments=experiments, subset=subset, dataset=dataset,
                                            data_root=data_root, seed=seed, quick=quick, fid_weights=fid_weights,

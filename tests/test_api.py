@@ -59,7 +59,7 @@ def test_prepare_turns_the_raw_files_into_exactly_what_training_saw():
     import torch
 
     from popvae.models.configs import GSVAEConfig
-    from popvae.models.data import FASHION_MNIST_ROOT, _fashion_mnist, load_split, to_float
+    from popvae.models.dataset_loading import FASHION_MNIST_ROOT, _fashion_mnist, load_split, to_float
     from popvae.models.gsvae import GSVAE
 
     raw = _fashion_mnist(FASHION_MNIST_ROOT, "test").images[:16]  # (16, 1, 28, 28) uint8, as in the IDX file
