@@ -27,7 +27,8 @@ def test_the_readme_example_trains_stops_resumes_loads_and_refuses_a_used_folder
     out = done.stdout
     assert "epoch 1: best member" in out and "stopped after 1 of 2 epochs" in out
     assert "3 epochs, best member" in out and "GSVAE member" in out
-    assert "refused: run folder runs/notebook already holds a run" in out
+    assert "refused: run folder runs/notebook already holds a run; continue it with popvae.resume('runs/notebook')" in out
+    assert "takes [1, 32, 32]" in out and "reconstruct (4, 1, 32, 32) encode (4, 24) decode (4, 1, 32, 32)" in out, out
     run = tmp_path / "runs" / "notebook"
     assert json.loads((run / "status.json").read_text())["state"] == "done"
     assert json.loads((run / "config.json").read_text())["epochs"] == 3  # the resume's extension is the run's budget now
