@@ -101,7 +101,17 @@ def _reconstruction(model: AutoEncoder, cnn: nn.Module, x: Tensor, fid_weights: 
             "psnr": float(psnr(rec, x).mean()), "ms_ssim": float(ms_ssim(rec, x).mean()), "ms_ssim_settings": ms_ssim_settings(),
             "frechet_distance": {"name": FRECHET_NAME, "value": fd, "features": "penultimate layer of the basic CNN (train set)"},
             "fid": fid, "images": {"test": x[:8].cpu(), "reconstruction": rec[:8].cpu()},
+            "mse_hard": _hard_mse(model, x, batch_size),
         }
+
+
+def _hard_mse(model: AutoEncoder, x: Tensor, batch_size: int) -> float | None:
+    """A GS-VAE's per-pixel MSE from hard codes (one-hot argmax): what its discrete code alone reconstructs, beside the
+    relaxed code's `mse` (at high tau a continuous code); None for a model without discrete codes."""
+    if not hasattr(model, "hard_codes"):
+        return None
+    rec = map_batches(lambda v: model.reconstruct(v, sample=False, hard=True), x, batch_size=batch_size)
+    return float(mse(rec, x).mean())
 
 
 def _latent_mlp(model: AutoEncoder, train: ImageSet, seed: int, device: str, batch_size: int) -> nn.Module:

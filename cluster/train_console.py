@@ -27,6 +27,9 @@ def _duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+ENDED = {"budget": "every epoch trained", "plateau": "plateau (no improvement)", "user": "stopped on request",
+         "failed": "failed", "interrupted": "interrupted"}  # contract.StopReason as people read it
+
 LOG_WIDTH = 160  # columns when stderr is a file or a pipe (CI logs, nohup): rich's 80 would cut the member table
 
 
@@ -113,20 +116,28 @@ class TrainConsole:
     def _headline(self) -> Text:
         now = time.monotonic()
         gen = self.status.get("generation_seconds") if self.status else None
+        reason = self.status.get("stop_reason") if self.status else None
+        ended = f"training ended: {ENDED.get(reason, reason)}; " if reason else ""
         if self.ended is not None:
-            doing = self.ended
+            doing = f"{ended}{self.ended}"
         elif self.scoring is not None:
-            doing = "scoring the best model on the test set"
+            doing = f"{ended}scoring the best model on the test set"
         elif self.done < self.epochs:
             doing = f"training epoch {self.done + 1}/{self.epochs} ({_duration(now - self.last_done)})"
         else:
             doing = "finishing"
         line = Text.assemble(
             (f"{self.run_dir.name}", "bold"), f" ({self.label})  epochs done {self.done}/{self.epochs}  ",
-            f"last generation {_num(gen, 1)}s  elapsed {_duration(now - self.started)}  ETA {self._eta()}  ",
+            f"last generation {_num(gen, 1)}s  elapsed {_duration(now - self.started)}  ETA {self._eta()}"
+            f"{self._plateau()}  ",
             (doing, "cyan"),
         )
         return line
+
+    def _plateau(self) -> str:
+        """The stopper's count, once a generation is in (the status has it only for a run with `stop`)."""
+        count = self.status.get("since_improvement") if self.status else None
+        return f"  no improvement for {count} generation(s)" if count else ""
 
     def _table(self) -> Table:
         best = self.status.get("best_member") if self.status else None
@@ -216,15 +227,18 @@ def look_hints(run_dirs: list[Path]) -> list[str]:
 
 def print_results(results: list[tuple[str, dict[str, Any]]]) -> None:
     """The test-set scores of each trained run (the population, and the baseline with --compare-baseline)."""
-    table = Table(title="test set (MSE per pixel on [0,1] of deterministic reconstructions)")
-    for col in ("run", "best member", "tau", "test MSE", "test loss", "images"):
+    table = Table(title="test set (MSE per pixel on [0,1] of deterministic reconstructions: relaxed codes at the best's "
+                        "tau, and hard codes)")
+    for col in ("run", "ended", "best member", "tau", "test MSE", "MSE hard", "test loss", "images"):
         table.add_column(col)
     for name, s in results:
         table.add_row(
             name,
+            f"{ENDED.get(s.get('stop_reason'), '-')} ({s['epochs_done']} epochs)",
             str(s["best_member"]),
             f"{s['best_tau']:.3f}",
             f"{s['test_mse']:.5f}",
+            "-" if s.get("test_mse_hard") is None else f"{s['test_mse_hard']:.5f}",
             f"{s['test_loss']:.2f}" + (" (noisy)" if "with Gumbel noise" in s["evaluation"] else ""),
             str(s["test_images"]),
         )

@@ -141,6 +141,9 @@ def resume_config(run_dir: Path, epochs: int | None = None) -> tuple[RunConfig, 
         cfg = parse_config({**cfg.model_dump(mode="json"), "epochs": epochs})
     if done >= cfg.epochs and not folder.summary_path.is_file():
         return cfg, done  # stopped while it was scored: the resume scores it
+    if folder.summary_path.is_file() and folder.recorded_stop_reason() == "plateau":
+        raise ConfigError(f"nothing left to train: {run_dir} ended on a plateau after {done} epochs (its best selection "
+                          f"loss stopped improving, config `stop`)")
     if done >= cfg.epochs:
         raise ConfigError(f"nothing left to train: {run_dir} already did {done} of {cfg.epochs} epochs; "
                           f"extend it with --resume {run_dir} --epochs {done + 1} (or more)",

@@ -3,6 +3,7 @@
     import popvae
 
     config = popvae.RunConfig(dataset="synthetic", members=3, epochs=2)
+    # RunConfig(..., stop={"plateau_generations": 3}) ends a run at its plateau; the summary's stop_reason says why
     summary = popvae.train(config, "runs/first")      # starts a local Ray if none is running
     summary = popvae.resume("runs/first", epochs=4)   # continue at the next epoch, extending the budget
     model, meta = popvae.load_best("runs/first")      # the best member, in eval mode

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +14,7 @@ from popvae.models.checkpoint import save_model
 from popvae.models.dataset_loading import synthetic
 from popvae.models.gsvae import GSVAE, GSVAEConfig
 from popvae.population.evaluation import load_evaluable
+from popvae.population.training import reconstruction_mse
 
 QUICK = {
     "purification": {"eps_grid": (0.1, 0.3), "pgd_steps": 2, "eot_samples": 2},
@@ -53,6 +55,8 @@ def test_evaluate_writes_report(run_dir, tmp_path):
     assert report["meta"]["test_images"] == 24 and report["meta"]["stochastic"] is True
     rec = report["reconstruction"]
     assert 0 <= rec["mse"] <= 1 and rec["frechet_distance"]["name"] == "Fréchet distance (popvae CNN features)"
+    x = synthetic(60, seed=1).images[np.sort(np.random.default_rng(0).choice(60, 24, replace=False))]  # the report's subset
+    assert rec["mse_hard"] == pytest.approx(reconstruction_mse(model, x, "cpu", hard=True), rel=1e-5)
     assert "unavailable" in rec["fid"]
     assert report["purification"]["setting"]["eot_samples"] == 2 and report["unseen"]["held_out"] == [3]
     assert report["latent-pgd"]["untargeted"]["rows"][0]["psnr"] == "inf"

@@ -73,3 +73,11 @@ def test_local_cluster_stop_removes_rays_session_files_and_says_what_it_keeps(tm
     assert not (state / "ray").exists() and (state / "runs" / "pop1" / "best.pt").is_file() and (state / "auth_token").is_file()
     assert "removed Ray's session files (" in done.stdout and "kept the runs (" in done.stdout, done.stdout
     assert f"in {state / 'runs'}, checkpoints included)" in done.stdout and f"rm -rf {state} frees them" in done.stdout
+
+
+def test_every_train_flag_has_a_default_or_none_even_inside_an_optional_section():
+    from popvae.population.flags import TRAIN_FLAGS, flag_default
+
+    defaults = {flag: flag_default(path) for flag, (path, _, _) in TRAIN_FLAGS.items()}
+    assert defaults["--tau0"] == 1.0 and defaults["--device"] == "auto" and defaults["--data-root"] is None
+    assert all(flag_default((*path, "deeper")) is None for path, _, _ in TRAIN_FLAGS.values())  # never raises

@@ -133,3 +133,25 @@ def test_a_feedback_move_is_flagged_and_the_fixed_members_is_named():
     entry = {"epoch": 4, "best": 2, "best_loss": 101.5, "tau_before": {"2": 1.1}, "tau_after": {"2": 1.2}, "feedback": [1]}
     line = generation_line(entry, {"generation_seconds": 3.04}, 5, 9, "0:12")
     assert line == "epoch 5/9  best member 2  loss 101.50  tau 1.100 -> 1.200  generation 3.0 s  ETA 0:12  feedback [1]"
+
+
+def test_the_console_says_why_training_ended_and_shows_the_hard_code_mse(monkeypatch, capsys, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from popvae.cluster.train_console import TrainConsole, print_results
+
+    live = TrainConsole(Console(file=io.StringIO(), width=200), tmp_path / "run", 10, "2 members")
+    live.status = {"stop_reason": None, "since_improvement": 2, "generation_seconds": 1.0, "members": []}
+    live.done = 4
+    assert "no improvement for 2 generation(s)" in live._headline().plain
+    live.status = {**live.status, "stop_reason": "plateau", "since_improvement": 3}
+    live.scoring = ("test MSE", 10, 100)
+    assert "training ended: plateau (no improvement); scoring" in live._headline().plain
+    monkeypatch.setenv("COLUMNS", "200")
+    summary = {"best_member": 2, "best_tau": 1.5, "test_mse": 0.0201, "test_mse_hard": 0.0457, "test_loss": 250.0,
+               "test_images": 100, "evaluation": "deterministic", "stop_reason": "plateau", "epochs_done": 4}
+    print_results([("population", summary), ("old", {**summary, "test_mse_hard": None, "stop_reason": None})])
+    out = capsys.readouterr().out
+    assert "MSE hard" in out and "0.04570" in out and "plateau (no improvement) (4 epochs)" in out, out
