@@ -18,7 +18,13 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
-    """An invalid run config; the message is one line naming the field and the problem."""
+    """An invalid run config; the message is one line naming the field and the problem. A message that tells the
+    command's user what to type also has `api`: the same advice for a Python caller (`popvae.resume(...)`), which
+    the notebook API raises instead."""
+
+    def __init__(self, message: str, *, api: str | None = None) -> None:
+        super().__init__(message)
+        self.api = api
 
 
 MAX_MEMBERS = 1024  # a sane upper bound; what the cluster can place is checked when Ray is up

@@ -48,6 +48,17 @@ TRAIN_FLAGS: dict[str, tuple[tuple[str, ...], Any, str]] = {
     "--feedback-sign": (("temperature", "feedback_sign"), int, "+1 (paper) or -1"),
     "--anneal-rate": (("temperature", "anneal_rate"), float, "baseline's tau decay per epoch"),
 }
+def flag_default(path: tuple[str, ...]) -> Any:
+    """The value a run gets when neither the flag at config `path` nor a --config file sets it (for --help); None
+    where there is none, e.g. inside an optional section that is off by default."""
+    from popvae.population.config import RunConfig
+
+    node: Any = RunConfig().model_dump(mode="json")
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
 # Train flags (other than TRAIN_FLAGS) that set the config, and those a resume honours: every other one is an error there.
 CONFIG_FLAGS = ("--config", "--exclude-classes", "--baseline", "--no-reset-patience", "--compare-baseline",
                 "--reference-dynamics", "--no-broadcast")
