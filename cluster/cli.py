@@ -331,7 +331,7 @@ def _reproduce_parser(sub: Any) -> None:
     p.add_argument("--preset", default="cpu", choices=("smoke", "cpu", "cpu-long", "paper"),
                    help="budget: smoke (synthetic data, minutes), cpu (73 min with one seed on 2 cores), cpu-long (the "
                         "core arms to 10 full epochs: many hours, continued across sessions), paper (for GPUs)")
-    p.add_argument("--seeds", type=int, metavar="K",
+    p.add_argument("--seeds", type=_int, metavar="K",
                    help="training seeds of the population and the annealed baseline, each its own run (default: the "
                         "preset's: smoke 2, cpu 3, cpu-long 3, paper 1); the other core arms take at most as many")
     p.add_argument("--dataset", help="default fashion-mnist (smoke: synthetic)")
