@@ -16,7 +16,6 @@ from popvae.cluster.cli import main
 from popvae.population.config import MAX_CONFIG_BYTES, ConfigError, load_config_file
 from popvae.population.flags import check_resume_flags, train_config
 from popvae.population.temperature import REFERENCE_DYNAMICS
-from tests.test_damaged_files import pristine  # noqa: F401  (a fixture: a run trained once per module)
 
 # Runs one `popvae` command as a grandchild and reports its exit code, stderr, peak memory and CPU time: measured
 # from a small intermediate process, because Linux counts the memory a child had when it was forked into its peak,
@@ -237,7 +236,7 @@ def test_reproduce_gives_up_an_address_nobody_answers_before_writing_its_folder(
     assert not (tmp_path / "out").exists()
 
 
-def test_evaluate_gives_up_an_address_nobody_answers_before_making_its_job_folder(pristine, tmp_path):  # noqa: F811
+def test_evaluate_gives_up_an_address_nobody_answers_before_making_its_job_folder(pristine, tmp_path):
     from tests.test_damaged_files import copy
 
     run = copy(pristine, tmp_path)
