@@ -98,12 +98,15 @@ def test_one_member_follows_another_members_schedule(ray_session, tmp_path):
 BF16_RESUME = ("known bug: on this CPU a bf16 run resumed through Ray sometimes differs from the uninterrupted run from "
                "epoch 1 on (training loss by ~1e-7 relative; a pack's own resume is exact, tests/test_pack.py): "
                "bf16 is opt-in on a CPU until it is found")
+# Not run by default: a non-strict xfail passes whatever happens, so its three runs would assert nothing; `pytest
+# --runxfail -k bf16` runs them as ordinary tests when the bug is worked on.
+KNOWN_BF16_BUG = pytest.mark.xfail(reason=BF16_RESUME, run=False)
 
 
-@pytest.mark.parametrize("over", [pytest.param({"precision": "bf16"}, marks=pytest.mark.xfail(reason=BF16_RESUME)),
+@pytest.mark.parametrize("over", [pytest.param({"precision": "bf16"}, marks=KNOWN_BF16_BUG),
                                   {"pack_mode": "vmap", "precision": "fp32"},
                                   pytest.param({"pack_mode": "loop", "precision": "bf16"},
-                                               marks=pytest.mark.xfail(reason=BF16_RESUME)),
+                                               marks=KNOWN_BF16_BUG),
                                   {"pack_size": 1}, {"broadcast": False}],
                          ids=["packed-bf16", "vmap-fp32", "loop-bf16", "unpacked", "no-broadcast"])
 def test_stopped_and_resumed_run_equals_uninterrupted_run(ray_session, tmp_path, over):
