@@ -231,7 +231,7 @@ class PopulationCoordinator:
             ray.get([self.workers[self.pack_of[i]].set_weights.remote(ray.put(w), [i]) for i, w in own.items()])
         ray.get([w.set_optimizer_state.remote({i: optimizers[i] for i in self.packs[p]}) for p, w in self.workers.items()])
 
-    # --- the actor's interface (population.run, the status service, tests) ---
+    # --- the actor's interface (population.driver, the status service, tests) ---
     def member_handles(self) -> dict[int, Any]:
         """{member: the worker hosting its pack} (pack mates share one handle)."""
         return {i: self.workers[p] for i, p in self.pack_of.items()}
