@@ -22,6 +22,7 @@ from popvae.cluster.run_catalog import Runs
 from popvae.cluster.run_files import pictures, read_json_or, reports, run_kind, safe_file
 from popvae.cluster.run_store import NotFound, Refused, Unreadable
 from popvae.population import run_folder as rf
+from popvae.population.contract import migrate_summary
 
 STATIC = Path(__file__).parent / "static"
 _FILE_TYPES = {"image/png": {}, "image/jpeg": {}, "image/svg+xml": {}, "text/markdown": {}, "text/csv": {}}
@@ -54,7 +55,7 @@ def add_dashboard(app: FastAPI, runs: Runs, guarded: dict[str, Any]) -> None:
         except (NotFound, Unreadable):
             status = None
         config = read_json_or(run_dir, rf.CONFIG, {})
-        summary = read_json_or(run_dir, rf.SUMMARY, None)
+        summary = migrate_summary(read_json_or(run_dir, rf.SUMMARY, None))  # epochs from 1, also in older folders
         return RunOverview(
             run_id=run_id, kind=run_kind(run_dir), status=status, config=config if isinstance(config, dict) else {},
             summary=summary if isinstance(summary, dict) else None, pictures=pictures(run_dir), reports=reports(run_dir),

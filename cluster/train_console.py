@@ -70,7 +70,7 @@ class TrainConsole:
     # hooks for train_run
     def on_generation(self, entry: dict[str, Any], status: dict[str, Any]) -> None:
         self.entry, self.status = entry, status
-        self.done = entry["epoch"] + 1
+        self.done = entry["epoch"]
         self.last_done = time.monotonic()
         self.reported.append(self.last_done)
         self.live.refresh()
@@ -149,7 +149,7 @@ class TrainConsole:
         if self.entry is not None:
             events = self.entry.get("events") or {}
             note = f"  events {events}" if events else ""
-            parts.append(Text(f"* best of epoch {self.entry['epoch'] + 1}: member {self.entry['best']} "
+            parts.append(Text(f"* best of epoch {self.entry['epoch']}: member {self.entry['best']} "
                               f"(selection loss {_num(self.entry.get('best_loss'))}){note}", style="dim"))
         scoring = self._scoring_line()
         if scoring is not None:

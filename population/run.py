@@ -329,7 +329,7 @@ def summarize(run_dir: Path, data: RunData, cfg: RunConfig,
     rows = folder.read_history_rows()
     plot_history(rows, folder.plots_dir, run_id=folder.run_id, select_on=cfg.select_on)
     save_reconstruction_grid(model, data.test.images, folder.plots_dir / "reconstructions.png",
-                             title=f"run {folder.run_id}: best member {meta['member']}, epoch {meta['epoch'] + 1}")
+                             title=f"run {folder.run_id}: best member {meta['member']}, epoch {meta['epoch']}")
     summary = RunResult(
         run_id=folder.run_id, best_member=meta["member"], best_tau=meta["tau"], best_epoch=meta["epoch"],
         select_on=meta["select_on"], baseline=meta["baseline"], precision=cfg.precision, pack_mode=cfg.pack_mode,
@@ -337,7 +337,7 @@ def summarize(run_dir: Path, data: RunData, cfg: RunConfig,
         test_loss=scores["total"], test_images=len(data.test),
         evaluation="test_mse: deterministic reconstructions; test_loss: " + (
             "with Gumbel noise (model.eval_noise)" if cfg.model.eval_noise else "deterministic (no Gumbel noise)"),
-        epochs_done=1 + max(r["epoch"] for r in rows), events=sorted({r["event"] for r in rows} - {""}),
+        epochs_done=max(r["epoch"] for r in rows), events=sorted({r["event"] for r in rows} - {""}),
     )
     folder.write_summary(summary)
     return summary.model_dump()

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from popvae.population.config import RunConfig, parse_config
 from popvae.population.contract import (
+    SCHEMA_VERSION,
     HistoryRow,
     JobState,
     JobStatus,
@@ -35,6 +36,11 @@ from popvae.population.contract import (
     RunState,
     RunStatus,
     dump,
+    migrate_best_meta,
+    migrate_epochs,
+    migrate_flags,
+    migrate_status,
+    migrate_summary,
 )
 from popvae.population.rundir import read_json, read_rows, write_json, write_rows
 
@@ -83,7 +89,7 @@ class Checkpoint:
 
     def state(self) -> dict[str, Any]:
         """The dict torch saves (only tensors, numbers, strings and containers: it loads with weights_only)."""
-        state = {"epochs_done": self.epochs_done, "taus": self.taus, "patience": self.patience, "flags": self.flags,
+        state = {"schema_version": SCHEMA_VERSION, "epochs_done": self.epochs_done, "taus": self.taus, "patience": self.patience, "flags": self.flags,
                  "weights": self.weights, "optimizers": self.optimizers}
         if self.member_weights is not None:
             state["member_weights"] = self.member_weights
@@ -94,13 +100,16 @@ class Checkpoint:
         """ValueError when `state` is not what `state()` writes."""
         if not isinstance(state, dict) or not CHECKPOINT_KEYS <= state.keys():
             raise ValueError("not a popvae run checkpoint")
-        return cls(int(state["epochs_done"]), state["taus"], state["patience"], state["flags"], state["weights"],
+        flags = state["flags"]
+        if state.get("schema_version", 1) < SCHEMA_VERSION:  # its flags' epochs counted from 0
+            flags = {i: migrate_flags(f) for i, f in flags.items()}
+        return cls(int(state["epochs_done"]), state["taus"], state["patience"], flags, state["weights"],
                    state["optimizers"], state.get("member_weights"))
 
 
 # --- parsers: what every reader (the confined service included) validates a file's content with ---
 def parse_status(raw: Any) -> RunStatus:
-    return RunStatus.model_validate(raw)
+    return RunStatus.model_validate(migrate_status(raw))
 
 
 def parse_job_status(raw: Any) -> JobStatus:
@@ -108,17 +117,17 @@ def parse_job_status(raw: Any) -> JobStatus:
 
 
 def parse_history(rows: list[dict[str, Any]]) -> list[HistoryRow]:
-    return [HistoryRow.model_validate(r) for r in rows]
+    return [HistoryRow.model_validate(r) for r in migrate_epochs(rows)]
 
 
 def parse_lineage(raw: Any) -> list[LineageEntry]:
     if not isinstance(raw, list):
         raise ValueError(f"{LINEAGE} must hold a list of generations, not a {type(raw).__name__}")
-    return [LineageEntry.model_validate(g) for g in raw]
+    return [LineageEntry.model_validate(g) for g in migrate_epochs(raw)]
 
 
 def parse_summary(raw: Any) -> RunResult:
-    return RunResult.model_validate(raw)
+    return RunResult.model_validate(migrate_summary(raw))
 
 
 # --- decisions over plain data ---
@@ -279,8 +288,8 @@ class RunFolder:
 
     # --- history.parquet, lineage.json ---
     def read_history_rows(self) -> list[dict[str, Any]]:
-        """history.parquet's rows as plain dicts (the plots take them); [] when there is none yet."""
-        return read_rows(self.history_path)
+        """history.parquet's rows as plain dicts (the plots take them), epochs from 1; [] when there is none yet."""
+        return migrate_epochs(read_rows(self.history_path))
 
     def read_history(self) -> list[HistoryRow]:
         return parse_history(self.read_history_rows())
@@ -335,7 +344,8 @@ class RunFolder:
     def read_best(self, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
         from popvae.models.checkpoint import load_model
 
-        return load_model(self.best_path, map_location=map_location)
+        model, meta = load_model(self.best_path, map_location=map_location)
+        return model, migrate_best_meta(meta)
 
     def write_model(self, model: nn.Module, meta: dict[str, Any]) -> None:
         """A robust job's trained model (model.pt)."""

@@ -86,7 +86,7 @@ def test_history_filters_and_pages(client: TestClient) -> None:
     everything = client.get("/population/history").json()
     assert everything["run_id"] == "newest" and everything["total"] == 15 and len(everything["rows"]) == 15
     page = client.get("/population/history", params={"limit": 4, "offset": 2}).json()
-    assert page["total"] == 15 and [(r["epoch"], r["member"]) for r in page["rows"]] == [(0, 3), (1, 1), (1, 2), (1, 3)]
+    assert page["total"] == 15 and [(r["epoch"], r["member"]) for r in page["rows"]] == [(1, 3), (2, 1), (2, 2), (2, 3)]
     assert page["rows"][2]["loss_total"] is None and page["rows"][2]["event"] == "nan_reset"
     one = client.get("/population/history", params={"member": 2, "epoch_min": 2, "epoch_max": 4}).json()
     assert [(r["epoch"], r["member"]) for r in one["rows"]] == [(2, 2), (3, 2), (4, 2)]

@@ -96,7 +96,7 @@ function renderMembers(status) {
   if (!status) { $("#members-box").hidden = true; return; }
   $("#members-box").hidden = false;
   const used = {};  // tau used in the last epoch done, from the history
-  for (const r of state.history) if (r.epoch === status.epoch - 1) used[r.member] = r.tau;
+  for (const r of state.history) if (r.epoch === status.epoch) used[r.member] = r.tau;
   const rows = status.members.map((m) => {
     const best = m.index === status.best_member;
     const l = m.loss || {};
@@ -131,7 +131,7 @@ function lineChart(el, rows, column, ylabel) {
   const W = 520, H = 260, L = 58, R = 12, T = 10, B = 40;
   const pts = rows.filter((r) => r[column] !== null && Number.isFinite(r[column]));
   if (!pts.length) { el.innerHTML = '<p class="muted">no epoch done yet</p>'; return; }
-  const epochs = pts.map((r) => r.epoch + 1), values = pts.map((r) => r[column]);
+  const epochs = pts.map((r) => r.epoch), values = pts.map((r) => r[column]);
   const x0 = Math.min(...epochs), x1 = Math.max(Math.max(...epochs), x0 + 1);
   const yt = niceTicks(Math.min(...values), Math.max(...values));
   const sx = (e) => L + 10 + ((e - x0) / (x1 - x0)) * (W - L - R - 20), sy = (v) => T + (1 - (v - yt.lo) / (yt.hi - yt.lo)) * (H - T - B);
@@ -144,10 +144,10 @@ function lineChart(el, rows, column, ylabel) {
   const members = [...new Set(pts.map((r) => r.member))].sort((a, b) => a - b);
   for (const m of members) {
     const mine = pts.filter((r) => r.member === m).sort((a, b) => a.epoch - b.epoch);
-    const d = mine.map((r, i) => `${i ? "L" : "M"}${sx(r.epoch + 1).toFixed(1)},${sy(r[column]).toFixed(1)}`).join("");
+    const d = mine.map((r, i) => `${i ? "L" : "M"}${sx(r.epoch).toFixed(1)},${sy(r[column]).toFixed(1)}`).join("");
     svg += `<path class="line" d="${d}" stroke="${color(m)}"><title>member ${m}</title></path>`;
     for (const r of mine) {
-      svg += `<circle cx="${sx(r.epoch + 1)}" cy="${sy(r[column])}" r="${r.is_best ? 6 : 2.5}" class="${r.is_best ? "best-point" : "pt"}" stroke="${color(m)}" fill="${r.is_best ? "none" : color(m)}"><title>member ${m}, epoch ${r.epoch + 1}: ${num(r[column], 4)}${r.is_best ? " (best)" : ""}</title></circle>`;
+      svg += `<circle cx="${sx(r.epoch)}" cy="${sy(r[column])}" r="${r.is_best ? 6 : 2.5}" class="${r.is_best ? "best-point" : "pt"}" stroke="${color(m)}" fill="${r.is_best ? "none" : color(m)}"><title>member ${m}, epoch ${r.epoch}: ${num(r[column], 4)}${r.is_best ? " (best)" : ""}</title></circle>`;
     }
   }
   svg += "</svg>";
@@ -188,7 +188,7 @@ function renderLineage(lineage) {
     const receivers = Object.keys(g.received).map(Number).sort((a, b) => a - b);
     const taus = Object.keys(g.tau_after).map((k) => `${k}: ${num(g.tau_before[k], 2)}&rarr;${num(g.tau_after[k], 2)}${g.feedback.includes(+k) ? "*" : ""}`).join(" &nbsp;");
     const events = Object.entries(g.events || {}).filter(([, e]) => e).map(([m, e]) => `<span class="flag">${esc(e)} #${esc(m)}</span>`).join(" ");
-    return `<tr><td class="n">${g.epoch + 1}</td><td><span class="swatch" style="background:${color(g.best)}"></span>#${g.best}</td>
+    return `<tr><td class="n">${g.epoch}</td><td><span class="swatch" style="background:${color(g.best)}"></span>#${g.best}</td>
       <td class="n">${num(g.best_loss)}</td><td>#${g.best} &rarr; ${receivers.map((m) => `#${m}`).join(", ") || "-"}</td>
       <td class="taus">${taus}</td><td>${events}</td></tr>`;
   }).join("");
@@ -213,7 +213,6 @@ function renderSummary(overview) {
   $("#summary-box").hidden = !s;
   if (!s) return;
   const shown = { ...s };
-  if (typeof shown.best_epoch === "number") shown.best_epoch += 1;  // summary.json counts from 0, people from 1
   $("#summary").innerHTML = `<dl class="summary">${Object.entries(shown).map(([k, v]) =>
     `<dt>${esc(k)}</dt><dd>${esc(typeof v === "number" ? +v.toPrecision(6) : Array.isArray(v) ? v.join(", ") || "-" : v)}</dd>`).join("")}</dl>`;
 }
