@@ -99,7 +99,7 @@ def test_dashboard_shows_a_live_run(ray_session, service, browser, tmp_path: Pat
     release, paused, outcome = threading.Event(), threading.Event(), {}
 
     def on_generation(entry, status) -> None:
-        if entry["epoch"] + 1 == PAUSE_AFTER:
+        if entry["epoch"] == PAUSE_AFTER:
             paused.set()
             release.wait(120)
 
@@ -151,7 +151,7 @@ def test_dashboard_shows_a_live_run(ray_session, service, browser, tmp_path: Pat
 
     # the REST the page reads, over the same server
     lineage = httpx.get(f"{url}/runs/demo/lineage").json()["generations"]
-    assert [g["epoch"] for g in lineage] == list(range(EPOCHS))
+    assert [g["epoch"] for g in lineage] == list(range(1, EPOCHS + 1))
     overview = httpx.get(f"{url}/runs/demo/summary").json()
     assert overview["kind"] == "population" and {"plots/tau.png", "plots/loss.png"} <= {p["path"] for p in overview["pictures"]}
     png = httpx.get(f"{url}/runs/demo/files/plots/tau.png")
