@@ -105,6 +105,8 @@ class MemberStatus(_Record):
     state: MemberState
     node_id: str | None = Field(None, description="the Ray node it last trained on")
     flags: list[str] = Field([], description="what happened to it: event@epoch")
+    steps_done: int | None = Field(None, description="optimizer steps done in the epoch it trains now (live answers only)")
+    steps: int | None = Field(None, description="optimizer steps in that epoch (live answers only)")
 
 
 class RunStatus(_Record):

@@ -34,7 +34,7 @@ import copy
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -217,8 +217,10 @@ class Pack:
         """(k, batch) indices -> (k, batch, C, H, W) float [0,1] images, gathered on the device (as models.data.to_float)."""
         return self.train_images[idx].float().div_(255.0)
 
-    def train_epoch(self, generation: int, taus: dict[int, float]) -> dict[int, dict[str, Any]]:
-        """One epoch of every member; {index: the result MemberState.train_epoch returns}. `seconds` is the pack's epoch."""
+    def train_epoch(self, generation: int, taus: dict[int, float],
+                    on_progress: Callable[[int, int], None] | None = None) -> dict[int, dict[str, Any]]:
+        """One epoch of every member; {index: the result MemberState.train_epoch returns}. `seconds` is the pack's epoch.
+        `on_progress(t, steps)` hears each finite step of a slot (t from 1): a console shows how far the epoch is."""
         if set(taus) != set(self.indices):
             raise ValueError(f"taus for members {sorted(taus)} given; this pack hosts {self.indices}")
         started = time.perf_counter()
@@ -230,6 +232,8 @@ class Pack:
         logged: list[list[tuple[int, float]]] = [[] for _ in self.indices]  # (optimizer step of the run, total loss)
 
         def log(s: int, t: int, parts: dict[str, float]) -> None:
+            if on_progress is not None:
+                on_progress(t, steps)
             if t % c.log_every_steps == 0:
                 logged[s].append((generation * steps + t, parts["total"]))
 

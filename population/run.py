@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from popvae.models.data import DatasetError, ImageSet, load_split, train_val_split
@@ -85,13 +85,15 @@ def run_population(
     resume: bool = False,
     on_generation: Callable[[dict[str, Any], dict[str, Any]], bool | None] | None = None,
     on_scoring: Callable[[str, int, int], None] | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train (or continue) the population and return the run's summary.
 
     `on_generation(lineage_entry, status)` is called after each generation (progress display, early stopping):
     when it returns True the run stops after that generation, state "stopped", resumable. Once every epoch is
     trained the state is "scoring" until summary.json is written, then "done"; a resume of a run stopped while it
-    was scoring only scores it.
+    was scoring only scores it. `on_progress(status)` hears the coordinator's live status about every PROGRESS_POLL_S
+    while a generation trains (members training, their steps done: a live console).
     """
     folder = RunFolder(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +111,7 @@ def run_population(
         while True:
             try:
                 for epoch in range(ray.get(coord.next_epoch.remote()), cfg.epochs):
-                    entry = ray.get(coord.run_generation.remote(epoch))
+                    entry = _generation(coord, epoch, on_progress)
                     if on_generation is not None and on_generation(entry, ray.get(coord.status.remote())) \
                             and epoch + 1 < cfg.epochs:
                         state = "stopped"
@@ -138,6 +140,19 @@ def run_population(
     with _end_recorded(run_dir):
         within(STOP_S, lambda: _stop_coordinator(coord))
     return _score(folder, data, cfg, on_scoring)
+
+
+PROGRESS_POLL_S = 1.0
+
+
+def _generation(coord: Any, epoch: int, on_progress: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """The coordinator's generation `epoch` (its lineage entry), its live status handed to `on_progress` meanwhile."""
+    ref = coord.run_generation.remote(epoch)
+    if on_progress is not None:
+        while not ray.wait([ref], timeout=PROGRESS_POLL_S)[0]:
+            with contextlib.suppress(GetTimeoutError):  # a slow answer is skipped; a dead coordinator raises
+                on_progress(ray.get(coord.status.remote(), timeout=PROGRESS_POLL_S))
+    return ray.get(ref)
 
 
 def _score(folder: RunFolder, data: RunData, cfg: RunConfig,
@@ -275,10 +290,12 @@ def failure_cause(err: BaseException) -> str:
 
 def train_run(run: Run, on_generation: Callable[[dict[str, Any], dict[str, Any]], bool | None] | None = None,
               address: str | None = None, num_cpus: int | None = None, verbose: bool = False,
-              on_scoring: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+              on_scoring: Callable[[str, int, int], None] | None = None,
+              on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Take the run folder's lock (ConfigError when another process holds it), join (or start) Ray (its start-up
     notes shown only with `verbose`), check the cluster can host the run (ConfigError), train, return the summary.
-    The lock is held until the run ends. `on_scoring(what, done, total)` follows the test-set scoring."""
+    The lock is held until the run ends. `on_scoring(what, done, total)` follows the test-set scoring,
+    `on_progress(status)` the generation training now (see `run_population`)."""
     from popvae.population.bounds import check_cluster_flags
     from popvae.population.worker import cpu_share
 
@@ -297,7 +314,7 @@ def train_run(run: Run, on_generation: Callable[[dict[str, Any], dict[str, Any]]
             raise ConfigError(f"{members} members cannot be placed: the Ray cluster has {cpus:g} CPUs "
                               f"(at most {int(cpus / cpu_share(cpus, cpus, 10**9))} members)")
         return run_population(run.cfg, run.run_dir, run.data, resume=run.resume, on_generation=on_generation,
-                              on_scoring=on_scoring)
+                              on_scoring=on_scoring, on_progress=on_progress)
 
 
 def draw_comparison(run_dir: Path, baseline_dir: Path) -> None:

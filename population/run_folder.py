@@ -89,8 +89,8 @@ class Checkpoint:
 
     def state(self) -> dict[str, Any]:
         """The dict torch saves (only tensors, numbers, strings and containers: it loads with weights_only)."""
-        state = {"schema_version": SCHEMA_VERSION, "epochs_done": self.epochs_done, "taus": self.taus, "patience": self.patience, "flags": self.flags,
-                 "weights": self.weights, "optimizers": self.optimizers}
+        state = {"schema_version": SCHEMA_VERSION, "epochs_done": self.epochs_done, "taus": self.taus,
+                 "patience": self.patience, "flags": self.flags, "weights": self.weights, "optimizers": self.optimizers}
         if self.member_weights is not None:
             state["member_weights"] = self.member_weights
         return state

@@ -10,10 +10,10 @@ from conftest import cpus_taken
 from fastapi.testclient import TestClient
 
 from popvae.cluster.service import create_app
+from popvae.models.checkpoint import load_model
 from popvae.models.data import synthetic
 from popvae.population import rundir
 from popvae.population.config import parse_config
-from popvae.models.checkpoint import load_model
 from popvae.population.contract import SCHEMA_VERSION, HistoryRow, JobStatus, LineageEntry, RunStatus
 from popvae.population.evaluation import run_evaluation_job
 from popvae.population.jobs import run_jobs
