@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from popvae.cluster.train_console import TrainConsole, eta_seconds, epoch_progress
+from popvae.cluster.train_console import TrainConsole, epoch_progress, eta_seconds
 from popvae.population import run as runs
 from popvae.population.config import parse_config
 from popvae.population.run import new_run, resumed_run, train_run
