@@ -153,6 +153,16 @@ def effective_job_state(recorded: JobState, locks_held: Iterable[bool | None]) -
     return "interrupted" if recorded in ("queued", "running") and False in tuple(locks_held) else recorded
 
 
+def jobs_state(states: Iterable[JobState]) -> RunState | None:
+    """The state of a run made of jobs (robust, evaluation), for a reader: running while any job is queued or
+    running, else failed or interrupted if any is, else done; None without jobs."""
+    states = set(states)
+    for busy, state in ((("queued", "running"), "running"), (("failed",), "failed"), (("interrupted",), "interrupted")):
+        if states & set(busy):
+            return state  # type: ignore[return-value]
+    return "done" if states else None
+
+
 def find_checkpoint(target: Path) -> Path:
     """A checkpoint file, or the one a run / job folder holds (best.pt, else model.pt); FileNotFoundError otherwise."""
     target = Path(target)
