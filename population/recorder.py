@@ -219,6 +219,13 @@ class Recorder:
         self.history = [r for r in self.folder.read_history() if r.epoch <= self.epochs_done]
         self.lineage = [g for g in self.folder.read_lineage() if g.epoch <= self.epochs_done]
         self.best = self.lineage[-1].best if self.lineage else None
+        if self.lineage:  # the status goes on showing the last generation's time and results, not blanks
+            seconds = self.lineage[-1].seconds
+            self.generation_seconds = seconds.get("train", 0.0) + seconds.get("coordination", 0.0)
+        for r in self.history:
+            if r.epoch == self.epochs_done and r.loss_total is not None and math.isfinite(r.loss_total):
+                self.members[r.member].last = {"loss": {k: getattr(r, f"loss_{k}") for k in LOSS_PARTS},
+                                               "val_loss": r.val_loss, "node_id": r.node_id or None}
         if self.folder.status_path.is_file():  # the count is the run's, across resumes
             self.coordinator_restarts = self.folder.read_status().coordinator_restarts
         own = {i: _arrays(w) for i, w in ckpt.member_weights.items()} if ckpt.member_weights is not None else None

@@ -71,8 +71,10 @@ def test_members_show_they_train_and_how_far_while_an_epoch_runs(ray_session, tm
     assert any("training epoch 2/2" in f and "last generation" in f for f in frames), frames[-1]
 
 
-def test_a_resumed_run_shows_the_rows_its_folder_recorded(ray_session, tmp_path: Path) -> None:
-    run = new_run(config(), tmp_path / "run")
+def test_a_resumed_run_shows_the_rows_its_folder_recorded(ray_session, tmp_path: Path, monkeypatch) -> None:
+    """Before its first report, from the folder; then live, with the last generation's losses and time kept."""
+    monkeypatch.setattr(runs, "PROGRESS_POLL_S", 0.05)
+    run = new_run(config(steps_per_epoch=40), tmp_path / "run")
     train_run(run, on_generation=lambda entry, status: True)  # stopped after its first epoch
     resumed = resumed_run(run.run_dir, 3)
     with TrainConsole(quiet(), resumed.run_dir, resumed.cfg.epochs, "2 members", resumed.first_epoch) as live:
@@ -80,3 +82,8 @@ def test_a_resumed_run_shows_the_rows_its_folder_recorded(ray_session, tmp_path:
     assert "report after their first epoch" not in text, text
     assert re.search(r"1\s+fixed\s+\d\.\d{3} -> \d\.\d{3}", text) and "linear_increase" in text, text
     assert "best of epoch 1: member" in text and "epochs done 1/3" in text and "training epoch 2/3" in text, text
+    statuses: list[dict] = []
+    train_run(resumed, on_generation=lambda entry, status: True, on_progress=statuses.append)
+    assert statuses, "no live status while the resumed epoch trained"
+    first = statuses[0]
+    assert first["generation_seconds"] is not None and all(m["loss"] and m["val_loss"] for m in first["members"]), first
