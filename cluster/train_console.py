@@ -127,17 +127,20 @@ class TrainConsole:
 
     # drawing
     def _per_epoch(self, now: float, fraction: float | None) -> float | None:
-        """An epoch's time: the mean between this session's reports, else the last generation's, else this epoch's
+        """An epoch's time: the mean between this session's reports, else the last generation's (a resumed run: the
+        one its folder recorded), else this epoch's
         rate of steps since its first progress report (Ray's start-up excluded)."""
         if len(self.reported) >= 2:
             return (self.reported[-1] - self.reported[0]) / (len(self.reported) - 1)
-        if self.reported and (self.status or {}).get("generation_seconds"):
+        if (self.status or {}).get("generation_seconds"):  # a resumed run's, before this session's first
             return float(self.status["generation_seconds"])
         if fraction is not None and self.first_seen is not None and fraction > self.first_seen[1]:
             return (now - self.first_seen[0]) / (fraction - self.first_seen[1])
         return None
 
     def _eta(self, now: float) -> str:
+        if self.ended == "stopped":
+            return "-"
         progress = epoch_progress(self.status) if self.ended is None and self.scoring is None else None
         fraction = progress[0] / progress[1] if progress else None
         eta = eta_seconds(self.epochs - self.done, self._per_epoch(now, fraction), fraction, now - self.last_done)
@@ -182,12 +185,20 @@ class TrainConsole:
                 _num((m.get("loss") or {}).get("total")),
                 _num(m.get("val_loss")),
                 str(m["patience"]),
-                f"{m['state']} {m['steps_done']}/{m['steps']}" if m["state"] == "training" and m.get("steps") else m["state"],
+                self._member_state(m),
                 (m.get("node_id") or "-")[:8],
                 ",".join(m.get("flags") or []),
                 style="bold" if m["index"] == best else None,
             )
         return table
+
+    def _member_state(self, m: dict[str, Any]) -> str:
+        """Its state, with its steps done while it trains; a run that ended stops its members."""
+        if m["state"] != "training":
+            return m["state"]
+        if self.ended is not None:
+            return self.ended
+        return f"training {m['steps_done']}/{m['steps']}" if m.get("steps") else "training"
 
     def _scoring_line(self) -> Text | None:
         if self.scoring is None:

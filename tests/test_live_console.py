@@ -87,3 +87,17 @@ def test_a_resumed_run_shows_the_rows_its_folder_recorded(ray_session, tmp_path:
     assert statuses, "no live status while the resumed epoch trained"
     first = statuses[0]
     assert first["generation_seconds"] is not None and all(m["loss"] and m["val_loss"] for m in first["members"]), first
+
+
+def test_popvae_status_shows_steps_and_no_empty_generation_time() -> None:
+    """`popvae status` reads the same live answer: a member training shows its steps; no `generation -s`."""
+    from fake_runs import status
+
+    from popvae.cluster.status_table import _table
+
+    pop = {**status("r", 0, 3, 2), "generation_seconds": None, "source": "live", "note": None}
+    pop["members"][0].update(steps_done=7, steps=40)
+    out = Console(file=io.StringIO(), width=200, record=True)
+    out.print(_table(pop))
+    text = out.export_text()
+    assert "training 7/40" in text and "generation" not in text and "-s" not in text, text
