@@ -43,7 +43,7 @@ def test_runs_newest_first_and_corrupt_run_listed(client: TestClient) -> None:
     runs = client.get("/runs").json()["runs"]
     assert [r["run_id"] for r in runs] == ["robust", "newest", "older", "broken"]
     assert runs[1]["epoch"] == 5 and runs[1]["live"] is False and runs[1]["has_folder"] is True
-    assert runs[0]["state"] is None and runs[3]["state"] is None
+    assert runs[0]["state"] == "running" and runs[3]["state"] is None  # a run of jobs: its jobs' state
 
 
 def test_population_defaults_to_newest_population_run_from_folder(client: TestClient) -> None:
