@@ -112,7 +112,7 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(ray_session, tmp_path,
     seen = []
     stop_after_first = lambda entry, status: seen.append(entry["epoch"]) or True  # noqa: E731  (early stop on request)
     stopped = run_population(cfg, tmp_path / "split", data, on_generation=stop_after_first)
-    assert seen == [0] and stopped["epochs_done"] == 1
+    assert seen == [1] and stopped["epochs_done"] == 1
     assert rundir.read_json(tmp_path / "split" / "status.json")["state"] == "stopped"
     resumed = run_population(cfg, tmp_path / "split", data, resume=True)
     a = rundir.read_rows(tmp_path / "whole" / "history.parquet")
