@@ -15,7 +15,7 @@ from popvae.attacks.experiments import EXPERIMENTS
 if TYPE_CHECKING:
     from torch import nn
 
-    from popvae.models.data import ImageSet
+    from popvae.models.dataset_loading import ImageSet
 
 
 def load_evaluable(target: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -50,7 +50,9 @@ def run_evaluation_job(job: dict[str, Any], train: ImageSet, test: ImageSet, dev
     try:
         model, _ = load_evaluable(job["checkpoint"], map_location=device)
         report = evaluate(model, train, test, job["experiments"], job.get("subset"), Path(job["out_dir"]), job.get("seed", 0),
-                          device, progress, held_out=job.get("held_out"), settings=job.get("settings"))
+                          device, progress, held_out=job.get("held_out"), settings=job.get("settings"),
+                          fid_weights=job.get("fid_weights"), lpips_weights=job.get("lpips_weights"),
+                          about={"checkpoint": job["checkpoint"], "quick": bool(job.get("quick"))})
     except Exception as err:
         folder.write_job_status(status.update(state="failed", error=f"{type(err).__name__}: {err}"))
         raise
@@ -70,14 +72,16 @@ class Evaluation:
 
 def prepare_evaluation(target: str | Path, *, experiments: str | Sequence[str] = EXPERIMENTS, subset: int | None = None,
                        dataset: str | None = None, data_root: str | None = None, seed: int = 0,
-                       quick: bool = False) -> Evaluation:
+                       quick: bool = False, fid_weights: str | Path | None = None,
+                       lpips_weights: str | Path | None = None) -> Evaluation:
     """Check the arguments and the model, load the data: ValueError, DatasetError or FileNotFoundError before
     anything is written."""
     from popvae.population.plans import plan_evaluation
 
     plan = plan_evaluation(Path(target), experiments=list(experiments) if not isinstance(experiments, str) else experiments,
-                           subset=subset, dataset=dataset, data_root=data_root, seed=seed, quick=quick)
-    from popvae.models.data import load_split
+                           subset=subset, dataset=dataset, data_root=data_root, seed=seed, quick=quick,
+                           fid_weights=fid_weights, lpips_weights=lpips_weights)
+    from popvae.models.dataset_loading import load_split
 
     load_evaluable(plan["job"]["checkpoint"])  # an AutoEncoder, or say so now rather than in the job
     train_set, test_set = (load_split(plan["dataset"], split, plan["data_root"]) for split in ("train", "test"))
@@ -89,12 +93,12 @@ def run_evaluation(evaluation: Evaluation, *, address: str | None = None, num_cp
     """Run it here (on the GPU when there is one), or on the Ray cluster's worker pool when `address` or
     $RAY_ADDRESS names one (joined before the job's folder is made: ClusterUnreachable leaves nothing); returns
     the path of report.md (report.json beside it). RuntimeError when the job failed on the pool."""
-    from popvae.population.runlock import holding
+    from popvae.population.folder_lock import holding
 
     job = evaluation.job
     on_pool = bool(address or os.environ.get("RAY_ADDRESS"))
     if on_pool:
-        from popvae.population.run import ensure_ray
+        from popvae.population.driver import ensure_ray
 
         ensure_ray(address, num_cpus)
     with holding(Path(job["dir"])):  # held while it runs: a job whose process died reads as interrupted

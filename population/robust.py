@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from popvae.models.data import ImageSet
+from popvae.models.dataset_loading import ImageSet
 from popvae.models.registry import build
 from popvae.population.contract import JobStatus
 from popvae.population.methods import METHODS, method_config, parse_methods  # noqa: F401 - re-exported

@@ -92,7 +92,7 @@ def points(driver, chart: str) -> int:
 
 
 def test_dashboard_shows_a_live_run(ray_session, service, browser, tmp_path: Path) -> None:
-    from popvae.population.run import load_run_data, run_population
+    from popvae.population.driver import load_run_data, run_population
 
     root, url = service
     cfg = parse_config({"dataset": "synthetic", "synthetic_size": 256, "members": MEMBERS, "epochs": EPOCHS,
@@ -142,6 +142,7 @@ def test_dashboard_shows_a_live_run(ray_session, service, browser, tmp_path: Pat
         assert browser.find_elements(By.CSS_SELECTOR, "#tau-chart path.overlap") and "lines overlap" in \
             browser.find_element(By.ID, "tau-chart").text
         assert "feedback term" in browser.find_element(By.ID, "lineage").text
+        assert points(browser, "curve-chart") == 2 * PAUSE_AFTER  # the best's learning curve: relaxed and hard codes
         running = shot(browser, tmp_path, "dashboard-running.png")
     finally:
         release.set()
@@ -188,13 +189,13 @@ def test_dashboard_shows_a_live_run(ray_session, service, browser, tmp_path: Pat
 
 def test_dashboard_shows_a_robust_run(ray_session, service, browser, tmp_path: Path) -> None:
     """A robust run (jobs only): its state badge, each job's loss per epoch, and its test MSE in the jobs table."""
-    from popvae.models.data import synthetic
-    from popvae.population import rundir
+    from popvae.models.dataset_loading import synthetic
+    from popvae.population import folder_io
     from popvae.population.jobs import run_jobs
 
     root, url = service
     robust = root / "robust"
-    rundir.write_json(robust / "config.json", {"kind": "robust", "methods": ["vae-kl", "dae-mmd"]})
+    folder_io.write_json(robust / "config.json", {"kind": "robust", "methods": ["vae-kl", "dae-mmd"]})
     jobs = [{"id": m, "kind": "robust", "method": m, "dir": str(robust / "jobs" / m), "epochs": 3, "batch_size": 16,
              "steps_per_epoch": 2, "seed": 0} for m in ("vae-kl", "dae-mmd")]
     run_jobs(jobs, synthetic(128, seed=0), synthetic(32, seed=1), workers=1)

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from popvae.cluster.service import create_app
-from popvae.population import rundir
+from popvae.population import folder_io
 from popvae.population.contract import SCHEMA_VERSION, migrate_best_meta
 from popvae.population.run_folder import Checkpoint, RunFolder
 
@@ -20,17 +20,17 @@ def old_folder(root: Path) -> RunFolder:
     folder = RunFolder(root / "old")
     folder.path.mkdir(parents=True)
     member = {"strategy": "fixed", "tau": 1.0, "loss": None, "val_loss": 3.0, "patience": 0, "state": "idle"}
-    rundir.write_json(folder.status_path, {
+    folder_io.write_json(folder.status_path, {
         "run_id": "old", "state": "done", "epoch": 2, "epochs": 2, "best_member": 1, "updated_at": "2026-01-01T00:00:00",
         "members": [{**member, "index": 1, "flags": []}, {**member, "index": 2, "flags": ["nan_reset@1"]}]})
     rows = [{"epoch": e, "member": m, "strategy": "fixed", "tau": 1.0, "tau_next": 1.0, "loss_total": 2.0,
              "loss_reconstruction": 1.0, "loss_kl_z1": 0.5, "loss_kl_z2": 0.5, "val_loss": 3.0, "score": 3.0,
              "patience": 0, "is_best": m == 1, "seconds": 0.1, "event": "nan_reset" if (e, m) == (1, 2) else "",
              "node_id": "n"} for e in (0, 1) for m in (1, 2)]
-    rundir.write_rows(folder.history_path, rows)
-    rundir.write_json(folder.lineage_path, [{"epoch": e, "best": 1, "best_loss": 3.0, "received": {"2": 1},
+    folder_io.write_rows(folder.history_path, rows)
+    folder_io.write_json(folder.lineage_path, [{"epoch": e, "best": 1, "best_loss": 3.0, "received": {"2": 1},
                                              "tau_before": {"1": 1.0}, "tau_after": {"1": 1.0}} for e in (0, 1)])
-    rundir.write_json(folder.summary_path, {
+    folder_io.write_json(folder.summary_path, {
         "run_id": "old", "best_member": 1, "best_tau": 1.0, "best_epoch": 1, "select_on": "val", "baseline": False,
         "test_mse": 0.02, "test_loss": 90.0, "test_images": 16, "evaluation": "how", "epochs_done": 2})
     return folder

@@ -11,9 +11,9 @@ from pathlib import Path
 from rich.console import Console
 
 from popvae.cluster.train_console import TrainConsole, epoch_progress, eta_seconds
-from popvae.population import run as runs
+from popvae.population import driver as runs
 from popvae.population.config import parse_config
-from popvae.population.run import new_run, resumed_run, train_run
+from popvae.population.driver import new_run, resumed_run, train_run
 
 SMALL_MODEL = {"widths": [8, 16, 16, 16], "z1_vars": 4, "z1_categories": 4, "z2_vars": 2, "z2_categories": 4}
 

@@ -61,7 +61,8 @@ function skeleton() {
   return `<section id="head"></section>
     <section id="members-box"><h3>Members</h3><div id="members"></div></section>
     <section class="charts"><div class="chart-box"><h3 id="tau-title">tau per member</h3><div id="tau-chart" class="chart"></div></div>
-      <div class="chart-box"><h3 id="loss-title">loss per member</h3><div id="loss-chart" class="chart"></div></div></section>
+      <div class="chart-box"><h3 id="loss-title">loss per member</h3><div id="loss-chart" class="chart"></div></div>
+      <div class="chart-box"><h3 id="curve-title">learning curve</h3><div id="curve-chart" class="chart"></div></div></section>
     <section id="lineage-box"><h3>Lineage <span class="muted">(newest first: who received whose weights)</span></h3><div id="lineage"></div></section>
     <section id="jobs-box"><h3>Jobs</h3><div id="jobs"></div></section>
     <section id="summary-box"><h3>Summary</h3><div id="summary"></div></section>
@@ -140,7 +141,9 @@ function niceTicks(lo, hi, n = 5) {
   return { lo: Math.min(lo, ticks[0]), hi: Math.max(hi, ticks[ticks.length - 1]), ticks };
 }
 
-function lineChart(el, rows, column, ylabel) {  // rows: {epoch, member (a series), strategy (its name), is_best, column}
+// rows: {epoch, member (a series), strategy (its name), is_best, column}; names (optional): a label per series in place
+// of "member m" (a series is the rows of one `member` value)
+function lineChart(el, rows, column, ylabel, names = null) {
   const W = 520, H = 260, L = 58, R = 12, T = 10, B = 40;
   const pts = rows.filter((r) => r[column] !== null && Number.isFinite(r[column]));
   if (!pts.length) { el.innerHTML = '<p class="muted">no epoch done yet</p>'; return; }
@@ -161,9 +164,10 @@ function lineChart(el, rows, column, ylabel) {  // rows: {epoch, member (a serie
   for (const m of members) {
     const mine = pts.filter((r) => r.member === m).sort((a, b) => a.epoch - b.epoch);
     const d = mine.map((r, i) => `${i ? "L" : "M"}${sx(r.epoch).toFixed(1)},${sy(r[column]).toFixed(1)}`).join("");
-    svg += `<path class="line${m === top ? " best-line" : ""}" d="${d}" stroke="${color(m)}"><title>member ${m}${m === top ? " (best of the last epoch)" : ""}</title></path>`;
+    const name = names ? names[m] : `member ${m}`;
+    svg += `<path class="line${m === top ? " best-line" : ""}" d="${d}" stroke="${color(m)}"><title>${esc(name)}${m === top ? " (best of the last epoch)" : ""}</title></path>`;
     for (const r of mine) {
-      svg += `<circle cx="${sx(r.epoch)}" cy="${sy(r[column])}" r="${r.is_best ? 6 : 2.5}" class="${r.is_best ? "best-point" : "pt"}" stroke="${color(m)}" fill="${r.is_best ? "none" : color(m)}"><title>member ${m}, epoch ${r.epoch}: ${num(r[column], 4)}${r.is_best ? " (best)" : ""}</title></circle>`;
+      svg += `<circle cx="${sx(r.epoch)}" cy="${sy(r[column])}" r="${r.is_best ? 6 : 2.5}" class="${r.is_best ? "best-point" : "pt"}" stroke="${color(m)}" fill="${r.is_best ? "none" : color(m)}"><title>${esc(name)}, epoch ${r.epoch}: ${num(r[column], 4)}${r.is_best ? " (best)" : ""}</title></circle>`;
     }
   }
   const same = {};  // points where several series have the same value: their lines lie on each other there
@@ -174,10 +178,9 @@ function lineChart(el, rows, column, ylabel) {  // rows: {epoch, member (a serie
     svg += `<path class="overlap" d="M${x.toFixed(1)},${(y - 6).toFixed(1)}l6,6l-6,6l-6,-6z"><title>epoch ${g[0].epoch}: ${g.map((r) => r.member).sort((a, b) => a - b).join(", ")} equal at ${num(g[0][column], 4)}</title></path>`;
   }
   svg += "</svg>";
-  const legend = [...members].sort((a, b) => a - b).map((m) => {
-    const s = pts.find((r) => r.member === m).strategy;
-    return `<span><span class="swatch" style="background:${color(m)}"></span>${m} ${esc(s)}</span>`;
-  }).join("") + (pts.some((r) => r.is_best) ? '<span><span class="ring"></span>best of the epoch (its line on top)</span>' : "")
+  const legend = [...members].sort((a, b) => a - b).map((m) => `<span><span class="swatch" style="background:${color(m)}"></span>${
+    esc(names ? names[m] : `${m} ${pts.find((r) => r.member === m).strategy}`)}</span>`).join("")
+    + (pts.some((r) => r.is_best) ? '<span><span class="ring"></span>best of the epoch (its line on top)</span>' : "")
     + (overlaps.length ? '<span><span class="diamond"></span>equal values: lines overlap (hover for who)</span>' : "");
   el.innerHTML = svg + `<div class="legend">${legend}</div>`;
 }
@@ -186,8 +189,14 @@ function renderCharts(cfg) {
   const sel = cfg && cfg.select_on === "train" ? "training" : "validation";
   $("#tau-title").textContent = "tau used in each epoch";
   $("#loss-title").textContent = `selection loss (${sel}: summed BCE per image + KL)`;
+  $("#curve-chart").parentElement.hidden = false;
   lineChart($("#tau-chart"), state.history, "tau", "tau used");
   lineChart($("#loss-chart"), state.history, "score", `${sel} loss`);
+  // the best member's reconstruction MSE on the run's fixed validation subset, from relaxed and from hard codes
+  $("#curve-title").textContent = "learning curve: the best member's validation MSE";
+  const curve = state.history.filter((r) => r.is_best).flatMap((r) => [
+    { epoch: r.epoch, member: 1, mse: r.curve_mse }, { epoch: r.epoch, member: 2, mse: r.curve_mse_hard }]);
+  lineChart($("#curve-chart"), curve, "mse", "MSE", { 1: "relaxed codes (at its tau)", 2: "hard codes (one-hot argmax)" });
 }
 
 async function loadHistory(run, epochDone) {
@@ -250,9 +259,10 @@ function renderSummary(overview, lineage) {
   const reports = (overview.reports || []).filter((r) => r.endsWith("report.md"));
   const facts = [
     ["test MSE", `<b>${s.test_mse == null ? "-" : s.test_mse.toFixed(5)}</b> <span class="muted">per pixel on [0,1], deterministic reconstructions of ${s.test_images} test images</span>`],
+    ...(s.test_mse_hard == null ? [] : [["test MSE, hard codes", `${s.test_mse_hard.toFixed(5)} <span class="muted">(one-hot argmax codes)</span>`]]),
     ["test loss", `${num(s.test_loss)} <span class="muted">(${esc(s.evaluation.split("test_loss: ")[1] || "")})</span>`],
     ["best member", `#${s.best_member}${strategy ? ` ${esc(strategy.strategy)}` : ""} at tau <b>${num(s.best_tau, 3)}</b>, saved after epoch ${s.best_epoch} <span class="muted">(selected on ${esc(s.select_on)})</span>`],
-    ["epochs", `${s.epochs_done}${s.baseline ? " (the baseline: one member, tau annealed)" : ""}`],
+    ["epochs", `${s.epochs_done}${s.baseline ? " (the baseline: one member, tau annealed)" : ""}${s.stop_reason ? ` <span class="muted">(ended by: ${esc(s.stop_reason)})</span>` : ""}`],
     ["training time", gens.length ? `${duration(wall)} <span class="muted">(the ${gens.length} generations' wall time, lineage.json)</span>` : "-"],
     ["precision", `${esc(s.precision)}, ${esc(s.pack_mode)} packs`],
     ["events", s.events.length ? s.events.map((e) => `<span class="flag">${esc(e)}</span>`).join(" ") : "none"],
@@ -293,6 +303,7 @@ async function renderJobCharts(run, jobs) {  // a robust run: each job's trainin
   state.jobsKey = key;
   $("#tau-title").textContent = "training loss per epoch, per job";
   $("#loss-title").textContent = "seconds per epoch, per job";
+  $("#curve-chart").parentElement.hidden = true;  // a population's learning curve: no such thing for jobs
   lineChart($("#tau-chart"), rows, "total", "training loss");
   lineChart($("#loss-chart"), rows, "seconds", "seconds");
 }

@@ -24,7 +24,7 @@ def check_new_run_dir(run_dir: Path) -> None:
     """A new run needs an empty or missing folder (never a used one: a run is not silently overwritten), on a
     path the system accepts, in a place it may write, and no other process holding it."""
     from popvae.population.bounds import check_run_dir_path
-    from popvae.population.runlock import RunLocked, describe, is_held, read_holder
+    from popvae.population.folder_lock import RunLocked, describe, is_held, read_holder
 
     run_dir = Path(run_dir)
     check_run_dir_path(run_dir)  # its length, no file in the way, writable
@@ -35,10 +35,12 @@ def check_new_run_dir(run_dir: Path) -> None:
 
 def check_unused(run_dir: Path) -> None:
     """The folder is missing or holds nothing but its lock file."""
-    from popvae.population.runlock import LOCK_NAME
+    from popvae.population.folder_lock import LOCK_NAME
 
     if run_dir.exists() and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
-        raise ConfigError(f"run folder {run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
+        raise ConfigError(f"run folder {run_dir} already holds a run; pass --resume to continue it or choose another --run-dir",
+                          api=f"run folder {run_dir} already holds a run; continue it with popvae.resume({str(run_dir)!r}) "
+                              "or choose another run_dir")
 
 
 def baseline_dir(run_dir: Path) -> Path:
@@ -116,7 +118,7 @@ def resume_config(run_dir: Path, epochs: int | None = None) -> tuple[RunConfig, 
     nothing is left to train (the message says how to extend the run).
     """
     from popvae.population.bounds import check_run_dir_path
-    from popvae.population.runlock import RunLocked, describe, is_held, read_holder
+    from popvae.population.folder_lock import RunLocked, describe, is_held, read_holder
 
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
@@ -139,7 +141,12 @@ def resume_config(run_dir: Path, epochs: int | None = None) -> tuple[RunConfig, 
         cfg = parse_config({**cfg.model_dump(mode="json"), "epochs": epochs})
     if done >= cfg.epochs and not folder.summary_path.is_file():
         return cfg, done  # stopped while it was scored: the resume scores it
+    if folder.summary_path.is_file() and folder.recorded_stop_reason() == "plateau":
+        raise ConfigError(f"nothing left to train: {run_dir} ended on a plateau after {done} epochs (its best selection "
+                          f"loss stopped improving, config `stop`)")
     if done >= cfg.epochs:
         raise ConfigError(f"nothing left to train: {run_dir} already did {done} of {cfg.epochs} epochs; "
-                          f"extend it with --resume {run_dir} --epochs {done + 1} (or more)")
+                          f"extend it with --resume {run_dir} --epochs {done + 1} (or more)",
+                          api=f"nothing left to train: {run_dir} already did {done} of {cfg.epochs} epochs; "
+                              f"extend it with popvae.resume({str(run_dir)!r}, epochs={done + 1}) (or more)")
     return cfg, done

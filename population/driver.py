@@ -9,20 +9,21 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from popvae.models.data import DatasetError, ImageSet, load_split, train_val_split
-from popvae.population import policy
+from popvae.models.dataset_loading import DatasetError, ImageSet, load_split, train_val_split
+from popvae.population import preflight
 from popvae.population.config import ConfigError, RunConfig
 from popvae.population.contract import NAMESPACE, RunResult, RunState, coordinator_name
 from popvae.population.coordinator import Coordinator
 from popvae.population.deadline import within
+from popvae.population.folder_lock import holding
 from popvae.population.run_folder import RunFolder
-from popvae.population.runlock import holding, signals_kept_while_ray_starts, stop_requested
+from popvae.population.stop_signals import signals_kept_while_ray_starts, stop_requested
 from popvae.population.training import evaluate, reconstruction_mse
 
 
@@ -90,10 +91,11 @@ def run_population(
     """Train (or continue) the population and return the run's summary.
 
     `on_generation(lineage_entry, status)` is called after each generation (progress display, early stopping):
-    when it returns True the run stops after that generation, state "stopped", resumable. Once every epoch is
-    trained the state is "scoring" until summary.json is written, then "done"; a resume of a run stopped while it
-    was scoring only scores it. `on_progress(status)` hears the coordinator's live status about every PROGRESS_POLL_S
-    while a generation trains (members training, their steps done: a live console).
+    when it returns True the run stops after that generation, state "stopped" (stop reason `user`), resumable. Once
+    every epoch is trained, or the plateau stopper ends training (the coordinator's status says `plateau`), the state is
+    "scoring" until summary.json is written, then "done"; a resume of a run stopped while it was scoring only scores it.
+    `on_progress(status)` hears the coordinator's live status about every PROGRESS_POLL_S while a generation trains
+    (members training, their steps done: a live console).
     """
     folder = RunFolder(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -110,13 +112,16 @@ def run_population(
     try:
         while True:
             try:
+                reason = None
                 for epoch in range(ray.get(coord.next_epoch.remote()), cfg.epochs):
                     entry = _generation(coord, epoch, on_progress)
-                    if on_generation is not None and on_generation(entry, ray.get(coord.status.remote())) \
-                            and epoch + 1 < cfg.epochs:
-                        state = "stopped"
+                    status = ray.get(coord.status.remote())
+                    if on_generation is not None and on_generation(entry, status) and status["stop_reason"] is None:
+                        state, reason = "stopped", "user"
                         break
-                ray.get(coord.finish.remote(state))
+                    if status["stop_reason"] is not None:  # every epoch trained, or the plateau stopper
+                        break
+                ray.get(coord.finish.remote(state, reason))
                 break
             except RayActorError as err:  # its process died (its members die with it): start one from the checkpoint
                 if err.actor_init_failed:  # its constructor raised (no slot for the members, ...): a cause, not a death
@@ -240,10 +245,10 @@ def _stop_coordinator(coord: Any, ended: str | None = None) -> None:
         ray.get(coord.next_epoch.remote(), timeout=10)  # raises once it is dead
 
 
-def _mark_ended(run_dir: Path, state: RunState) -> None:
+def _mark_ended(run_dir: Path, state: Literal["failed", "interrupted"]) -> None:
     """status.json says how the run ended, even when the coordinator could not write it."""
     with contextlib.suppress(Exception):
-        RunFolder(run_dir).set_state(state, only_from=("running", "scoring"))
+        RunFolder(run_dir).set_state(state, only_from=("running", "scoring"), stop_reason=state)
 
 
 @dataclass(frozen=True)
@@ -260,13 +265,13 @@ class Run:
 def new_run(cfg: RunConfig, run_dir: Path, data: RunData | None = None, compare_baseline: bool = False) -> Run:
     """A new run into a missing or empty folder (ConfigError otherwise), its data loaded (DatasetError).
     `compare_baseline`: the baseline's folder must be free too (see `train_with_baseline`), checked now."""
-    policy.check_new_run(cfg, Path(run_dir), compare_baseline)
+    preflight.check_new_run(cfg, Path(run_dir), compare_baseline)
     return Run(cfg, Path(run_dir), data if data is not None else load_run_data(cfg))
 
 
 def resumed_run(run_dir: Path, epochs: int | None = None) -> Run:
     """The run in `run_dir` continued at its next epoch, `epochs` extending its budget (see `policy.resume_config`)."""
-    cfg, done = policy.resume_config(Path(run_dir), epochs)
+    cfg, done = preflight.resume_config(Path(run_dir), epochs)
     return Run(cfg, Path(run_dir), load_run_data(cfg), resume=True, first_epoch=done)
 
 
@@ -274,7 +279,7 @@ def train_with_baseline(run: Run, train: Callable[[Run], dict[str, Any]]) -> lis
     """`train(run)`, then the standard GS-VAE on the same budget and data into RUN_DIR-baseline, and the baseline
     drawn over the population's plots: [("population", summary), ("baseline", summary)]."""
     results = [("population", train(run))]
-    baseline = new_run(policy.baseline_config(run.cfg), policy.baseline_dir(run.run_dir), run.data)
+    baseline = new_run(preflight.baseline_config(run.cfg), preflight.baseline_dir(run.run_dir), run.data)
     results.append(("baseline", train(baseline)))
     draw_comparison(run.run_dir, baseline.run_dir)
     return results
@@ -297,12 +302,12 @@ def train_run(run: Run, on_generation: Callable[[dict[str, Any], dict[str, Any]]
     The lock is held until the run ends. `on_scoring(what, done, total)` follows the test-set scoring,
     `on_progress(status)` the generation training now (see `run_population`)."""
     from popvae.population.bounds import check_cluster_flags
-    from popvae.population.worker import cpu_share
+    from popvae.population.placement import cpu_share
 
     check_cluster_flags(address, num_cpus)
     with holding(run.run_dir):
         if not run.resume:
-            policy.check_unused(run.run_dir)  # again, under the lock: another process may have used it meanwhile
+            preflight.check_unused(run.run_dir)  # again, under the lock: another process may have used it meanwhile
         RunFolder(run.run_dir).remove_temp_files()  # what a killed writer left: nothing else writes here now
         with signals_kept_while_ray_starts():  # ray.init installs its own SIGTERM handler
             ensure_ray(address, num_cpus, verbose)
@@ -340,7 +345,9 @@ def summarize(run_dir: Path, data: RunData, cfg: RunConfig,
         return None if on_scoring is None else lambda done: on_scoring(what, done, n)
 
     scores = {**evaluate(model, data.test.images, 256, "cpu", progress=step("test loss")),
-              "mse": reconstruction_mse(model, data.test.images, "cpu", progress=step("test MSE"))}
+              "mse": reconstruction_mse(model, data.test.images, "cpu", progress=step("test MSE")),
+              "mse_hard": reconstruction_mse(model, data.test.images, "cpu", progress=step("test MSE, hard codes"),
+                                             hard=True)}
     if on_scoring is not None:
         on_scoring("pictures", 0, 1)
     rows = folder.read_history_rows()
@@ -350,11 +357,13 @@ def summarize(run_dir: Path, data: RunData, cfg: RunConfig,
     summary = RunResult(
         run_id=folder.run_id, best_member=meta["member"], best_tau=meta["tau"], best_epoch=meta["epoch"],
         select_on=meta["select_on"], baseline=meta["baseline"], precision=cfg.precision, pack_mode=cfg.pack_mode,
-        test_mse=scores["mse"],
+        test_mse=scores["mse"], test_mse_hard=scores["mse_hard"],
         test_loss=scores["total"], test_images=len(data.test),
-        evaluation="test_mse: deterministic reconstructions; test_loss: " + (
+        evaluation="test_mse: deterministic reconstructions (relaxed codes softmax(logits / tau)); test_mse_hard: from "
+                   "hard codes (one-hot argmax); test_loss: " + (
             "with Gumbel noise (model.eval_noise)" if cfg.model.eval_noise else "deterministic (no Gumbel noise)"),
         epochs_done=max(r["epoch"] for r in rows), events=sorted({r["event"] for r in rows} - {""}),
+        stop_reason=folder.read_status().stop_reason,
     )
     folder.write_summary(summary)
     return summary.model_dump()
