@@ -134,7 +134,8 @@ def test_dashboard_shows_a_live_run(ray_session, service, browser, tmp_path: Pat
         assert "→" in rows[0]  # tau used -> next
         assert len(browser.find_elements(By.CSS_SELECTOR, "#lineage tbody tr")) == PAUSE_AFTER
         assert len(browser.find_elements(By.CSS_SELECTOR, "#loss-chart circle.best-point")) == PAUSE_AFTER  # one best per epoch
-        assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".chart .ylabel")] == ["tau used", "validation loss", "MSE"]
+        ylabels = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".chart .ylabel")]
+        assert ylabels == ["tau used", "validation loss", "MSE"]
         # the best of the last epoch is drawn last (on top); the members' equal first tau is marked, not hidden
         last_line = browser.execute_script("const l = document.querySelectorAll('#loss-chart path.line'); return l[l.length - 1]"
                                            ".getAttribute('class')")

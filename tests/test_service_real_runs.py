@@ -78,7 +78,7 @@ def test_every_file_a_real_run_wrote_parses_with_the_contract(real_runs: Path) -
 
 def test_runs_lists_every_real_run_with_its_state(client: TestClient) -> None:
     states = {r["run_id"]: r["state"] for r in get(client, "/runs")["runs"]}
-    assert states == {"done": "done", "stopped": "stopped", "failed": "failed", "robust": "failed"}  # a run of jobs: its jobs' (one failed)
+    assert states == {"done": "done", "stopped": "stopped", "failed": "failed", "robust": "failed"}  # its jobs' state
 
 
 def test_a_stopped_run_is_served(client: TestClient) -> None:
