@@ -60,7 +60,8 @@ class RunSummary(BaseModel):
         None, description="population (popvae train), robust (popvae robust) or evaluation (only evaluation jobs); "
         "null for a live run without folder"
     )
-    state: RunState | None = Field(None, description="null when the run has no readable status.json")
+    state: RunState | None = Field(None, description="a run of jobs: its jobs' (run_folder.jobs_state); else null when the "
+                                    "run has no readable status.json")
     epoch: int | None = Field(None, description="generations done (as in status.json)")
     epochs: int | None = None
     updated_at: str | None = None
@@ -106,3 +107,11 @@ class RunOverview(BaseModel):
 class LineagePage(BaseModel):
     run_id: str
     generations: list[LineageEntry] = Field(description="one entry per generation done, oldest first (lineage.json)")
+
+
+class JobHistory(BaseModel):
+    """A job's history.parquet: a robust job's row per epoch (its loss parts, seconds)."""
+
+    run_id: str
+    job_id: str
+    rows: list[dict[str, Any]]

@@ -226,7 +226,7 @@ def _train_with_progress(run: Any, args: argparse.Namespace) -> dict[str, Any]:
     label = "baseline" if run.cfg.baseline else f"{run.cfg.members} members"
     with TrainConsole(stderr_console(args.quiet), run.run_dir, run.cfg.epochs, label, run.first_epoch) as live:
         return train_run(run, on_generation=live.on_generation, address=args.address, num_cpus=args.num_cpus,
-                         verbose=args.verbose, on_scoring=live.on_scoring)
+                         verbose=args.verbose, on_scoring=live.on_scoring, on_progress=live.on_progress)
 
 
 def _robust_parser(sub: Any) -> None:

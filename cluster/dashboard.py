@@ -17,11 +17,12 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from popvae.cluster.api_models import ID_PATTERN, LineagePage, RunOverview
+from popvae.cluster.api_models import ID_PATTERN, JobHistory, LineagePage, RunOverview
 from popvae.cluster.run_catalog import Runs
 from popvae.cluster.run_files import pictures, read_json_or, reports, run_kind, safe_file
 from popvae.cluster.run_store import NotFound, Refused, Unreadable
 from popvae.population import run_folder as rf
+from popvae.population.contract import finite_or_none, migrate_summary
 
 STATIC = Path(__file__).parent / "static"
 _FILE_TYPES = {"image/png": {}, "image/jpeg": {}, "image/svg+xml": {}, "text/markdown": {}, "text/csv": {}}
@@ -54,7 +55,7 @@ def add_dashboard(app: FastAPI, runs: Runs, guarded: dict[str, Any]) -> None:
         except (NotFound, Unreadable):
             status = None
         config = read_json_or(run_dir, rf.CONFIG, {})
-        summary = read_json_or(run_dir, rf.SUMMARY, None)
+        summary = migrate_summary(read_json_or(run_dir, rf.SUMMARY, None))  # epochs from 1, also in older folders
         return RunOverview(
             run_id=run_id, kind=run_kind(run_dir), status=status, config=config if isinstance(config, dict) else {},
             summary=summary if isinstance(summary, dict) else None, pictures=pictures(run_dir), reports=reports(run_dir),
@@ -64,6 +65,12 @@ def add_dashboard(app: FastAPI, runs: Runs, guarded: dict[str, Any]) -> None:
     def run_lineage(run_id: Annotated[str, PathParam(pattern=ID_PATTERN)]) -> LineagePage:
         """lineage.json: per generation the best member, who received whose weights, tau before and after."""
         return LineagePage(run_id=run_id, generations=runs.store.lineage(run_id))
+
+    @app.get("/runs/{run_id}/jobs/{job_id}/history", response_model=JobHistory, **guarded, tags=["jobs"])
+    def job_history(run_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
+                    job_id: Annotated[str, PathParam(pattern=ID_PATTERN)]) -> JobHistory:
+        """A job's rows per epoch (a robust job: its training loss parts): what the dashboard charts for it."""
+        return JobHistory(run_id=run_id, job_id=job_id, rows=finite_or_none(runs.store.job_history(run_id, job_id)))
 
     files_guarded = {**guarded, "responses": {**guarded["responses"], 200: {"content": _FILE_TYPES,
                                                                               "description": "the file"}}}

@@ -15,7 +15,7 @@ from popvae.cluster.live_status import LiveCoordinators
 from popvae.cluster.run_files import run_kind
 from popvae.cluster.run_store import NotFound, RunStore, Unreadable
 from popvae.population.contract import HistoryRow, JobStatus, RunStatus
-from popvae.population.run_folder import RunFolder
+from popvae.population.run_folder import RunFolder, jobs_state
 
 
 class Runs:
@@ -67,6 +67,8 @@ class Runs:
                 kind = run_kind(self.store.root / run_id) if run_id in folders else "population"
             except Unreadable:  # a config.json that links out of its folder: listed, never read
                 kind = None
+            if status is None and kind in ("robust", "evaluation"):  # its state is its jobs' (no status.json)
+                fields["state"] = jobs_state(j.state for j in self.jobs(run_id).jobs)
             out.append(RunSummary(run_id=run_id, kind=kind, live=run_id in live, has_folder=run_id in folders, **fields))
         return out
 

@@ -207,6 +207,16 @@ class RunStore:
             return []
         return sorted(p.name for p in jobs.iterdir() if p.is_dir() and _ID_RE.match(p.name) and self._inside(p))
 
+    def job_history(self, run_id: str, job_id: str) -> list[dict[str, Any]]:
+        """A job's history.parquet (a robust job: a row per epoch, its loss parts); [] before its first epoch."""
+        self.job(run_id, job_id)  # NotFound for a job the run does not have
+        run_dir = self.run_dir(run_id)
+        path = rf.RunFolder(run_dir).job(job_id).history_path
+        if not path.exists():
+            return []
+        return self._cache.get(path, "job-history", lambda p: _parse(
+            p, lambda: _read_rows_confined(run_dir, rf.rel(rf.JOBS, job_id, rf.HISTORY)), list))
+
     def job(self, run_id: str, job_id: str) -> JobStatus:
         if not _ID_RE.match(job_id):
             raise NotFound(f"job {job_id!r} not found")

@@ -26,7 +26,8 @@ def _num(value: float | None, digits: int = 2) -> str:
 def _table(pop: dict[str, Any]) -> Table:
     title = (
         f"run {pop['run_id']}  {pop['state']}  epoch {pop['epoch']}/{pop['epochs']}  "
-        f"generation {_num(pop['generation_seconds'])}s  best #{pop['best_member'] or '-'}  ({pop['source']})"
+        + (f"generation {pop['generation_seconds']:.2f} s  " if pop["generation_seconds"] is not None else "")
+        + f"best #{pop['best_member'] or '-'}  ({pop['source']})"
     )
     table = Table(title=title, title_justify="left", caption=pop.get("note"), caption_justify="left", box=None, pad_edge=False)
     for name in ("#", "strategy", "tau", "loss", "recon", "kl_z1", "kl_z2", "val", "pat", "state", "node", "flags"):
@@ -46,7 +47,7 @@ def _table(pop: dict[str, Any]) -> Table:
             _num(loss.get("kl_z2")),
             _num(m["val_loss"]),
             str(m["patience"]),
-            m["state"],
+            f"{m['state']} {m['steps_done']}/{m['steps']}" if m["state"] == "training" and m.get("steps") else m["state"],
             (m["node_id"] or "-")[:8],
             ",".join(m["flags"]),
             style="bold" if best else None,

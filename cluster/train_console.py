@@ -1,8 +1,9 @@
-"""The console of `popvae train`, like Ray Tune's: a table that refreshes in place, one row per member, the
-generation's time and the ETA, progress while the test set is scored, and at the end the run folder and how to
-look at it. When stderr is not a terminal (a `ray job submit` log, nohup, CI) nothing can refresh in place, so it
-writes one plain, flushed line per generation instead, and the table once at the end. Imported only once a run
-starts (rich, no torch or Ray)."""
+"""The console of `popvae train`, like Ray Tune's: a table that refreshes in place, one row per member in its live
+state (training, with its steps done in the epoch, idle, restarting, failed), the generation's time and an ETA that
+moves within an epoch, progress while the test set is scored, and at the end the run folder and how to look at it.
+A resumed run starts from the rows its folder recorded. When stderr is not a terminal (a `ray job submit` log,
+nohup, CI) nothing can refresh in place, so it writes one plain, flushed line per generation instead, and the table
+once at the end. Imported only once a run starts (rich, no torch or Ray)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from popvae.population.contract import dump
+from popvae.population.run_folder import RunFolder
+
 
 def _num(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
@@ -25,6 +29,36 @@ def _duration(seconds: float) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def eta_seconds(left: int, per_epoch: float | None, fraction: float | None, in_epoch: float) -> float | None:
+    """Seconds until `left` epochs (the one training now included) are done: what is left of this one (by its
+    `fraction` of steps done, else by the `in_epoch` seconds it has run) plus `per_epoch` for each later one;
+    None while no epoch time is known."""
+    if left <= 0:
+        return 0.0
+    if per_epoch is None:
+        return None
+    current = per_epoch * (1.0 - fraction) if fraction is not None else max(per_epoch - in_epoch, 0.0)
+    return current + per_epoch * (left - 1)
+
+
+def epoch_progress(status: dict[str, Any] | None) -> tuple[int, int] | None:
+    """(steps done, steps) of the epoch training now, from the slowest member's report; None when none reports."""
+    reports = [(m["steps_done"], m["steps"]) for m in (status or {}).get("members", [])
+               if m.get("state") == "training" and m.get("steps")]
+    return min(reports, key=lambda r: r[0] / r[1]) if reports else None
+
+
+def previous_generation(run_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the last lineage entry, status.json) a run folder holds: what a resumed run's console shows before its
+    first generation; (None, None) where unreadable."""
+    folder = RunFolder(run_dir)
+    try:
+        lineage = folder.read_lineage()
+        return (dump(lineage[-1]) if lineage else None), dump(folder.read_status())
+    except (OSError, ValueError):
+        return None, None
 
 
 ENDED = {"budget": "every epoch trained", "plateau": "plateau (no improvement)", "user": "stopped on request",
@@ -59,6 +93,9 @@ class TrainConsole:
         self.scoring: tuple[str, int, int] | None = None
         self.ended: str | None = None
         self.reported: list[float] = []  # when each generation of this session was reported
+        self.first_seen: tuple[float, float] | None = None  # (time, fraction) of this epoch's first progress report
+        if first_epoch:  # a resume: the rows its last generation left, until this session's first report
+            self.entry, self.status = previous_generation(run_dir)
         # a log cannot redraw in place: there, plain lines (rich's Live would show only its last frame, at the end)
         self.live = Live(self, console=console, refresh_per_second=2, transient=False, redirect_stderr=False) \
             if console.is_terminal else None
@@ -82,13 +119,23 @@ class TrainConsole:
     # hooks for train_run
     def on_generation(self, entry: dict[str, Any], status: dict[str, Any]) -> None:
         self.entry, self.status = entry, status
-        self.done = entry["epoch"] + 1
+        self.done = entry["epoch"]
         self.last_done = time.monotonic()
         self.reported.append(self.last_done)
+        self.first_seen = None
         if self.live is not None:
             self.live.refresh()
         else:
-            self._say(generation_line(entry, status, self.done, self.epochs, self._eta()))
+            self._say(generation_line(entry, status, self.done, self.epochs, self._eta(self.last_done)))
+
+    def on_progress(self, status: dict[str, Any]) -> None:
+        """The coordinator's live status while an epoch trains: members' states and steps done (a log: nothing)."""
+        self.status = status
+        progress = epoch_progress(status)
+        if progress is not None and self.first_seen is None:
+            self.first_seen = (time.monotonic(), progress[0] / progress[1])
+        if self.live is not None:
+            self.live.refresh()
 
     def on_scoring(self, what: str, done: int, total: int) -> None:
         changed = self.scoring is None or self.scoring[0] != what
@@ -103,15 +150,25 @@ class TrainConsole:
         self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     # drawing
-    def _eta(self) -> str:
-        """Generations left times the mean generation time between reports (Ray's start-up excluded)."""
-        if not self.reported:
-            return "-"
+    def _per_epoch(self, now: float, fraction: float | None) -> float | None:
+        """An epoch's time: the mean between this session's reports, else the last generation's (a resumed run: the
+        one its folder recorded), else this epoch's rate of steps since its first progress report (Ray's start-up
+        excluded)."""
         if len(self.reported) >= 2:
-            per = (self.reported[-1] - self.reported[0]) / (len(self.reported) - 1)
-        else:
-            per = (self.status or {}).get("generation_seconds") or (self.last_done - self.started)
-        return _duration(per * (self.epochs - self.done))
+            return (self.reported[-1] - self.reported[0]) / (len(self.reported) - 1)
+        if (self.status or {}).get("generation_seconds"):  # a resumed run's, before this session's first
+            return float(self.status["generation_seconds"])
+        if fraction is not None and self.first_seen is not None and fraction > self.first_seen[1]:
+            return (now - self.first_seen[0]) / (fraction - self.first_seen[1])
+        return None
+
+    def _eta(self, now: float) -> str:
+        if self.ended == "stopped":
+            return "-"
+        progress = epoch_progress(self.status) if self.ended is None and self.scoring is None else None
+        fraction = progress[0] / progress[1] if progress else None
+        eta = eta_seconds(self.epochs - self.done, self._per_epoch(now, fraction), fraction, now - self.last_done)
+        return "-" if eta is None else _duration(eta)
 
     def _headline(self) -> Text:
         now = time.monotonic()
@@ -123,14 +180,15 @@ class TrainConsole:
         elif self.scoring is not None:
             doing = f"{ended}scoring the best model on the test set"
         elif self.done < self.epochs:
-            doing = f"training epoch {self.done + 1}/{self.epochs} ({_duration(now - self.last_done)})"
+            progress = epoch_progress(self.status)
+            steps = f", step {progress[0]}/{progress[1]}" if progress else ""
+            doing = f"training epoch {self.done + 1}/{self.epochs} ({_duration(now - self.last_done)}{steps})"
         else:
             doing = "finishing"
+        last = f"last generation {gen:.1f} s  " if gen is not None else ""
         line = Text.assemble(
             (f"{self.run_dir.name}", "bold"), f" ({self.label})  epochs done {self.done}/{self.epochs}  ",
-            f"last generation {_num(gen, 1)}s  elapsed {_duration(now - self.started)}  ETA {self._eta()}"
-            f"{self._plateau()}  ",
-            (doing, "cyan"),
+            f"{last}elapsed {_duration(now - self.started)}  ETA {self._eta(now)}{self._plateau()}  ", (doing, "cyan"),
         )
         return line
 
@@ -160,12 +218,20 @@ class TrainConsole:
                 _num((m.get("loss") or {}).get("total")),
                 _num(m.get("val_loss")),
                 str(m["patience"]),
-                m["state"],
+                self._member_state(m),
                 (m.get("node_id") or "-")[:8],
                 ",".join(flags),
                 style="bold" if m["index"] == best else None,
             )
         return table
+
+    def _member_state(self, m: dict[str, Any]) -> str:
+        """Its state, with its steps done while it trains; a run that ended stops its members."""
+        if m["state"] != "training":
+            return m["state"]
+        if self.ended is not None:
+            return self.ended
+        return f"training {m['steps_done']}/{m['steps']}" if m.get("steps") else "training"
 
     def _scoring_line(self) -> Text | None:
         if self.scoring is None:
@@ -182,7 +248,7 @@ class TrainConsole:
         if self.entry is not None:
             events = self.entry.get("events") or {}
             note = f"  events {events}" if events else ""
-            parts.append(Text(f"* best of epoch {self.entry['epoch'] + 1}: member {self.entry['best']} "
+            parts.append(Text(f"* best of epoch {self.entry['epoch']}: member {self.entry['best']} "
                               f"(selection loss {_num(self.entry.get('best_loss'))}){note}", style="dim"))
         scoring = self._scoring_line()
         if scoring is not None:

@@ -13,6 +13,11 @@ validates what it reads with the same models. Readers tolerate extra keys (a wri
 and every field added later has a default, so older run folders still parse. JSON has no NaN: a
 diverged member's loss is written as null (history.parquet keeps NaN, Parquet can hold it).
 
+Epochs count from 1 in every file (SCHEMA_VERSION 2). Folders written before (schema 1) counted from 0; the
+`migrate_*` functions bring their raw data up to date, and every reader parses through them (`run_folder.parse_*`):
+status.json and summary.json say their `schema_version` (absent: 1); history and lineage are lists, and a list that
+holds an epoch 0 is of schema 1 (a 1-based one never does).
+
 The coordinator of run R is the Ray actor named `coordinator_name(R)` in namespace `NAMESPACE`.
 """
 
@@ -39,6 +44,9 @@ def run_id_of(actor_name: str) -> str | None:
     """The run a coordinator actor name belongs to, or None for any other actor."""
     return actor_name[len(COORDINATOR_PREFIX) :] if actor_name.startswith(COORDINATOR_PREFIX) else None
 
+
+SCHEMA_VERSION = 2
+"""2: every epoch a file holds counts from 1 (1: from 0, before; migrated on read)."""
 
 LOSS_PARTS = ("total", "reconstruction", "kl_z1", "kl_z2")
 
@@ -99,13 +107,16 @@ class MemberStatus(_Record):
     patience: int = Field(description="generations in a row it lost to the best (Algorithm 3)")
     state: MemberState
     node_id: str | None = Field(None, description="the Ray node it last trained on")
-    flags: list[str] = Field([], description="what happened to it: event@epoch (0-based epoch)")
+    flags: list[str] = Field([], description="what happened to it: event@epoch")
+    steps_done: int | None = Field(None, description="optimizer steps done in the epoch it trains now (live answers only)")
+    steps: int | None = Field(None, description="optimizer steps in that epoch (live answers only)")
 
 
 class RunStatus(_Record):
     """Exactly `status.json`, and the coordinator's `status()`."""
 
     run_id: str
+    schema_version: int = Field(SCHEMA_VERSION, description="2: epochs count from 1 (absent in older folders: 1)")
     state: RunState
     epoch: int = Field(description="generations done (the console's 'epoch k/n' while epoch k+1 trains is k done)")
     epochs: int = Field(description="generations planned")
@@ -122,7 +133,7 @@ class RunStatus(_Record):
 class HistoryRow(_Record):
     """One row of `history.parquet`: one member in one generation."""
 
-    epoch: int = Field(description="0-based epoch (generation); people see epoch + 1")
+    epoch: int = Field(description="the epoch (generation), counted from 1")
     member: int = Field(description="1-based member number")
     strategy: Strategy
     tau: float | None = Field(description="the tau it trained with")
@@ -158,7 +169,7 @@ class CurvePoint(_Record):
 class LineageEntry(_Record):
     """One generation's decisions (`lineage.json`): enough to replay the run. Member indices are string keys."""
 
-    epoch: int
+    epoch: int = Field(description="the epoch (generation), counted from 1")
     best: int
     best_loss: float | None
     received: dict[str, int] = Field(description="member -> the member whose weights it received")
@@ -207,9 +218,10 @@ class RunResult(_Record):
     """Exactly `summary.json`: the best model's test-set scores and how they were taken, written when a run ends."""
 
     run_id: str
+    schema_version: int = Field(SCHEMA_VERSION, description="2: epochs count from 1 (absent in older folders: 1)")
     best_member: int = Field(description="1-based member whose weights best.pt holds")
     best_tau: float = Field(description="the tau it was selected at")
-    best_epoch: int = Field(description="0-based epoch of best.pt")
+    best_epoch: int = Field(description="the epoch best.pt was saved after, counted from 1")
     select_on: str = Field(description="val, val_hard or train: what chose the best")
     baseline: bool
     precision: str = Field("fp32", description="fp32 or bf16: how the run trained (a summary older than the option: fp32)")
@@ -223,3 +235,48 @@ class RunResult(_Record):
     epochs_done: int
     events: list[str] = Field([], description="member events that happened in the run (restarted, dropped, nan_reset)")
     stop_reason: StopReason | None = Field(None, description="why training ended: budget, plateau or user")
+
+
+# --- reading folders written before epochs counted from 1 (schema 1) ---
+def _later_flag(flag: str) -> str:
+    """"event@E" of schema 1 (E from 0) as schema 2 writes it."""
+    event, at, epoch = flag.rpartition("@")
+    return f"{event}@{int(epoch) + 1}" if at and epoch.isdigit() else flag
+
+
+def migrate_flags(flags: list[str]) -> list[str]:
+    return [_later_flag(f) for f in flags]
+
+
+def _is_schema_1(raw: Any) -> bool:
+    return isinstance(raw, dict) and raw.get("schema_version", 1) < SCHEMA_VERSION
+
+
+def migrate_status(raw: Any) -> Any:
+    """status.json's raw data as schema 2 (its members' flags counted from 1)."""
+    if not _is_schema_1(raw):
+        return raw
+    members = [{**m, "flags": migrate_flags(m.get("flags") or [])} if isinstance(m, dict) else m
+               for m in raw.get("members") or []]
+    return {**raw, "members": members, "schema_version": SCHEMA_VERSION}
+
+
+def migrate_summary(raw: Any) -> Any:
+    """summary.json's raw data as schema 2 (best_epoch counted from 1)."""
+    if not _is_schema_1(raw) or not isinstance(raw.get("best_epoch"), int):
+        return raw
+    return {**raw, "best_epoch": raw["best_epoch"] + 1, "schema_version": SCHEMA_VERSION}
+
+
+def migrate_epochs(rows: list[Any]) -> list[Any]:
+    """History rows or lineage entries as schema 2: a list holding an epoch 0 counted from 0, so every epoch + 1."""
+    if not any(isinstance(r, dict) and r.get("epoch") == 0 for r in rows):
+        return rows
+    return [{**r, "epoch": r["epoch"] + 1} if isinstance(r, dict) and isinstance(r.get("epoch"), int) else r for r in rows]
+
+
+def migrate_best_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """best.pt's meta as schema 2: a population's best model without `schema_version` had a 0-based `epoch`."""
+    if "member" in meta and isinstance(meta.get("epoch"), int) and meta.get("schema_version", 1) < SCHEMA_VERSION:
+        return {**meta, "epoch": meta["epoch"] + 1, "schema_version": SCHEMA_VERSION}
+    return meta

@@ -49,6 +49,8 @@ class PopulationCoordinator:
         self.record = Recorder(config, Path(run_dir), taus=lambda: self.tau)
         self.train_ref, self.val_ref = data_refs
         self.last_broadcast: ray.ObjectRef | None = None
+        self.training: int | None = None  # the epoch (from 0) the packs train now
+        self.steps: dict[int, tuple[int, int]] = {}  # member -> (steps done, steps) in that epoch, as its pack reported
         # The books come back before anything is written: a status written from here on (even the failure to place
         # the members) is the run's, never a blank one.
         restored = None
@@ -140,13 +142,15 @@ class PopulationCoordinator:
         `generation.after_fault` says. One deadline for all packs, a failed pack's retry included; a late pack's
         retry (its deadline has passed) gets `member_timeout_s` of its own."""
         taus = {i: t.tau for i, t in self.tau.items()}
+        self.training, self.steps = epoch, {}
+        me = ray.get_runtime_context().current_actor
         self.record.set_member_state("training", list(self.pack_of))
         barrier = _Barrier()
         tries = dict.fromkeys(self.workers, 1)
         deadline = time.monotonic() + self.cfg.member_timeout_s
 
         def train(p: int, until: float) -> tuple[ray.ObjectRef, float]:
-            return self.workers[p].train_epoch.remote(epoch, {i: taus[i] for i in self.packs[p]}), until
+            return self.workers[p].train_epoch.remote(epoch, {i: taus[i] for i in self.packs[p]}, me), until
 
         pending = {p: train(p, deadline) for p in self.workers}
         while pending:
@@ -248,7 +252,18 @@ class PopulationCoordinator:
         self.record.finish(state, reason)
 
     def status(self) -> dict[str, Any]:
-        return dump(self.record.status())
+        """status.json's content, and for each member training now its steps done in the epoch (live only)."""
+        status = self.record.status()
+        steps = dict(self.steps)
+        members = [m.model_copy(update=dict(zip(("steps_done", "steps"), steps[m.index], strict=True)))
+                   if m.state == "training" and m.index in steps else m for m in status.members]
+        return dump(status.model_copy(update={"members": members}))
+
+    def progress(self, epoch: int, members: list[int], done: int, steps: int) -> None:
+        """A pack's steps done in the epoch it trains (its worker reports about once a second); late news of an
+        earlier epoch is dropped."""
+        if epoch == self.training:
+            self.steps.update(dict.fromkeys(members, (done, steps)))
 
     def wait_for_writes(self) -> None:
         """Block until the last checkpoint is on disk; re-raises a write that failed."""

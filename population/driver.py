@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from popvae.models.dataset_loading import DatasetError, ImageSet, load_split, train_val_split
@@ -86,6 +86,7 @@ def run_population(
     resume: bool = False,
     on_generation: Callable[[dict[str, Any], dict[str, Any]], bool | None] | None = None,
     on_scoring: Callable[[str, int, int], None] | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train (or continue) the population and return the run's summary.
 
@@ -93,6 +94,8 @@ def run_population(
     when it returns True the run stops after that generation, state "stopped" (stop reason `user`), resumable. Once
     every epoch is trained, or the plateau stopper ends training (the coordinator's status says `plateau`), the state is
     "scoring" until summary.json is written, then "done"; a resume of a run stopped while it was scoring only scores it.
+    `on_progress(status)` hears the coordinator's live status about every PROGRESS_POLL_S while a generation trains
+    (members training, their steps done: a live console).
     """
     folder = RunFolder(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -111,7 +114,7 @@ def run_population(
             try:
                 reason = None
                 for epoch in range(ray.get(coord.next_epoch.remote()), cfg.epochs):
-                    entry = ray.get(coord.run_generation.remote(epoch))
+                    entry = _generation(coord, epoch, on_progress)
                     status = ray.get(coord.status.remote())
                     if on_generation is not None and on_generation(entry, status) and status["stop_reason"] is None:
                         state, reason = "stopped", "user"
@@ -142,6 +145,19 @@ def run_population(
     with _end_recorded(run_dir):
         within(STOP_S, lambda: _stop_coordinator(coord))
     return _score(folder, data, cfg, on_scoring)
+
+
+PROGRESS_POLL_S = 1.0
+
+
+def _generation(coord: Any, epoch: int, on_progress: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """The coordinator's generation `epoch` (its lineage entry), its live status handed to `on_progress` meanwhile."""
+    ref = coord.run_generation.remote(epoch)
+    if on_progress is not None:
+        while not ray.wait([ref], timeout=PROGRESS_POLL_S)[0]:
+            with contextlib.suppress(GetTimeoutError):  # a slow answer is skipped; a dead coordinator raises
+                on_progress(ray.get(coord.status.remote(), timeout=PROGRESS_POLL_S))
+    return ray.get(ref)
 
 
 def _score(folder: RunFolder, data: RunData, cfg: RunConfig,
@@ -279,10 +295,12 @@ def failure_cause(err: BaseException) -> str:
 
 def train_run(run: Run, on_generation: Callable[[dict[str, Any], dict[str, Any]], bool | None] | None = None,
               address: str | None = None, num_cpus: int | None = None, verbose: bool = False,
-              on_scoring: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+              on_scoring: Callable[[str, int, int], None] | None = None,
+              on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Take the run folder's lock (ConfigError when another process holds it), join (or start) Ray (its start-up
     notes shown only with `verbose`), check the cluster can host the run (ConfigError), train, return the summary.
-    The lock is held until the run ends. `on_scoring(what, done, total)` follows the test-set scoring."""
+    The lock is held until the run ends. `on_scoring(what, done, total)` follows the test-set scoring,
+    `on_progress(status)` the generation training now (see `run_population`)."""
     from popvae.population.bounds import check_cluster_flags
     from popvae.population.placement import cpu_share
 
@@ -301,7 +319,7 @@ def train_run(run: Run, on_generation: Callable[[dict[str, Any], dict[str, Any]]
             raise ConfigError(f"{members} members cannot be placed: the Ray cluster has {cpus:g} CPUs "
                               f"(at most {int(cpus / cpu_share(cpus, cpus, 10**9))} members)")
         return run_population(run.cfg, run.run_dir, run.data, resume=run.resume, on_generation=on_generation,
-                              on_scoring=on_scoring)
+                              on_scoring=on_scoring, on_progress=on_progress)
 
 
 def draw_comparison(run_dir: Path, baseline_dir: Path) -> None:
@@ -335,7 +353,7 @@ def summarize(run_dir: Path, data: RunData, cfg: RunConfig,
     rows = folder.read_history_rows()
     plot_history(rows, folder.plots_dir, run_id=folder.run_id, select_on=cfg.select_on)
     save_reconstruction_grid(model, data.test.images, folder.plots_dir / "reconstructions.png",
-                             title=f"run {folder.run_id}: best member {meta['member']}, epoch {meta['epoch'] + 1}")
+                             title=f"run {folder.run_id}: best member {meta['member']}, epoch {meta['epoch']}")
     summary = RunResult(
         run_id=folder.run_id, best_member=meta["member"], best_tau=meta["tau"], best_epoch=meta["epoch"],
         select_on=meta["select_on"], baseline=meta["baseline"], precision=cfg.precision, pack_mode=cfg.pack_mode,
@@ -344,7 +362,7 @@ def summarize(run_dir: Path, data: RunData, cfg: RunConfig,
         evaluation="test_mse: deterministic reconstructions (relaxed codes softmax(logits / tau)); test_mse_hard: from "
                    "hard codes (one-hot argmax); test_loss: " + (
             "with Gumbel noise (model.eval_noise)" if cfg.model.eval_noise else "deterministic (no Gumbel noise)"),
-        epochs_done=1 + max(r["epoch"] for r in rows), events=sorted({r["event"] for r in rows} - {""}),
+        epochs_done=max(r["epoch"] for r in rows), events=sorted({r["event"] for r in rows} - {""}),
         stop_reason=folder.read_status().stop_reason,
     )
     folder.write_summary(summary)

@@ -25,10 +25,12 @@ def load_evaluable(target: str | Path, map_location: str = "cpu") -> tuple[nn.Mo
     (dataset, excluded classes, seed...), and the checkpoint path as `checkpoint`.
     """
     from popvae.attacks.report import load_autoencoder
+    from popvae.population.contract import migrate_best_meta
     from popvae.population.run_folder import RunFolder, find_checkpoint
 
     checkpoint = find_checkpoint(Path(target))
     model, meta = load_autoencoder(checkpoint, map_location)
+    meta = migrate_best_meta(meta)  # a population's best.pt from before epochs counted from 1
     folder = RunFolder(checkpoint.parent)
     if folder.config_path.is_file():
         meta["run_config"] = folder.read_config_data()

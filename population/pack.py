@@ -35,7 +35,7 @@ import functools
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -127,8 +127,10 @@ class Pack:
         """(k, batch) indices -> (k, batch, C, H, W) float [0,1] images on the device (as models.dataset_loading.to_float)."""
         return self.train_images[idx].float().div_(255.0)
 
-    def train_epoch(self, epoch: int, taus: dict[int, float]) -> dict[int, dict[str, Any]]:
-        """One epoch of every member; {index: the result ReferenceMember.train_epoch returns}. `seconds` is the pack's epoch."""
+    def train_epoch(self, epoch: int, taus: dict[int, float],
+                    on_progress: Callable[[int, int], None] | None = None) -> dict[int, dict[str, Any]]:
+        """One epoch of every member; {index: the result ReferenceMember.train_epoch returns}. `seconds` is the pack's
+        epoch. `on_progress(t, steps)` hears each finite step of a slot (t from 1): a console shows how far it is."""
         if set(taus) != set(self.indices):
             raise ValueError(f"taus for members {sorted(taus)} given; this pack hosts {self.indices}")
         started = time.perf_counter()
@@ -142,6 +144,8 @@ class Pack:
 
         def log(s: int, t: int, parts: dict[str, float]) -> None:
             stepped[s] += 1
+            if on_progress is not None:
+                on_progress(t, steps)
             if t % c.log_every_steps == 0:
                 logged[s].append((epoch * steps + t, parts["total"]))
 

@@ -31,7 +31,7 @@ def plot_history(rows: list[dict[str, Any]], out_dir: Path, run_id: str | None =
         member_lines(ax, rows, column)
         if baseline:
             mine = sorted(baseline, key=lambda r: r["epoch"])
-            ax.plot([r["epoch"] + 1 for r in mine], [r[column] for r in mine], "k--", marker="x", label="baseline (annealed)")
+            ax.plot([r["epoch"] for r in mine], [r[column] for r in mine], "k--", marker="x", label="baseline (annealed)")
         ax.set_title(f"run {run_id}: {title}", fontsize=10)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("epoch")
@@ -45,9 +45,9 @@ def member_lines(ax: Any, rows: list[dict[str, Any]], column: str) -> None:
     """One line per member of `column` over 1-based epochs, labelled "index strategy"; each epoch's best circled."""
     for member in sorted({r["member"] for r in rows}):
         mine = sorted((r for r in rows if r["member"] == member), key=lambda r: r["epoch"])
-        ax.plot([r["epoch"] + 1 for r in mine], [r[column] for r in mine], marker=".", label=f"{member} {mine[0]['strategy']}")
+        ax.plot([r["epoch"] for r in mine], [r[column] for r in mine], marker=".", label=f"{member} {mine[0]['strategy']}")
         best = [r for r in mine if r["is_best"]]
-        ax.scatter([r["epoch"] + 1 for r in best], [r[column] for r in best], s=60, facecolors="none", edgecolors="k")
+        ax.scatter([r["epoch"] for r in best], [r[column] for r in best], s=60, facecolors="none", edgecolors="k")
 
 
 @torch.no_grad()

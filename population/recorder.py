@@ -24,6 +24,7 @@ from popvae.population import folder_io
 from popvae.population.config import RunConfig
 from popvae.population.contract import (
     LOSS_PARTS,
+    SCHEMA_VERSION,
     HistoryRow,
     LineageEntry,
     LossParts,
@@ -118,19 +119,19 @@ class Recorder:
         """Book the generation's outcome (`before`: the taus it trained at; `taus()` already the next ones), write
         history and lineage, then (when due) a checkpoint, then the status."""
         writing = time.perf_counter()
-        best = decision.best
+        best = decision.best  # `epoch` counts from 0 here; every file counts from 1
         self.best, self.epochs_done = best, epoch + 1
         self.generation_seconds = seconds["train"] + seconds["coordination"]
         for i, member in self.members.items():
             event = events.get(i, "")
             member.state = "failed" if event == "dropped" else "idle"
             if event:
-                member.flags.append(f"{event}@{epoch}")
+                member.flags.append(f"{event}@{epoch + 1}")
             if results.get(i):
                 member.last = results[i]
             self.history.append(self._row(epoch, i, results.get(i), before[i].tau, scores[i], best, event))
         entry = LineageEntry(
-            epoch=epoch, best=best, best_loss=scores[best], received={str(i): src for i, src in decision.receivers.items()},
+            epoch=epoch + 1, best=best, best_loss=scores[best], received={str(i): src for i, src in decision.receivers.items()},
             tau_before=_by_member(before), tau_after=_by_member(self.taus()),
             feedback=[i for i, d in decision.taus.items() if d.feedback_applied],
             events={str(i): e for i, e in events.items()}, seconds=dict(seconds), coordinator_restarted=self._restarted,
@@ -155,7 +156,7 @@ class Recorder:
         loss = result.get("loss", {})
         member, next_ = self.members[i], self.taus()[i]
         return HistoryRow(
-            epoch=epoch, member=i, strategy=member.strategy, tau=tau, tau_next=next_.tau,
+            epoch=epoch + 1, member=i, strategy=member.strategy, tau=tau, tau_next=next_.tau,
             **{f"loss_{k}": float(loss.get(k, math.nan)) for k in LOSS_PARTS},
             val_loss=float(result.get("val_loss", math.nan)), score=float(score), patience=next_.patience,
             is_best=i == best, seconds=float(result.get("seconds", math.nan)), event=event, node_id=result.get("node_id", ""),
@@ -197,8 +198,9 @@ class Recorder:
         state = Checkpoint(self.epochs_done, {i: t.tau for i, t in taus.items()}, {i: t.patience for i, t in taus.items()},
                            {i: list(m.flags) for i, m in self.members.items()}, _tensors(weights), optimizers,
                            None if own is None else {i: _tensors(w) for i, w in own.items()})
-        meta = {"tau": best_tau, "member": self.best, "epoch": self.epochs_done - 1, "score": best_score,
-                "select_on": self.cfg.select_on, "run_id": self.run_id, "baseline": self.cfg.baseline}
+        meta = {"tau": best_tau, "member": self.best, "epoch": self.epochs_done, "score": best_score,
+                "select_on": self.cfg.select_on, "run_id": self.run_id, "baseline": self.cfg.baseline,
+                "schema_version": SCHEMA_VERSION}
         self.wait_for_writes()  # one write at a time, in order
         self._write = self._writer.submit(self._write_checkpoint, state, meta)
 
@@ -226,9 +228,16 @@ class Recorder:
         for i, m in self.members.items():
             m.flags = list(ckpt.flags[i])
         taus = {i: MemberTau(ckpt.taus[i], ckpt.patience[i], False) for i in self.members}
-        self.history = [r for r in self.folder.read_history() if r.epoch < self.epochs_done]
-        self.lineage = [g for g in self.folder.read_lineage() if g.epoch < self.epochs_done]
+        self.history = [r for r in self.folder.read_history() if r.epoch <= self.epochs_done]
+        self.lineage = [g for g in self.folder.read_lineage() if g.epoch <= self.epochs_done]
         self.best = self.lineage[-1].best if self.lineage else None
+        if self.lineage:  # the status goes on showing the last generation's time and results, not blanks
+            seconds = self.lineage[-1].seconds
+            self.generation_seconds = seconds.get("train", 0.0) + seconds.get("coordination", 0.0)
+        for r in self.history:
+            if r.epoch == self.epochs_done and r.loss_total is not None and math.isfinite(r.loss_total):
+                self.members[r.member].last = {"loss": {k: getattr(r, f"loss_{k}") for k in LOSS_PARTS},
+                                               "val_loss": r.val_loss, "node_id": r.node_id or None}
         if self.folder.status_path.is_file():  # the count is the run's, across resumes
             self.coordinator_restarts = self.folder.read_status().coordinator_restarts
         own = {i: _arrays(w) for i, w in ckpt.member_weights.items()} if ckpt.member_weights is not None else None

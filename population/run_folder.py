@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from popvae.population.config import RunConfig, parse_config
 from popvae.population.contract import (
+    SCHEMA_VERSION,
     CurvePoint,
     HistoryRow,
     JobState,
@@ -38,6 +39,11 @@ from popvae.population.contract import (
     RunStatus,
     StopReason,
     dump,
+    migrate_best_meta,
+    migrate_epochs,
+    migrate_flags,
+    migrate_status,
+    migrate_summary,
 )
 from popvae.population.folder_io import read_json, read_rows, write_json, write_rows
 
@@ -86,8 +92,8 @@ class Checkpoint:
 
     def state(self) -> dict[str, Any]:
         """The dict torch saves (only tensors, numbers, strings and containers: it loads with weights_only)."""
-        state = {"epochs_done": self.epochs_done, "taus": self.taus, "patience": self.patience, "flags": self.flags,
-                 "weights": self.weights, "optimizers": self.optimizers}
+        state = {"schema_version": SCHEMA_VERSION, "epochs_done": self.epochs_done, "taus": self.taus,
+                 "patience": self.patience, "flags": self.flags, "weights": self.weights, "optimizers": self.optimizers}
         if self.member_weights is not None:
             state["member_weights"] = self.member_weights
         return state
@@ -97,13 +103,16 @@ class Checkpoint:
         """ValueError when `state` is not what `state()` writes."""
         if not isinstance(state, dict) or not CHECKPOINT_KEYS <= state.keys():
             raise ValueError("not a popvae run checkpoint")
-        return cls(int(state["epochs_done"]), state["taus"], state["patience"], state["flags"], state["weights"],
+        flags = state["flags"]
+        if state.get("schema_version", 1) < SCHEMA_VERSION:  # its flags' epochs counted from 0
+            flags = {i: migrate_flags(f) for i, f in flags.items()}
+        return cls(int(state["epochs_done"]), state["taus"], state["patience"], flags, state["weights"],
                    state["optimizers"], state.get("member_weights"))
 
 
 # --- parsers: what every reader (the confined service included) validates a file's content with ---
 def parse_status(raw: Any) -> RunStatus:
-    return RunStatus.model_validate(raw)
+    return RunStatus.model_validate(migrate_status(raw))
 
 
 def parse_job_status(raw: Any) -> JobStatus:
@@ -111,17 +120,17 @@ def parse_job_status(raw: Any) -> JobStatus:
 
 
 def parse_history(rows: list[dict[str, Any]]) -> list[HistoryRow]:
-    return [HistoryRow.model_validate(r) for r in rows]
+    return [HistoryRow.model_validate(r) for r in migrate_epochs(rows)]
 
 
 def parse_lineage(raw: Any) -> list[LineageEntry]:
     if not isinstance(raw, list):
         raise ValueError(f"{LINEAGE} must hold a list of generations, not a {type(raw).__name__}")
-    return [LineageEntry.model_validate(g) for g in raw]
+    return [LineageEntry.model_validate(g) for g in migrate_epochs(raw)]
 
 
 def parse_summary(raw: Any) -> RunResult:
-    return RunResult.model_validate(raw)
+    return RunResult.model_validate(migrate_summary(raw))
 
 
 # --- decisions over plain data ---
@@ -138,7 +147,7 @@ def learning_curve(rows: Iterable[HistoryRow]) -> list[CurvePoint]:
         per_member += max(r.steps for r in generation)
         total += sum(r.steps for r in generation)
         best = next((r for r in generation if r.is_best), min(generation, key=lambda r: r.member))
-        points.append(CurvePoint(generation=epoch + 1, member=best.member, mse=_finite(best.curve_mse),
+        points.append(CurvePoint(generation=epoch, member=best.member, mse=_finite(best.curve_mse),
                                  mse_hard=_finite(best.curve_mse_hard), steps_per_member=per_member,
                                  member_steps_total=total))
     return points
@@ -168,6 +177,16 @@ def effective_state(recorded: RunState, lock_held: bool | None) -> RunState:
 def effective_job_state(recorded: JobState, locks_held: Iterable[bool | None]) -> JobState:
     """A queued or running job whose job or run lock nobody holds lost the process that ran it: `interrupted`."""
     return "interrupted" if recorded in ("queued", "running") and False in tuple(locks_held) else recorded
+
+
+def jobs_state(states: Iterable[JobState]) -> RunState | None:
+    """The state of a run made of jobs (robust, evaluation), for a reader: running while any job is queued or
+    running, else failed or interrupted if any is, else done; None without jobs."""
+    states = set(states)
+    for busy, state in ((("queued", "running"), "running"), (("failed",), "failed"), (("interrupted",), "interrupted")):
+        if states & set(busy):
+            return state  # type: ignore[return-value]
+    return "done" if states else None
 
 
 def find_checkpoint(target: Path) -> Path:
@@ -315,8 +334,8 @@ class RunFolder:
 
     # --- history.parquet, lineage.json ---
     def read_history_rows(self) -> list[dict[str, Any]]:
-        """history.parquet's rows as plain dicts (the plots take them); [] when there is none yet."""
-        return read_rows(self.history_path)
+        """history.parquet's rows as plain dicts (the plots take them), epochs from 1; [] when there is none yet."""
+        return migrate_epochs(read_rows(self.history_path))
 
     def read_history(self) -> list[HistoryRow]:
         return parse_history(self.read_history_rows())
@@ -375,7 +394,8 @@ class RunFolder:
     def read_best(self, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
         from popvae.models.checkpoint import load_model
 
-        return load_model(self.best_path, map_location=map_location)
+        model, meta = load_model(self.best_path, map_location=map_location)
+        return model, migrate_best_meta(meta)
 
     def write_model(self, model: nn.Module, meta: dict[str, Any]) -> None:
         """A robust job's trained model (model.pt)."""

@@ -7,7 +7,7 @@
     RUN_DIR/tensorboard/member-<i>/train_step/events.out.tfevents.*   loss/train_step, the training loss every
         `log_every_steps` optimizer steps, its step the member's optimizer steps so far (a file of its own: one file
         whose steps mean epochs for some tags and optimizer steps for others reads to TensorBoard as out of order)
-    RUN_DIR/progress.csv   every history row (0-based epoch, as history.parquet), rewritten each generation
+    RUN_DIR/progress.csv   every history row (epochs from 1, as history.parquet), rewritten each generation
 
 `tensorboard --logdir runs/` then compares members (and runs: each run is its own folder). Written by tensorboardX
 from the Recorder after each generation; a failure to write them never stops a run.
@@ -51,7 +51,7 @@ class RunLogs:
         progress.csv from the whole `history`."""
         try:
             for row in rows:
-                writer, step = self._writer(row.member), row.epoch + 1
+                writer, step = self._writer(row.member), row.epoch
                 steps = [(int(t), float(v)) for t, v in (step_losses or {}).get(row.member, []) if math.isfinite(v)]
                 if steps:
                     per_step = self._writer(row.member, "train_step")

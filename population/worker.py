@@ -14,7 +14,9 @@ its first checkpoint: docs/ARCHITECTURE.md §1).
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,8 @@ from popvae.population.config import RunConfig
 
 if TYPE_CHECKING:
     from popvae.population.pack import Pack
+
+PROGRESS_EVERY_S = 1.0  # how often a training pack tells the coordinator its steps done (a call it does not wait for)
 
 
 class Worker:
@@ -53,9 +57,21 @@ class Worker:
             raise RuntimeError("this worker hosts no members")
         return self.pack
 
-    def train_epoch(self, epoch: int, taus: dict[int, float]) -> dict[int, dict[str, Any]]:
-        """One epoch of every member in the pack: {member: its result}."""
-        return self._p().train_epoch(epoch, taus)
+    def train_epoch(self, epoch: int, taus: dict[int, float], progress_to: Any = None) -> dict[int, dict[str, Any]]:
+        """One epoch of every member in the pack: {member: its result}. With `progress_to` (the coordinator's handle),
+        the steps done are sent to its `progress` about every PROGRESS_EVERY_S, without waiting for an answer."""
+        pack = self._p()
+        if progress_to is None:
+            return pack.train_epoch(epoch, taus)
+        last = [-math.inf]
+
+        def report(t: int, steps: int) -> None:
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_EVERY_S:
+                last[0] = now
+                progress_to.progress.remote(epoch, pack.indices, t, steps)
+
+        return pack.train_epoch(epoch, taus, report)
 
     def get_weights(self, index: int) -> dict[str, np.ndarray]:
         return self._p().get_weights(index)

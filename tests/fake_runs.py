@@ -45,11 +45,11 @@ def status(run_id: str, epoch: int, epochs: int, members: int, state: str = "run
 
 
 def history_rows(epochs: int, members: int) -> list[HistoryRow]:
-    """Epochs 0..epochs-1; member 2 diverged in epoch 1 (its nan_reset@1)."""
+    """Epochs 1..epochs; member 2 diverged in epoch 2 (its nan_reset@2)."""
     rows = []
-    for epoch in range(epochs):
+    for epoch in range(1, epochs + 1):
         for m in range(1, members + 1):
-            loss = 100.0 - epoch + m
+            loss = 101.0 - epoch + m
             rows.append(
                 HistoryRow(
                     epoch=epoch,
@@ -57,7 +57,7 @@ def history_rows(epochs: int, members: int) -> list[HistoryRow]:
                     strategy=strategy_for(m),
                     tau=1.0,
                     tau_next=1.1,
-                    loss_total=loss if (epoch, m) != (1, 2) else float("nan"),
+                    loss_total=loss if (epoch, m) != (2, 2) else float("nan"),
                     loss_reconstruction=loss - 3.0,
                     loss_kl_z1=2.0,
                     loss_kl_z2=1.0,
@@ -66,7 +66,7 @@ def history_rows(epochs: int, members: int) -> list[HistoryRow]:
                     patience=0,
                     is_best=m == 1,
                     seconds=0.5,
-                    event="nan_reset" if (epoch, m) == (1, 2) else "",
+                    event="nan_reset" if (epoch, m) == (2, 2) else "",
                     node_id=f"node{m % 2}",
                 )
             )

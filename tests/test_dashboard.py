@@ -9,6 +9,7 @@ not a race. Screenshots go to the test's tmp folder; with POPVAE_DASHBOARD_SHOTS
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import threading
@@ -97,15 +98,22 @@ def test_dashboard_shows_a_live_run(ray_session, service, browser, tmp_path: Pat
     cfg = parse_config({"dataset": "synthetic", "synthetic_size": 256, "members": MEMBERS, "epochs": EPOCHS,
                         "batch_size": 16, "steps_per_epoch": 4, "model": SMALL_MODEL, "seed": 3})
     release, paused, outcome = threading.Event(), threading.Event(), {}
+    scoring, scored = threading.Event(), threading.Event()
+
+    def on_scoring(what, done, total) -> None:  # the test set is being scored: the page must not say done yet
+        if not scoring.is_set():
+            scoring.set()
+            scored.wait(120)
 
     def on_generation(entry, status) -> None:
-        if entry["epoch"] + 1 == PAUSE_AFTER:
+        if entry["epoch"] == PAUSE_AFTER:
             paused.set()
             release.wait(120)
 
     def train() -> None:
         try:
-            outcome["summary"] = run_population(cfg, root / "demo", load_run_data(cfg), on_generation=on_generation)
+            outcome["summary"] = run_population(cfg, root / "demo", load_run_data(cfg), on_generation=on_generation,
+                                                on_scoring=on_scoring)
         except BaseException as e:  # reported by the test below
             outcome["error"] = e
             paused.set()
@@ -126,10 +134,28 @@ def test_dashboard_shows_a_live_run(ray_session, service, browser, tmp_path: Pat
         assert "→" in rows[0]  # tau used -> next
         assert len(browser.find_elements(By.CSS_SELECTOR, "#lineage tbody tr")) == PAUSE_AFTER
         assert len(browser.find_elements(By.CSS_SELECTOR, "#loss-chart circle.best-point")) == PAUSE_AFTER  # one best per epoch
+        ylabels = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".chart .ylabel")]
+        assert ylabels == ["tau used", "validation loss", "MSE"]
+        # the best of the last epoch is drawn last (on top); the members' equal first tau is marked, not hidden
+        last_line = browser.execute_script("const l = document.querySelectorAll('#loss-chart path.line'); return l[l.length - 1]"
+                                           ".getAttribute('class')")
+        assert "best-line" in last_line
+        assert browser.find_elements(By.CSS_SELECTOR, "#tau-chart path.overlap") and "lines overlap" in \
+            browser.find_element(By.ID, "tau-chart").text
+        assert "feedback term" in browser.find_element(By.ID, "lineage").text
         assert points(browser, "curve-chart") == 2 * PAUSE_AFTER  # the best's learning curve: relaxed and hard codes
         running = shot(browser, tmp_path, "dashboard-running.png")
     finally:
         release.set()
+    try:  # every epoch trained, the test set being scored: "scoring", not "done"
+        assert scoring.wait(300), "the run did not reach its scoring"
+        WebDriverWait(browser, 30, poll_frequency=0.2).until(
+            lambda d: "scoring the best model" in d.find_element(By.ID, "head").text)
+        head = browser.find_element(By.ID, "head").text
+        assert "scoring" in head and "done" not in head.split("\n")[0], head
+        assert browser.find_element(By.ID, "summary-box").get_attribute("hidden")  # no summary yet
+    finally:
+        scored.set()
     trainer.join(300)
     assert "error" not in outcome, outcome.get("error")
 
@@ -141,7 +167,10 @@ def test_dashboard_shows_a_live_run(ray_session, service, browser, tmp_path: Pat
     wait.until(lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)
                              for img in d.find_elements(By.CSS_SELECTOR, "#pictures img")))
     assert f"{EPOCHS} of {EPOCHS} epochs done" in browser.find_element(By.ID, "head").text
-    assert "test_mse" in browser.find_element(By.ID, "summary").text
+    summary = browser.find_element(By.ID, "summary").text
+    facts = ("test MSE", "best member", "at tau", f"saved after epoch {EPOCHS}", "training time")
+    assert all(s in summary for s in facts), summary
+    assert "evaluation" in summary and "popvae evaluate" in summary, summary
     assert "demo" in browser.find_element(By.ID, "runs").text and "population" in browser.find_element(By.ID, "runs").text
     done = shot(browser, tmp_path, "dashboard-done.png")
     assert running.stat().st_size > 10_000 and done.stat().st_size > 10_000
@@ -152,11 +181,36 @@ def test_dashboard_shows_a_live_run(ray_session, service, browser, tmp_path: Pat
 
     # the REST the page reads, over the same server
     lineage = httpx.get(f"{url}/runs/demo/lineage").json()["generations"]
-    assert [g["epoch"] for g in lineage] == list(range(EPOCHS))
+    assert [g["epoch"] for g in lineage] == list(range(1, EPOCHS + 1))
     overview = httpx.get(f"{url}/runs/demo/summary").json()
     assert overview["kind"] == "population" and {"plots/tau.png", "plots/loss.png"} <= {p["path"] for p in overview["pictures"]}
     png = httpx.get(f"{url}/runs/demo/files/plots/tau.png")
     assert png.status_code == 200 and png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
+
+
+def test_dashboard_shows_a_robust_run(ray_session, service, browser, tmp_path: Path) -> None:
+    """A robust run (jobs only): its state badge, each job's loss per epoch, and its test MSE in the jobs table."""
+    from popvae.models.dataset_loading import synthetic
+    from popvae.population import folder_io
+    from popvae.population.jobs import run_jobs
+
+    root, url = service
+    robust = root / "robust"
+    folder_io.write_json(robust / "config.json", {"kind": "robust", "methods": ["vae-kl", "dae-mmd"]})
+    jobs = [{"id": m, "kind": "robust", "method": m, "dir": str(robust / "jobs" / m), "epochs": 3, "batch_size": 16,
+             "steps_per_epoch": 2, "seed": 0} for m in ("vae-kl", "dae-mmd")]
+    run_jobs(jobs, synthetic(128, seed=0), synthetic(32, seed=1), workers=1)
+    browser.get(f"{url}/#robust")
+    wait = WebDriverWait(browser, 30, poll_frequency=0.2)
+    wait.until(lambda d: points(d, "tau-chart") == 2 * 3 and points(d, "loss-chart") == 2 * 3)
+    head = browser.find_element(By.ID, "head").text
+    assert "robust" in head and "done" in head, head
+    assert "done" in browser.find_element(By.CSS_SELECTOR, "#runs li[data-run=robust]").text
+    assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".chart .ylabel")] == ["training loss", "seconds"]
+    assert "vae-kl" in browser.find_element(By.ID, "tau-chart").text
+    rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")]
+    assert len(rows) == 2 and all(re.search(r"done 3/3 0\.\d{5}", r) for r in rows), rows
+    shot(browser, tmp_path, "dashboard-robust.png")
 
 
 def test_offline_swagger_loads_its_assets_from_the_service(service, browser) -> None:

@@ -43,7 +43,7 @@ def test_a_lone_stalled_pack_is_restarted_and_retried_within_the_generation(ray_
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
     assert entry["events"] == {"1": "restarted", "2": "restarted"}  # retried, not dropped: the run goes on
-    rows = [r for r in folder_io.read_rows(tmp_path / "run" / "history.parquet") if r["epoch"] == 1]
+    rows = [r for r in folder_io.read_rows(tmp_path / "run" / "history.parquet") if r["epoch"] == 2]
     assert len(rows) == 2 and all(math.isfinite(r["score"]) for r in rows)
     handles = ray_session.get(coord.member_handles.remote())
     assert handles[1] != stalled and ray_session.get(handles[1].pid.remote()) != pid

@@ -121,7 +121,7 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(ray_session, tmp_path,
     seen = []
     stop_after_first = lambda entry, status: seen.append(entry["epoch"]) or True  # noqa: E731  (early stop on request)
     stopped = run_population(cfg, tmp_path / "split", data, on_generation=stop_after_first)
-    assert seen == [0] and stopped["epochs_done"] == 1
+    assert seen == [1] and stopped["epochs_done"] == 1
     assert folder_io.read_json(tmp_path / "split" / "status.json")["state"] == "stopped"
     resumed = run_population(cfg, tmp_path / "split", data, resume=True)
     a = folder_io.read_rows(tmp_path / "whole" / "history.parquet")
@@ -172,7 +172,7 @@ def test_pack_killed_mid_epoch_is_restarted_and_the_run_goes_on(ray_session, tmp
     handles = ray_session.get(coord.member_handles.remote())
     assert handles[victims[0]] != victim and member_weights_equal(handles)
     status = ray_session.get(coord.status.remote())
-    assert [m["flags"] for m in status["members"]] == [["restarted@1"] if i in victims else [] for i in range(1, members + 1)]
+    assert [m["flags"] for m in status["members"]] == [["restarted@2"] if i in victims else [] for i in range(1, members + 1)]
     for h in handles.values():
         ray_session.kill(h)
     ray_session.kill(coord)
@@ -195,7 +195,7 @@ def test_injected_nan_member_is_reset_from_the_best_and_flagged(ray_session, tmp
     rows = [r for r in every if r["member"] == 3]
     assert [r["event"] for r in rows] == ["", "nan_reset", ""]
     assert math.isnan(rows[1]["score"]) and math.isfinite(rows[2]["score"])
-    assert "nan_reset@1" in ray_session.get(coord.status.remote())["members"][2]["flags"]
+    assert "nan_reset@2" in ray_session.get(coord.status.remote())["members"][2]["flags"]
     for h in handles.values():
         ray_session.kill(h)
     ray_session.kill(coord)
@@ -206,7 +206,7 @@ def test_best_member_dying_after_it_reported_hands_the_broadcast_to_the_next_bes
     reference = start_coordinator(cfg, tmp_path / "ref")  # the same seed: members 1 and 2 train identically
     for epoch in (0, 1):
         ray_session.get(reference.run_generation.remote(epoch))
-    scores = {r["member"]: r["score"] for r in folder_io.read_rows(tmp_path / "ref" / "history.parquet") if r["epoch"] == 1}
+    scores = {r["member"]: r["score"] for r in folder_io.read_rows(tmp_path / "ref" / "history.parquet") if r["epoch"] == 2}
     for h in ray_session.get(reference.member_handles.remote()).values():
         ray_session.kill(h)
     victim, heir = sorted((1, 2), key=lambda i: scores[i])
@@ -263,7 +263,7 @@ def test_member_past_the_timeout_is_dropped_from_the_generation_and_back_in_the_
     assert entry["events"] == {"2": "dropped"} and entry["best"] == 1
     rows = folder_io.read_rows(tmp_path / "run" / "history.parquet")
     assert [r["event"] for r in rows if r["member"] == 2] == ["", "dropped"]
-    assert "dropped@1" in ray_session.get(coord.status.remote())["members"][1]["flags"]
+    assert "dropped@2" in ray_session.get(coord.status.remote())["members"][1]["flags"]
     with pytest.raises(ray_session.exceptions.RayActorError):  # the stopped worker was killed, its queue with it
         ray_session.get(never)
     entry = ray_session.get(coord.run_generation.remote(2))  # the restarted member is back, from the best weights

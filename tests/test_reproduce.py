@@ -153,7 +153,7 @@ def test_smoke_reproduction_interrupted_mid_run_then_continued(ray_session, tmp_
 
     said = []
     reproduce(PRESETS["smoke"], out, on_generation=stop_no_broadcast, say=said.append)
-    assert stopped_at == [0]
+    assert stopped_at == [1]
     assert folder_io.read_json(out / "runs" / "no-broadcast" / "status.json")["state"] == "stopped"
     first = json.loads((out / "reproduction.json").read_text())
     assert first["steps_done"] < first["steps_total"] and "no-broadcast" not in first["runs"]
@@ -166,7 +166,7 @@ def test_smoke_reproduction_interrupted_mid_run_then_continued(ray_session, tmp_
     report = reproduce(PRESETS["smoke"], out, say=said.append)  # continues: the stopped run resumed, nothing redone
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
     rows = folder_io.read_rows(out / "runs" / "no-broadcast" / "history.parquet")
-    assert sorted(r["epoch"] for r in rows) == [0] * 4 + [1] * 4
+    assert sorted(r["epoch"] for r in rows) == [1] * 4 + [2] * 4
     facts = json.loads((out / "reproduction.json").read_text())
     assert facts["steps_done"] == facts["steps_total"]
     assert set(ABLATIONS) | {"unseen-population", "unseen-baseline"} <= facts["runs"].keys()

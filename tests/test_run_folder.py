@@ -48,8 +48,8 @@ def test_every_file_round_trips_through_its_schema(tmp_path: Path) -> None:
     assert folder.read_status().state == "stopped" and folder.recorded_state() == "stopped"
     folder.write_history(history_rows(2, 3))
     rows = folder.read_history()
-    assert [r.epoch for r in rows] == [0, 0, 0, 1, 1, 1] and math.isnan(rows[4].loss_total)  # Parquet keeps NaN
-    entry = LineageEntry(epoch=0, best=2, best_loss=float("nan"), received={"1": 2}, tau_before={"1": 1.0},
+    assert [r.epoch for r in rows] == [1, 1, 1, 2, 2, 2] and math.isnan(rows[4].loss_total)  # Parquet keeps NaN
+    entry = LineageEntry(epoch=1, best=2, best_loss=float("nan"), received={"1": 2}, tau_before={"1": 1.0},
                          tau_after={"1": 1.1})
     folder.write_lineage([entry])
     assert folder.read_lineage()[0].best == 2 and folder.read_lineage()[0].best_loss is None  # JSON has no NaN
@@ -74,7 +74,7 @@ def test_a_config_that_is_no_run_config_is_refused_naming_why(tmp_path: Path) ->
 
 def test_checkpoint_keys_are_checked() -> None:
     state = Checkpoint(3, {1: 1.0}, {1: 0}, {1: []}, {}, {}).state()
-    assert rf.CHECKPOINT_KEYS == state.keys() and Checkpoint.of_state(state).epochs_done == 3
+    assert rf.CHECKPOINT_KEYS | {"schema_version"} == state.keys() and Checkpoint.of_state(state).epochs_done == 3
     assert "member_weights" not in state and Checkpoint.of_state({**state, "member_weights": {1: {}}}).member_weights
     with pytest.raises(ValueError, match="not a popvae run checkpoint"):
         Checkpoint.of_state({"epochs_done": 1})

@@ -43,7 +43,7 @@ def test_runs_newest_first_and_corrupt_run_listed(client: TestClient) -> None:
     runs = client.get("/runs").json()["runs"]
     assert [r["run_id"] for r in runs] == ["robust", "newest", "older", "broken"]
     assert runs[1]["epoch"] == 5 and runs[1]["live"] is False and runs[1]["has_folder"] is True
-    assert runs[0]["state"] is None and runs[3]["state"] is None
+    assert runs[0]["state"] == "running" and runs[3]["state"] is None  # a run of jobs: its jobs' state
 
 
 def test_population_defaults_to_newest_population_run_from_folder(client: TestClient) -> None:
@@ -86,7 +86,7 @@ def test_history_filters_and_pages(client: TestClient) -> None:
     everything = client.get("/population/history").json()
     assert everything["run_id"] == "newest" and everything["total"] == 15 and len(everything["rows"]) == 15
     page = client.get("/population/history", params={"limit": 4, "offset": 2}).json()
-    assert page["total"] == 15 and [(r["epoch"], r["member"]) for r in page["rows"]] == [(0, 3), (1, 1), (1, 2), (1, 3)]
+    assert page["total"] == 15 and [(r["epoch"], r["member"]) for r in page["rows"]] == [(1, 3), (2, 1), (2, 2), (2, 3)]
     assert page["rows"][2]["loss_total"] is None and page["rows"][2]["event"] == "nan_reset"
     one = client.get("/population/history", params={"member": 2, "epoch_min": 2, "epoch_max": 4}).json()
     assert [(r["epoch"], r["member"]) for r in one["rows"]] == [(2, 2), (3, 2), (4, 2)]

@@ -10,13 +10,15 @@ from conftest import cpus_taken
 from fastapi.testclient import TestClient
 
 from popvae.cluster.service import create_app
+from popvae.models.checkpoint import load_model
 from popvae.models.dataset_loading import synthetic
 from popvae.population import folder_io
 from popvae.population.config import parse_config
-from popvae.population.contract import HistoryRow, JobStatus, LineageEntry, RunStatus
+from popvae.population.contract import SCHEMA_VERSION, HistoryRow, JobStatus, LineageEntry, RunStatus
 from popvae.population.driver import load_run_data, run_population
 from popvae.population.evaluation import run_evaluation_job
 from popvae.population.jobs import run_jobs
+from popvae.population.run_folder import RunFolder
 
 SMALL_MODEL = {"widths": [8, 16, 16, 16], "z1_vars": 4, "z1_categories": 4, "z2_vars": 2, "z2_categories": 4}
 
@@ -76,7 +78,7 @@ def test_every_file_a_real_run_wrote_parses_with_the_contract(real_runs: Path) -
 
 def test_runs_lists_every_real_run_with_its_state(client: TestClient) -> None:
     states = {r["run_id"]: r["state"] for r in get(client, "/runs")["runs"]}
-    assert states == {"done": "done", "stopped": "stopped", "failed": "failed", "robust": None}
+    assert states == {"done": "done", "stopped": "stopped", "failed": "failed", "robust": "failed"}  # its jobs' state
 
 
 def test_a_stopped_run_is_served(client: TestClient) -> None:
@@ -105,3 +107,16 @@ def test_robust_and_evaluation_jobs_are_served(client: TestClient) -> None:
     assert (evaluation["kind"], evaluation["state"], evaluation["epoch"]) == ("evaluation", "done", 1)
     assert get(client, "/jobs/evaluation-1")["id"] == "evaluation-1"  # found without naming the run
     assert client.get("/population", params={"run": "robust"}).status_code == 404
+
+
+def test_every_epoch_a_real_run_wrote_counts_from_1(real_runs: Path) -> None:
+    """history, lineage, summary.json's best_epoch, best.pt's meta and progress.csv: the first epoch is 1."""
+    done = RunFolder(real_runs / "done")
+    assert sorted({r["epoch"] for r in folder_io.read_rows(done.history_path)}) == [1, 2]
+    assert [g["epoch"] for g in folder_io.read_json(done.lineage_path)] == [1, 2]
+    raw = folder_io.read_json(done.summary_path)
+    assert raw["epochs_done"] == 2 and 1 <= raw["best_epoch"] <= 2 and raw["schema_version"] == SCHEMA_VERSION
+    _, meta = load_model(done.best_path)
+    assert meta["epoch"] == 2 and meta["schema_version"] == SCHEMA_VERSION  # best.pt after the last epoch
+    assert (done.path / "progress.csv").read_text().splitlines()[1].startswith("1,")
+    assert [g["epoch"] for g in folder_io.read_json(RunFolder(real_runs / "stopped").lineage_path)] == [1]

@@ -80,7 +80,7 @@ def test_a_run_ends_at_its_plateau_says_why_and_leaves_its_learning_curve(ray_se
     assert [p.generation for p in curve] == [1, 2, 3]
     assert [p.steps_per_member for p in curve] == [4, 8, 12] and [p.member_steps_total for p in curve] == [8, 16, 24]
     for p in curve:
-        best = next(r for r in rows if r.epoch == p.generation - 1 and r.is_best)
+        best = next(r for r in rows if r.epoch == p.generation and r.is_best)
         assert (p.member, p.mse, p.mse_hard) == (best.member, best.curve_mse, best.curve_mse_hard)
         assert 0 < p.mse < 1 and 0 < p.mse_hard < 1
     with pytest.raises(ConfigError, match="ended on a plateau"):  # --epochs stays the bound; the stopper ended it
@@ -92,7 +92,7 @@ def test_the_plateau_counter_survives_a_stop_and_a_resume(ray_session, tmp_path)
 
     cfg = small()
     data = load_run_data(cfg)
-    stop_after_two = lambda entry, status: entry["epoch"] == 1  # noqa: E731  (a stop asked for, after generation 2)
+    stop_after_two = lambda entry, status: entry["epoch"] == 2  # noqa: E731  (a stop asked for, after generation 2)
     stopped = run_population(cfg, tmp_path / "split", data, on_generation=stop_after_two)
     folder = RunFolder(tmp_path / "split")
     status = folder.read_status()

@@ -28,7 +28,8 @@ def read_scalars(folder: Path) -> dict[str, dict[int, float]]:
 
 
 def row(epoch: int, member: int, loss: float, best: bool) -> HistoryRow:
-    return HistoryRow(epoch=epoch, member=member, strategy="fixed", tau=1.0 + epoch, tau_next=1.5 + epoch, loss_total=loss,
+    """`epoch` from 0 here; the row's from 1, as the recorder writes it."""
+    return HistoryRow(epoch=epoch + 1, member=member, strategy="fixed", tau=1.0 + epoch, tau_next=1.5 + epoch, loss_total=loss,
                       loss_reconstruction=loss - 1, loss_kl_z1=0.5, loss_kl_z2=0.5, val_loss=loss + 2, score=loss + 2,
                       patience=epoch, is_best=best, seconds=0.1)
 
@@ -54,5 +55,5 @@ def test_events_per_member_and_progress_csv(tmp_path: Path) -> None:
     assert not (tmp_path / "tensorboard" / "member-2" / "train_step").exists()  # only NaN steps: nothing logged
     with open(tmp_path / "progress.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 6 and rows[0]["epoch"] == "0" and rows[0]["member"] == "1" and float(rows[5]["score"]) == 112.0
+    assert len(rows) == 6 and rows[0]["epoch"] == "1" and rows[0]["member"] == "1" and float(rows[5]["score"]) == 112.0
     assert set(HistoryRow.model_fields) == set(rows[0])

@@ -3,7 +3,7 @@
 
 const POLL_MS = 2000;
 const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
-const state = { run: null, token: localStorage.getItem("popvae-token") || "", historyKey: null, history: [], pictures: "" };
+const state = { run: null, token: localStorage.getItem("popvae-token") || "", historyKey: null, history: [], pictures: "", jobsKey: null };
 
 const $ = (sel) => document.querySelector(sel);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
@@ -51,7 +51,7 @@ function renderRuns(runs) {
 }
 
 function selectRun(run) {
-  state.run = run; state.historyKey = null; state.history = []; state.pictures = "";
+  state.run = run; state.historyKey = null; state.history = []; state.pictures = ""; state.jobsKey = null;
   history.replaceState(null, "", `#${encodeURIComponent(run)}`);
   $("#run").innerHTML = skeleton();
   tick();
@@ -71,22 +71,35 @@ function skeleton() {
 }
 
 // ---------- run header and members ----------
-function renderHead(run, pop, overview) {
+const STATE_NOTES = { scoring: "every epoch trained: the best model is being scored on the test set", done: "trained and scored" };
+
+function badge(s) {
+  return s ? `<span class="state s-${esc(s)}" title="${esc(STATE_NOTES[s] || "")}">${esc(s)}</span>` : "";
+}
+
+function stepsOf(status) {  // the epoch training now: the slowest member's steps done, from the live status
+  const r = status.members.filter((m) => m.state === "training" && m.steps).map((m) => [m.steps_done, m.steps]);
+  return r.length ? r.reduce((a, b) => (b[0] / b[1] < a[0] / a[1] ? b : a)) : null;
+}
+
+function renderHead(run, pop, overview, listed) {
   const status = pop || (overview && overview.status);
   const kind = overview ? overview.kind : null;
   if (!status) {
-    $("#head").innerHTML = `<h2>${esc(run)} <span class="kind">${esc(kind || "")}</span></h2>
-      <p class="muted">No population in this run${kind === "robust" || kind === "evaluation" ? ` (a ${esc(kind)} run: see its jobs)` : " yet"}.</p>`;
+    const jobsRun = kind === "robust" || kind === "evaluation";
+    $("#head").innerHTML = `<h2>${esc(run)} <span class="kind">${esc(kind || "")}</span> ${badge(listed && listed.state)}</h2>
+      <p class="muted">No population in this run${jobsRun ? ` (a ${esc(kind)} run: its jobs, and their loss per epoch, below)` : " yet"}.</p>`;
     return;
   }
-  const pct = status.epochs ? Math.round((100 * status.epoch) / status.epochs) : 0;
+  const steps = stepsOf(status);
+  const pct = status.epochs ? Math.round((100 * (status.epoch + (steps ? steps[0] / steps[1] : 0))) / status.epochs) : 0;
   const training = status.state === "running" && status.epoch < status.epochs;
   $("#head").innerHTML = `<h2>${esc(run)} <span class="kind">${esc(kind || "population")}</span>
-      <span class="state s-${esc(status.state)}">${esc(status.state)}</span></h2>
+      ${badge(status.state)}</h2>
     <div class="facts">
-      <span><b>${status.epoch}</b> of ${status.epochs} epochs done${training ? ` &middot; training epoch ${status.epoch + 1}` : ""}</span>
+      <span><b>${status.epoch}</b> of ${status.epochs} epochs done${training ? ` &middot; training epoch ${status.epoch + 1}${steps ? ` (step ${steps[0]}/${steps[1]})` : ""}` : ""}${status.state === "scoring" ? " &middot; <b>scoring the best model on the test set</b>" : ""}</span>
       <span>best member <b>${status.best_member ? `#${status.best_member}` : "-"}</b></span>
-      <span>last generation <b>${num(status.generation_seconds, 1)} s</b></span>
+      ${status.generation_seconds == null ? "" : `<span>last generation <b>${num(status.generation_seconds, 1)} s</b></span>`}
       <span>updated ${esc((status.updated_at || "").replace("T", " ").slice(0, 19))}</span>
       ${pop ? `<span class="muted" title="${esc(pop.note || "")}">${pop.source === "live" ? "live from the coordinator" : "from the run folder"}</span>` : ""}
     </div>
@@ -97,7 +110,7 @@ function renderMembers(status) {
   if (!status) { $("#members-box").hidden = true; return; }
   $("#members-box").hidden = false;
   const used = {};  // tau used in the last epoch done, from the history
-  for (const r of state.history) if (r.epoch === status.epoch - 1) used[r.member] = r.tau;
+  for (const r of state.history) if (r.epoch === status.epoch) used[r.member] = r.tau;
   const rows = status.members.map((m) => {
     const best = m.index === status.best_member;
     const l = m.loss || {};
@@ -107,7 +120,7 @@ function renderMembers(status) {
       <td class="n">${num(used[m.index], 3)} &rarr; ${num(m.tau, 3)}</td>
       <td class="n">${num(l.total)}</td><td class="n">${num(l.reconstruction)}</td><td class="n">${num(l.kl_z1)}</td><td class="n">${num(l.kl_z2)}</td>
       <td class="n"><b>${num(m.val_loss)}</b></td><td class="n">${m.patience}</td>
-      <td><span class="mstate">${esc(m.state)}</span></td>
+      <td><span class="mstate">${esc(m.state)}${m.state === "training" && m.steps ? ` ${m.steps_done}/${m.steps}` : ""}</span></td>
       <td class="node" title="${esc(m.node_id || "")}">${esc((m.node_id || "-").slice(0, 8))}</td>
       <td>${m.flags.map((f) => `<span class="flag">${esc(f)}</span>`).join(" ")}</td></tr>`;
   }).join("");
@@ -128,12 +141,13 @@ function niceTicks(lo, hi, n = 5) {
   return { lo: Math.min(lo, ticks[0]), hi: Math.max(hi, ticks[ticks.length - 1]), ticks };
 }
 
-// names (optional): a label per series in place of "member m" (a series is the rows of one `member` value)
+// rows: {epoch, member (a series), strategy (its name), is_best, column}; names (optional): a label per series in place
+// of "member m" (a series is the rows of one `member` value)
 function lineChart(el, rows, column, ylabel, names = null) {
   const W = 520, H = 260, L = 58, R = 12, T = 10, B = 40;
   const pts = rows.filter((r) => r[column] !== null && Number.isFinite(r[column]));
   if (!pts.length) { el.innerHTML = '<p class="muted">no epoch done yet</p>'; return; }
-  const epochs = pts.map((r) => r.epoch + 1), values = pts.map((r) => r[column]);
+  const epochs = pts.map((r) => r.epoch), values = pts.map((r) => r[column]);
   const x0 = Math.min(...epochs), x1 = Math.max(Math.max(...epochs), x0 + 1);
   const yt = niceTicks(Math.min(...values), Math.max(...values));
   const sx = (e) => L + 10 + ((e - x0) / (x1 - x0)) * (W - L - R - 20), sy = (v) => T + (1 - (v - yt.lo) / (yt.hi - yt.lo)) * (H - T - B);
@@ -143,22 +157,31 @@ function lineChart(el, rows, column, ylabel, names = null) {
   for (let e = x0; e <= x1; e += xstep) svg += `<text class="tick" x="${sx(e)}" y="${H - B + 16}" text-anchor="middle">${e}</text>`;
   svg += `<line class="axis" x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}"/><line class="axis" x1="${L}" x2="${L}" y1="${T}" y2="${H - B}"/>`;
   svg += `<text class="label" x="${(L + W - R) / 2}" y="${H - 6}" text-anchor="middle">epoch</text>`;
-  const members = [...new Set(pts.map((r) => r.member))].sort((a, b) => a - b);
+  svg += `<text class="label ylabel" transform="rotate(-90)" x="${-(T + (H - T - B) / 2)}" y="13" text-anchor="middle">${esc(ylabel)}</text>`;
+  const last = Math.max(...pts.map((r) => r.epoch));
+  const top = (pts.find((r) => r.epoch === last && r.is_best) || {}).member;  // the latest best: drawn last, on top
+  const members = [...new Set(pts.map((r) => r.member))].sort((a, b) => (a === top) - (b === top) || a - b);
   for (const m of members) {
     const mine = pts.filter((r) => r.member === m).sort((a, b) => a.epoch - b.epoch);
-    const d = mine.map((r, i) => `${i ? "L" : "M"}${sx(r.epoch + 1).toFixed(1)},${sy(r[column]).toFixed(1)}`).join("");
+    const d = mine.map((r, i) => `${i ? "L" : "M"}${sx(r.epoch).toFixed(1)},${sy(r[column]).toFixed(1)}`).join("");
     const name = names ? names[m] : `member ${m}`;
-    svg += `<path class="line" d="${d}" stroke="${color(m)}"><title>${esc(name)}</title></path>`;
+    svg += `<path class="line${m === top ? " best-line" : ""}" d="${d}" stroke="${color(m)}"><title>${esc(name)}${m === top ? " (best of the last epoch)" : ""}</title></path>`;
     for (const r of mine) {
-      svg += `<circle cx="${sx(r.epoch + 1)}" cy="${sy(r[column])}" r="${r.is_best ? 6 : 2.5}" class="${r.is_best ? "best-point" : "pt"}" stroke="${color(m)}" fill="${r.is_best ? "none" : color(m)}"><title>${esc(name)}, epoch ${r.epoch + 1}: ${num(r[column], 4)}${r.is_best ? " (best)" : ""}</title></circle>`;
+      svg += `<circle cx="${sx(r.epoch)}" cy="${sy(r[column])}" r="${r.is_best ? 6 : 2.5}" class="${r.is_best ? "best-point" : "pt"}" stroke="${color(m)}" fill="${r.is_best ? "none" : color(m)}"><title>${esc(name)}, epoch ${r.epoch}: ${num(r[column], 4)}${r.is_best ? " (best)" : ""}</title></circle>`;
     }
   }
+  const same = {};  // points where several series have the same value: their lines lie on each other there
+  for (const r of pts) (same[`${r.epoch}:${+r[column].toPrecision(9)}`] ||= []).push(r);
+  const overlaps = Object.values(same).filter((g) => g.length > 1);
+  for (const g of overlaps) {
+    const x = sx(g[0].epoch), y = sy(g[0][column]);
+    svg += `<path class="overlap" d="M${x.toFixed(1)},${(y - 6).toFixed(1)}l6,6l-6,6l-6,-6z"><title>epoch ${g[0].epoch}: ${g.map((r) => r.member).sort((a, b) => a - b).join(", ")} equal at ${num(g[0][column], 4)}</title></path>`;
+  }
   svg += "</svg>";
-  const legend = names ? members.map((m) => `<span><span class="swatch" style="background:${color(m)}"></span>${esc(names[m])}</span>`).join("")
-    : members.map((m) => {
-      const s = pts.find((r) => r.member === m).strategy;
-      return `<span><span class="swatch" style="background:${color(m)}"></span>${m} ${esc(s)}</span>`;
-    }).join("") + '<span><span class="ring"></span>best of the epoch</span>';
+  const legend = [...members].sort((a, b) => a - b).map((m) => `<span><span class="swatch" style="background:${color(m)}"></span>${
+    esc(names ? names[m] : `${m} ${pts.find((r) => r.member === m).strategy}`)}</span>`).join("")
+    + (pts.some((r) => r.is_best) ? '<span><span class="ring"></span>best of the epoch (its line on top)</span>' : "")
+    + (overlaps.length ? '<span><span class="diamond"></span>equal values: lines overlap (hover for who)</span>' : "");
   el.innerHTML = svg + `<div class="legend">${legend}</div>`;
 }
 
@@ -166,8 +189,9 @@ function renderCharts(cfg) {
   const sel = cfg && cfg.select_on === "train" ? "training" : "validation";
   $("#tau-title").textContent = "tau used in each epoch";
   $("#loss-title").textContent = `selection loss (${sel}: summed BCE per image + KL)`;
-  lineChart($("#tau-chart"), state.history, "tau", "tau");
-  lineChart($("#loss-chart"), state.history, "score", "loss");
+  $("#curve-chart").parentElement.hidden = false;
+  lineChart($("#tau-chart"), state.history, "tau", "tau used");
+  lineChart($("#loss-chart"), state.history, "score", `${sel} loss`);
   // the best member's reconstruction MSE on the run's fixed validation subset, from relaxed and from hard codes
   $("#curve-title").textContent = "learning curve: the best member's validation MSE";
   const curve = state.history.filter((r) => r.is_best).flatMap((r) => [
@@ -197,12 +221,13 @@ function renderLineage(lineage) {
     const receivers = Object.keys(g.received).map(Number).sort((a, b) => a - b);
     const taus = Object.keys(g.tau_after).map((k) => `${k}: ${num(g.tau_before[k], 2)}&rarr;${num(g.tau_after[k], 2)}${g.feedback.includes(+k) ? "*" : ""}`).join(" &nbsp;");
     const events = Object.entries(g.events || {}).filter(([, e]) => e).map(([m, e]) => `<span class="flag">${esc(e)} #${esc(m)}</span>`).join(" ");
-    return `<tr><td class="n">${g.epoch + 1}</td><td><span class="swatch" style="background:${color(g.best)}"></span>#${g.best}</td>
+    return `<tr><td class="n">${g.epoch}</td><td><span class="swatch" style="background:${color(g.best)}"></span>#${g.best}</td>
       <td class="n">${num(g.best_loss)}</td><td>#${g.best} &rarr; ${receivers.map((m) => `#${m}`).join(", ") || "-"}</td>
       <td class="taus">${taus}</td><td>${events}</td></tr>`;
   }).join("");
   $("#lineage").innerHTML = `<table class="lineage"><thead><tr><th>epoch</th><th>best</th><th>its loss</th><th>weights sent to</th>
     <th title="* : the feedback term moved it">tau before &rarr; after</th><th>events</th></tr></thead><tbody>${rows}</tbody></table>
+    <p class="muted note">* after a tau: the feedback term (Algorithm 3) moved that member's tau in this generation (it lagged the best for <i>patience</i> generations).</p>
     ${gens.length > 12 ? `<p class="muted">${gens.length - 12} older generations in /runs/${esc(state.run)}/lineage</p>` : ""}`;
 }
 
@@ -210,21 +235,42 @@ function renderJobs(jobs) {
   const list = (jobs && jobs.jobs) || [];
   $("#jobs-box").hidden = !list.length;
   if (!list.length) return;
-  $("#jobs").innerHTML = `<table><thead><tr><th>job</th><th>kind</th><th>method</th><th>state</th><th>epoch</th><th>updated</th><th>error</th></tr></thead><tbody>${
+  $("#jobs").innerHTML = `<table><thead><tr><th>job</th><th>kind</th><th>method</th><th>state</th><th>epoch</th>
+    <th title="MSE per pixel on [0,1] of deterministic reconstructions of the test split">test MSE</th><th>updated</th><th>error</th></tr></thead><tbody>${
     list.map((j) => `<tr><td>${esc(j.id)}</td><td>${esc(j.kind)}</td><td>${esc(j.method || "")}</td>
-      <td><span class="state s-${esc(j.state)}">${esc(j.state)}</span></td><td class="n">${j.epoch ?? "-"}/${j.epochs ?? "-"}</td>
+      <td>${badge(j.state)}</td><td class="n">${j.epoch ?? "-"}/${j.epochs ?? "-"}</td>
+      <td class="n">${j.metrics && typeof j.metrics.test_mse === "number" ? j.metrics.test_mse.toFixed(5) : "-"}</td>
       <td>${esc((j.updated_at || "").replace("T", " ").slice(0, 19))}</td><td class="err">${esc(j.error || "")}</td></tr>`).join("")
   }</tbody></table>`;
 }
 
-function renderSummary(overview) {
+function duration(seconds) {
+  const s = Math.round(seconds), h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+  return h ? `${h} h ${m} min` : m ? `${m} min ${s % 60} s` : `${s} s`;
+}
+
+function renderSummary(overview, lineage) {
   const s = overview && overview.summary;
   $("#summary-box").hidden = !s;
   if (!s) return;
-  const shown = { ...s };
-  if (typeof shown.best_epoch === "number") shown.best_epoch += 1;  // summary.json counts from 0, people from 1
-  $("#summary").innerHTML = `<dl class="summary">${Object.entries(shown).map(([k, v]) =>
-    `<dt>${esc(k)}</dt><dd>${esc(typeof v === "number" ? +v.toPrecision(6) : Array.isArray(v) ? v.join(", ") || "-" : v)}</dd>`).join("")}</dl>`;
+  const gens = (lineage && lineage.generations) || [];
+  const wall = gens.reduce((t, g) => t + Object.values(g.seconds || {}).reduce((a, b) => a + b, 0), 0);
+  const strategy = ((overview.status && overview.status.members) || []).find((m) => m.index === s.best_member);
+  const reports = (overview.reports || []).filter((r) => r.endsWith("report.md"));
+  const facts = [
+    ["test MSE", `<b>${s.test_mse == null ? "-" : s.test_mse.toFixed(5)}</b> <span class="muted">per pixel on [0,1], deterministic reconstructions of ${s.test_images} test images</span>`],
+    ...(s.test_mse_hard == null ? [] : [["test MSE, hard codes", `${s.test_mse_hard.toFixed(5)} <span class="muted">(one-hot argmax codes)</span>`]]),
+    ["test loss", `${num(s.test_loss)} <span class="muted">(${esc(s.evaluation.split("test_loss: ")[1] || "")})</span>`],
+    ["best member", `#${s.best_member}${strategy ? ` ${esc(strategy.strategy)}` : ""} at tau <b>${num(s.best_tau, 3)}</b>, saved after epoch ${s.best_epoch} <span class="muted">(selected on ${esc(s.select_on)})</span>`],
+    ["epochs", `${s.epochs_done}${s.baseline ? " (the baseline: one member, tau annealed)" : ""}${s.stop_reason ? ` <span class="muted">(ended by: ${esc(s.stop_reason)})</span>` : ""}`],
+    ["training time", gens.length ? `${duration(wall)} <span class="muted">(the ${gens.length} generations' wall time, lineage.json)</span>` : "-"],
+    ["precision", `${esc(s.precision)}, ${esc(s.pack_mode)} packs`],
+    ["events", s.events.length ? s.events.map((e) => `<span class="flag">${esc(e)}</span>`).join(" ") : "none"],
+    ["evaluation", reports.length ? reports.map((r) => `<a href="#reports-box" class="report-link">${esc(r)}</a>`).join(", ")
+      : '<span class="muted">none yet (popvae evaluate RUN_DIR)</span>'],
+  ];
+  $("#summary").innerHTML = `<dl class="summary">${facts.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${v}</dd>`).join("")}</dl>
+    <details class="raw"><summary class="muted">summary.json</summary><pre>${esc(JSON.stringify(s, null, 1))}</pre></details>`;
 }
 
 async function fileUrl(run, path) {  // fetched with the token, shown as a blob URL (an <img src> cannot send headers)
@@ -242,8 +288,24 @@ async function renderPictures(run, overview) {
   $("#pictures").innerHTML = figs.join("");
   const reports = (overview && overview.reports) || [];
   $("#reports-box").hidden = !reports.length;
-  const texts = await Promise.all(reports.map(async (r) => `<details><summary>${esc(r)}</summary><pre>${esc(await api(`/runs/${encodeURIComponent(run)}/files/${r.split("/").map(encodeURIComponent).join("/")}`, "text"))}</pre></details>`));
+  const texts = await Promise.all(reports.map(async (r) => `<details${r.endsWith("report.md") ? " open" : ""}><summary>${esc(r)}</summary><pre>${esc(await api(`/runs/${encodeURIComponent(run)}/files/${r.split("/").map(encodeURIComponent).join("/")}`, "text"))}</pre></details>`));
   $("#reports").innerHTML = texts.join("");
+}
+
+async function renderJobCharts(run, jobs) {  // a robust run: each job's training loss and time per epoch
+  const key = jobs.map((j) => `${j.id}@${j.epoch}`).join(",");
+  if (state.jobsKey === key) return;
+  const rows = [];
+  await Promise.all(jobs.map(async (j, i) => {
+    const h = await optional(`/runs/${encodeURIComponent(run)}/jobs/${encodeURIComponent(j.id)}/history`);
+    for (const r of (h && h.rows) || []) rows.push({ ...r, member: i + 1, strategy: j.method || j.id, is_best: false });
+  }));
+  state.jobsKey = key;
+  $("#tau-title").textContent = "training loss per epoch, per job";
+  $("#loss-title").textContent = "seconds per epoch, per job";
+  $("#curve-chart").parentElement.hidden = true;  // a population's learning curve: no such thing for jobs
+  lineChart($("#tau-chart"), rows, "total", "training loss");
+  lineChart($("#loss-chart"), rows, "seconds", "seconds");
 }
 
 // ---------- polling ----------
@@ -269,13 +331,15 @@ async function tick() {
       if (run !== state.run) return;
       const status = pop || (overview && overview.status);
       if (status) await loadHistory(run, status.epoch);
-      renderHead(run, pop, overview);
+      renderHead(run, pop, overview, list.runs.find((r) => r.run_id === run));
       renderMembers(status);
-      $(".charts").hidden = !status;
+      const jobCharts = !status && overview && overview.kind === "robust" && jobs && jobs.jobs.length;
+      $(".charts").hidden = !status && !jobCharts;
       if (status) renderCharts(overview && overview.config);
+      else if (jobCharts) await renderJobCharts(run, jobs.jobs);
       renderLineage(lineage);
       renderJobs(jobs);
-      renderSummary(overview);
+      renderSummary(overview, lineage);
       await renderPictures(run, overview);
     }
     $("#auth").hidden = true;
