@@ -96,7 +96,8 @@ class Worker:
             from popvae.population.robust import train_job
 
             return train_job(job["method"], train_set, test_set, Path(job["dir"]), job["epochs"], job["batch_size"],
-                             job["steps_per_epoch"], job["seed"], device, precision=job.get("precision", "fp32"))
+                             job["steps_per_epoch"], job["seed"], device, precision=job.get("precision", "fp32"),
+                             overrides=job.get("overrides"), schedule=job.get("schedule"))
         from popvae.population.evaluation import run_evaluation_job
 
         return run_evaluation_job(job, train_set, test_set, device)
