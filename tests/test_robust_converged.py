@@ -16,7 +16,7 @@ from popvae.models.registry import build
 from popvae.population.methods import method_config
 from popvae.population.robust import make_trainer, train_job
 from popvae.population.robust_converged import PRESETS, arms, run_section, training_jobs
-from popvae.population.robust_converged_report import compare, t_interval
+from popvae.population.robust_converged_report import compare, markdown, t_interval
 from popvae.population.robust_presets import PAPER, PAPER_SEEDS, Schedule, plateaued
 from popvae.population.run_folder import RunFolder
 from popvae.population.rundir import read_json, read_rows
@@ -103,6 +103,9 @@ def test_smoke_section_runs_end_to_end_and_continues(ray_session, tmp_path) -> N
     assert (report_dir / "learning_curves.png").stat().st_size > 0
     facts = json.loads((report_dir / "robust-converged.json").read_text())
     assert facts["complete"] and len(facts["methods"]["vae-kl"]["seeds"]) == 2
+    on_fashion = "\n".join(markdown(facts | {"section": facts["section"] | {"dataset": "fashion-mnist"}}))
+    assert " (0.22) |" in on_fashion  # the paper's Table 1 beside ours (Robust GMM-DAE, latent attack, L2 1)
+    assert "| 64.89 |" in on_fashion and "80.65 / 59.15" in on_fashion  # its FID and Table 3
     done = RunFolder(out).job("robust-gmm-dae-s0")
     first = done.status_path.read_bytes()
     assert read_json(done.config_path)["model"]["coupling"] == 0.95
