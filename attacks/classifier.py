@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from popvae.models.checkpoint import atomic_torch_save
-from popvae.models.data import ImageSet, to_float
+from popvae.models.dataset_loading import ImageSet, to_float
 from popvae.models.networks import mlp
 
 

@@ -23,9 +23,9 @@ from torch import Tensor, nn
 from popvae.attacks import figures, tables
 from popvae.attacks.batches import map_batches
 from popvae.attacks.classifier import LatentMLP, cached_cnn, fit
+from popvae.attacks.encoder_attacks import latent_attack, max_damage
 from popvae.attacks.experiments import EXPERIMENTS
-from popvae.attacks.latent import latent_attack, max_damage
-from popvae.attacks.latent_pgd import latent_pgd
+from popvae.attacks.latent_space_pgd import latent_pgd
 from popvae.attacks.metrics import (
     FRECHET_NAME,
     Unavailable,
@@ -43,7 +43,7 @@ from popvae.attacks.purification import purification
 from popvae.attacks.unseen import unseen_classes
 from popvae.models.atomic import atomic_write
 from popvae.models.checkpoint import load_model
-from popvae.models.data import ImageSet, cache_root, to_float, train_val_split
+from popvae.models.dataset_loading import ImageSet, cache_root, to_float, train_val_split
 from popvae.models.protocol import AutoEncoder
 
 LATENT_MLP_TRAIN_MAX, VAL_MAX = 10_000, 2_000

@@ -23,7 +23,7 @@ import torch
 
 from benchmarks.common import emit
 from popvae.attacks.pgd import STEP_RULE, pgd
-from popvae.models.data import load_split, to_float
+from popvae.models.dataset_loading import load_split, to_float
 from popvae.models.registry import build
 from popvae.population.config import RunConfig
 from popvae.population.training import autocast, batch_indices, eval_mode, train_step

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import emit, spread
-from popvae.models.data import synthetic, to_float
+from popvae.models.dataset_loading import synthetic, to_float
 from popvae.models.registry import build
 from popvae.population.config import RunConfig
 from popvae.population.pack import PackState

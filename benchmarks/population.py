@@ -5,7 +5,7 @@ select_on train, CPU): the seconds of one generation of
 - `packed`: the population on Ray with pack_size auto (one pack per CPU node: here one worker, torch threads = the
   node's CPUs);
 - `one_per_process`: the population on Ray with pack_size 1 (a worker process per member, CPUs shared equally);
-- `loop`: the reference code's design, no Ray: MemberStates (plain nn.Modules) trained one after another in this
+- `loop`: the reference code's design, no Ray: ReferenceMembers (plain nn.Modules) trained one after another in this
   process with all its CPUs, the best's weights then copied into the others;
 and the resident memory of all worker processes (RSS and PSS from /proc), per member, packed and one per process.
 Start-up: from `popvae train` (a fresh process) to the first training step (the run's status.json turns its members
@@ -35,8 +35,8 @@ from benchmarks.common import emit, spread
 from popvae.population.config import parse_config
 from popvae.population.contract import NAMESPACE
 from popvae.population.coordinator import Coordinator
-from popvae.population.member import MemberState
-from popvae.population.run import ensure_ray, load_run_data
+from popvae.population.driver import ensure_ray, load_run_data
+from popvae.population.member import ReferenceMember
 from popvae.population.temperature import next_taus
 
 TARGETS = {"packed_over_loop": "<= 1.0 (never slower)", "one_per_process_over_packed_n8": ">= 1.2",
@@ -79,7 +79,7 @@ def sequential_loop(cfg, data, threads: int) -> list[float]:
     """The reference design: one process (all cores), members trained one after another, then the best copied into
     the others."""
     torch.set_num_threads(threads)
-    pop = [MemberState(i, cfg, data.train.images, data.val.images, threads) for i in range(1, cfg.members + 1)]
+    pop = [ReferenceMember(i, cfg, data.train.images, data.val.images, threads) for i in range(1, cfg.members + 1)]
     taus = {i: 1.0 for i in range(1, cfg.members + 1)}
     patience = {i: 0 for i in taus}
     times = []
@@ -174,7 +174,7 @@ def main() -> None:
                    "generations_counted": args.generations - 1, "repeats": args.repeats, "select_on": "train",
                    "packed": "pack_size auto: 1 worker, torch threads = CPUs", "one_per_process":
                    "pack_size 1: n workers, CPUs shared equally (1 torch thread each)",
-                   "loop": "no Ray: n MemberStates one after another, torch threads = CPUs", **SPEED},
+                   "loop": "no Ray: n ReferenceMembers one after another, torch threads = CPUs", **SPEED},
         "members": sizes,
         "startup_8_members": {k: {"to_first_step_s": spread([x["to_first_step_s"] for x in v]),
                                   "to_exit_s": spread([x["to_exit_s"] for x in v])} for k, v in start.items()},

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import emit, spread
-from popvae.models.data import synthetic
+from popvae.models.dataset_loading import synthetic
 from popvae.models.registry import build
 from popvae.population.config import RunConfig
 from popvae.population.pack import make_pack, pack_mode_for
@@ -194,7 +194,7 @@ def main() -> None:
     }
     if "generation" not in args.skip:
         fmnist = "fashion-mnist" if Path("/usr/share/datasets/fashion-mnist").exists() else "synthetic"
-        from popvae.models.data import load_split
+        from popvae.models.dataset_loading import load_split
 
         train = load_split(fmnist, "train").images
         gen: dict[str, Any] = {"members": args.generation_members, "steps": args.generation_steps, "dataset": fmnist,

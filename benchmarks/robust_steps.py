@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from popvae.models.data import load_split
+from popvae.models.dataset_loading import load_split
 from popvae.models.registry import build
 from popvae.population.methods import method_config
 from popvae.population.robust import make_trainer

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from popvae.models.data import load_split
+from popvae.models.dataset_loading import load_split
 from popvae.population.robust import METHODS, parse_methods, train_job
 
 

@@ -28,7 +28,7 @@ t0 = time.perf_counter()
 marks = {}
 import torch, ray  # noqa: E401
 marks["import torch and ray"] = time.perf_counter() - t0
-from popvae.population import run as runs, runlock
+from popvae.population import driver
 
 def timed(module, name, label):
     inner = getattr(module, name)
@@ -40,10 +40,10 @@ def timed(module, name, label):
             marks[label] = marks.get(label, 0.0) + time.perf_counter() - start
     setattr(module, name, wrapper)
 
-timed(runs, "load_run_data", "load and split the dataset")
-timed(runs, "ensure_ray", "ray.init")
+timed(driver, "load_run_data", "load and split the dataset")
+timed(driver, "ensure_ray", "ray.init")
 timed(ray, "put", "ray.put of the data")
-timed(runs, "_start_coordinator", "create the coordinator actor (asynchronous)")
+timed(driver, "_start_coordinator", "create the coordinator actor (asynchronous)")
 first = {}
 get = ray.get
 def first_get(ref, *a, **k):  # the first ray.get of the run waits for the coordinator and its packs to be built

@@ -2,7 +2,7 @@
 
 The same work: n GS-VAE members (the same model, batch 64, `--steps` batches per generation, `--generations`
 generations, select on the epoch's training loss), on the same Ray (`num_cpus` = this machine's CPUs). Tune trains
-each member as a function trainable (MemberState: the plain nn.Module member) with 1 torch thread and CPUs/n each, so
+each member as a function trainable (ReferenceMember: the plain nn.Module member) with 1 torch thread and CPUs/n each, so
 all n run at once; every iteration is one generation; PBT exploits every iteration (perturbation_interval 1, tau
 mutated), through Tune's checkpoint API (tune.report with a Checkpoint of model + Adam state, tune.get_checkpoint on
 restore). Runs: synchronous PBT, asynchronous PBT, synchronous with reuse_actors=True. popvae runs the same members
@@ -39,7 +39,7 @@ import torch
 from benchmarks.common import emit, spread
 from popvae.population.config import parse_config
 from popvae.population.contract import NAMESPACE
-from popvae.population.run import load_run_data
+from popvae.population.driver import load_run_data
 
 TARGETS = {"tune_sync_overhead_over_popvae": ">= 50", "tune_sync_total_wall_over_popvae": ">= 3"}
 
@@ -78,20 +78,20 @@ def popvae_run(cfg_dict: dict, data, cpus: int, tmp: Path) -> dict:
 
 
 def _history(run_dir: Path) -> list[dict]:
-    from popvae.population import rundir
+    from popvae.population import folder_io
 
-    return rundir.read_rows(run_dir / "history.parquet")
+    return folder_io.read_rows(run_dir / "history.parquet")
 
 
 def _trainable(config: dict, train=None, val=None) -> None:
     """One Tune trial: one member, one generation per iteration, its state through Tune's checkpoints."""
     from ray import tune
 
-    from popvae.population.member import MemberState
+    from popvae.population.member import ReferenceMember
 
     torch.set_num_threads(1)
     cfg = parse_config(config["run"])
-    member = MemberState(config["index"], cfg, train, val, 1)
+    member = ReferenceMember(config["index"], cfg, train, val, 1)
     trial = tune.get_context().get_trial_id()
     generation, source = 0, trial
     checkpoint = tune.get_checkpoint()

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from popvae.models.datasets import DATASETS, DatasetError, check_dataset_name
+from popvae.models.dataset_names import DATASETS, DatasetError, check_dataset_name
 from popvae.population.config import MAX_DURATION_S, ConfigError, parse_config
 from popvae.population.flags import PACK_SIZE, TRAIN_FLAGS, check_resume_flags, train_config
 
@@ -112,7 +112,7 @@ def _interrupted(stop: Any, kept: str) -> int:
         import ray
 
         from popvae.population.deadline import within
-        from popvae.population.runlock import stop_time_left
+        from popvae.population.stop_signals import stop_time_left
 
         stopped = within(max(1.0, stop_time_left(STOP_BUDGET_S)), ray.shutdown)
     print(f"popvae: interrupted by {stop}: {kept}", file=sys.stderr)
@@ -153,8 +153,8 @@ def _train_parser(sub: Any) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     if (args.run_dir is None) == (args.resume is None):
         return _fail("give exactly one of --run-dir (a new run) or --resume RUN_DIR")
-    from popvae.population.policy import ended_run_hint
-    from popvae.population.runlock import as_interrupted, stop_on_signals
+    from popvae.population.preflight import ended_run_hint
+    from popvae.population.stop_signals import as_interrupted, stop_on_signals
 
     stop_on_signals()
     try:
@@ -164,22 +164,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from popvae.population import policy
+    from popvae.population import preflight
     from popvae.population.bounds import ClusterUnreachable, check_cluster_flags, check_reachable
 
     try:
         check_cluster_flags(args.address, args.num_cpus)
         if args.resume:
             check_resume_flags(vars(args))
-            from popvae.population import run as runs
+            from popvae.population import driver
 
-            run = runs.resumed_run(args.resume, args.epochs)
+            run = driver.resumed_run(args.resume, args.epochs)
         else:
             cfg = parse_config(train_config(vars(args)))
-            policy.check_new_run(cfg, args.run_dir, args.compare_baseline)  # said before torch and Ray are imported
-            from popvae.population import run as runs
+            preflight.check_new_run(cfg, args.run_dir, args.compare_baseline)  # said before torch and Ray are imported
+            from popvae.population import driver
 
-            run = runs.new_run(cfg, args.run_dir, compare_baseline=args.compare_baseline)
+            run = driver.new_run(cfg, args.run_dir, compare_baseline=args.compare_baseline)
     except (ConfigError, DatasetError) as err:
         return _fail(str(err))
     except OSError as err:  # e.g. a folder on the path that may not be listed
@@ -199,25 +199,25 @@ def _train(args: argparse.Namespace) -> int:
         return _train_with_progress(one, args)
 
     try:
-        results = runs.train_with_baseline(run, train) if args.compare_baseline else [("population", train(run))]
+        results = driver.train_with_baseline(run, train) if args.compare_baseline else [("population", train(run))]
     except ConfigError as err:  # the cluster cannot host the run, or the baseline's folder was taken meanwhile
         return _fail(str(err))
     except ClusterUnreachable as err:
         return _unreachable(err)
     except (RayError, RuntimeError, NoSpaceLeft) as err:  # RuntimeError: the coordinator kept dying (population.run)
-        print(f"popvae: run failed: {runs.failure_cause(err)}; {policy.ended_run_hint(current[0].run_dir)}", file=sys.stderr)
+        print(f"popvae: run failed: {driver.failure_cause(err)}; {preflight.ended_run_hint(current[0].run_dir)}", file=sys.stderr)
         return 1
     from popvae.cluster.train_console import look_hints, print_results
 
     print_results(results)
-    print("\n".join(look_hints([run.run_dir, *([policy.baseline_dir(run.run_dir)] if args.compare_baseline else [])])))
+    print("\n".join(look_hints([run.run_dir, *([preflight.baseline_dir(run.run_dir)] if args.compare_baseline else [])])))
     return 0
 
 
 def _train_with_progress(run: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Train one run under the live console (stderr; --quiet: none), Tune-like: see cluster/train_console.py."""
     from popvae.cluster.train_console import TrainConsole, stderr_console
-    from popvae.population.run import train_run
+    from popvae.population.driver import train_run
 
     label = "baseline" if run.cfg.baseline else f"{run.cfg.members} members"
     with TrainConsole(stderr_console(args.quiet), run.run_dir, run.cfg.epochs, label, run.first_epoch) as live:
@@ -263,7 +263,7 @@ def cmd_robust(args: argparse.Namespace) -> int:
                            batch_size=128 if args.batch_size is None else args.batch_size,
                            steps_per_epoch=args.steps_per_epoch, seed=args.seed or 0,
                            workers=args.workers, precision=args.precision)
-        from popvae.models.data import load_split
+        from popvae.models.dataset_loading import load_split
 
         train, test = (load_split(plan["config"]["dataset"], split, args.data_root) for split in ("train", "test"))
     except (ValueError, DatasetError) as err:  # ConfigError and pydantic's ValidationError are ValueErrors
@@ -311,7 +311,7 @@ def _robust_preset(args: argparse.Namespace) -> int:
     except ClusterUnreachable as err:
         return _unreachable(err)
     from popvae.population.robust_converged import run_section
-    from popvae.population.runlock import as_interrupted, stop_on_signals
+    from popvae.population.stop_signals import as_interrupted, stop_on_signals
 
     stop_on_signals()
     again = f"popvae robust --preset {args.preset} --dataset {section.dataset} --run-dir {args.run_dir}"
@@ -401,7 +401,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     except ClusterUnreachable as err:
         return _unreachable(err)
     from popvae.population.reproduce import reproduce
-    from popvae.population.runlock import as_interrupted, stop_on_signals
+    from popvae.population.stop_signals import as_interrupted, stop_on_signals
 
     stop_on_signals()
     again = f"popvae reproduce --preset {args.preset} --dataset {protocol.dataset} --out {out}"
@@ -416,7 +416,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     except ClusterUnreachable as err:
         return _unreachable(err)
     except Exception as err:  # a run or job failed on the cluster
-        from popvae.population.run import failure_cause
+        from popvae.population.driver import failure_cause
 
         print(f"popvae: reproduction failed: {failure_cause(err)}; finished steps are kept in {out}; after a fix, "
               f"continue with: {again}", file=sys.stderr)

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from popvae.cluster.api_models import ID_PATTERN
 from popvae.population import run_folder as rf
 from popvae.population.contract import HistoryRow, JobStatus, LineageEntry, RunStatus
-from popvae.population.runlock import is_held
+from popvae.population.folder_lock import is_held
 
 _ID_RE = re.compile(ID_PATTERN)
 MAX_READ_BYTES = 256 * 1024 * 1024  # no file a run writes comes near this; a bigger one is not parsed by the service

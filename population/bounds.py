@@ -38,7 +38,7 @@ def check_run_dir_path(run_dir: Path) -> None:
         if len(os.fsencode(part)) > NAME_MAX:
             raise ConfigError(f"run folder name {part[:40]}... is {len(os.fsencode(part))} bytes long; "
                               f"a name may have at most {NAME_MAX}")
-    from popvae.population.rundir import file_in_the_way
+    from popvae.population.folder_io import file_in_the_way
 
     if (blocker := file_in_the_way(run_dir)) is not None:
         raise ConfigError(f"run folder {run_dir}: {blocker} is a file, not a folder")

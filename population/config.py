@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from popvae.models.configs import GSVAEConfig
-from popvae.models.datasets import DATASETS, IMAGE_SHAPE
+from popvae.models.dataset_names import DATASETS, IMAGE_SHAPE
 from popvae.population.temperature import TemperatureConfig
 
 M = TypeVar("M", bound=BaseModel)

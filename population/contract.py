@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from popvae.population.rundir import now_iso
+from popvae.population.folder_io import now_iso
 from popvae.population.temperature import Strategy
 
 NAMESPACE = "popvae"

@@ -30,8 +30,9 @@ from ray.exceptions import RayError
 from popvae.population import generation
 from popvae.population.config import RunConfig
 from popvae.population.contract import RunState, dump
+from popvae.population.pack_planning import plan_packs
+from popvae.population.placement import Placement
 from popvae.population.recorder import Gathered, Recorder
-from popvae.population.worker import Placement, plan_packs
 
 Result = dict[str, Any]  # what a member's train_epoch reports
 

@@ -15,7 +15,7 @@ from popvae.attacks.experiments import EXPERIMENTS
 if TYPE_CHECKING:
     from torch import nn
 
-    from popvae.models.data import ImageSet
+    from popvae.models.dataset_loading import ImageSet
 
 
 def load_evaluable(target: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -75,7 +75,7 @@ def prepare_evaluation(target: str | Path, *, experiments: str | Sequence[str] =
 
     plan = plan_evaluation(Path(target), experiments=list(experiments) if not isinstance(experiments, str) else experiments,
                            subset=subset, dataset=dataset, data_root=data_root, seed=seed, quick=quick)
-    from popvae.models.data import load_split
+    from popvae.models.dataset_loading import load_split
 
     load_evaluable(plan["job"]["checkpoint"])  # an AutoEncoder, or say so now rather than in the job
     train_set, test_set = (load_split(plan["dataset"], split, plan["data_root"]) for split in ("train", "test"))
@@ -87,12 +87,12 @@ def run_evaluation(evaluation: Evaluation, *, address: str | None = None, num_cp
     """Run it here (on the GPU when there is one), or on the Ray cluster's worker pool when `address` or
     $RAY_ADDRESS names one (joined before the job's folder is made: ClusterUnreachable leaves nothing); returns
     the path of report.md (report.json beside it). RuntimeError when the job failed on the pool."""
-    from popvae.population.runlock import holding
+    from popvae.population.folder_lock import holding
 
     job = evaluation.job
     on_pool = bool(address or os.environ.get("RAY_ADDRESS"))
     if on_pool:
-        from popvae.population.run import ensure_ray
+        from popvae.population.driver import ensure_ray
 
         ensure_ray(address, num_cpus)
     with holding(Path(job["dir"])):  # held while it runs: a job whose process died reads as interrupted

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from popvae.models.datasets import DATASETS
+from popvae.models.dataset_names import DATASETS
 from popvae.population.config import ConfigError, load_config_file
 
 PACK_SIZE = "pack_size"  # the value type of --pack-size: `auto` or an integer >= 1

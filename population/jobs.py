@@ -13,10 +13,10 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from popvae.models.data import ImageSet
+from popvae.models.dataset_loading import ImageSet
 from popvae.population.contract import JobStatus
+from popvae.population.placement import Placement
 from popvae.population.run_folder import RunFolder
-from popvae.population.worker import Placement
 
 
 def run_jobs(jobs: list[dict[str, Any]], train: ImageSet, test: ImageSet, workers: int, device: str = "auto",
@@ -81,8 +81,8 @@ def run_robust(plan: dict[str, Any], train: ImageSet, test: ImageSet, *, workers
     job whose driver died reads as interrupted), write RUN_DIR/config.json if it has none, and run the jobs on
     `workers` workers (default one per job, at most the cluster's CPUs; never more than the jobs). Nothing is
     written when Ray cannot be joined (ClusterUnreachable) or the folder is in use (RunLocked)."""
-    from popvae.population.run import ensure_ray
-    from popvae.population.runlock import holding
+    from popvae.population.driver import ensure_ray
+    from popvae.population.folder_lock import holding
 
     jobs, run_dir = plan["jobs"], Path(plan["run_dir"])
     folder = RunFolder(run_dir)

@@ -1,7 +1,7 @@
 """The looped pack: k members in one process, one copy of the data, stepped one after another (the CPU's way).
 
 Each member is a plain GS-VAE with its own torch.optim.Adam, trained by `population.training.train_step` (the step
-robust jobs and MemberState take) with its own batches, Gumbel stream and tau; `population.pack.Pack` supplies the
+robust jobs and ReferenceMember take) with its own batches, Gumbel stream and tau; `population.pack.Pack` supplies the
 epoch, the batches, the noise and the results, so a looped pack and a vmap pack answer alike (tests/test_pack.py).
 Under bf16 on a CPU the models and the batches are channels_last, which oneDNN's AMX convolutions run faster
 (benchmarks/precision.py measures it).

@@ -1,7 +1,7 @@
 """One population member as a plain nn.Module: model, optimizer and tau, trained by `population.training`.
 
 No production code uses it: workers host packs (`population.pack`, a vmap pack or a looped one; a pack of 1 is one
-member per process). MemberState is the unpacked oracle packs are tested against (tests/test_pack.py) and the
+member per process). ReferenceMember is the unpacked oracle packs are tested against (tests/test_pack.py) and the
 reference code's design in benchmarks (a sequential loop of members in one process, Tune trials).
 """
 
@@ -17,7 +17,7 @@ import torch
 
 from popvae.models.registry import build
 from popvae.population.config import RunConfig
-from popvae.population.training import autocast, epoch_rng, evaluate, node_id, pick_device, resolve_precision, train_epoch
+from popvae.population.training import autocast, evaluate, node_id, pick_device, reseed_epoch, resolve_precision, train_epoch
 
 
 def weights_to_numpy(model: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -25,7 +25,7 @@ def weights_to_numpy(model: torch.nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
 
 
-class MemberState:
+class ReferenceMember:
     """Everything one member owns; plain Python so the baseline and tests can use it without Ray."""
 
     def __init__(self, index: int, config: RunConfig, train_images: np.ndarray, val_images: np.ndarray, threads: int) -> None:
@@ -38,17 +38,17 @@ class MemberState:
         self.optimizer = self.model.make_optimizer()
         self.train_images, self.val_images = train_images, val_images
 
-    def train_epoch(self, generation: int, tau: float) -> dict[str, Any]:
+    def train_epoch(self, epoch: int, tau: float) -> dict[str, Any]:
         started = time.perf_counter()
         self.model.tau = tau
         c = self.config
-        rng = epoch_rng(c.seed, self.index, generation)
+        rng = reseed_epoch(c.seed, self.index, epoch)
         steps = c.steps_per_epoch or max(len(self.train_images) // c.batch_size, 1)
         logged: list[tuple[int, float]] = []  # (optimizer step of the run, total loss), as a pack logs them
 
         def log(t: int, parts: dict[str, float]) -> None:
             if t % c.log_every_steps == 0:
-                logged.append((generation * steps + t, parts["total"]))
+                logged.append((epoch * steps + t, parts["total"]))
 
         parts = train_epoch(self.model, self.optimizer, self.train_images, c.batch_size, steps, rng, self.device,
                             on_step=log, precision=self.precision)
@@ -57,7 +57,7 @@ class MemberState:
             with autocast(self.precision, self.device):
                 val = evaluate(self.model, self.val_images, 256, self.device)["total"]
         result = {
-            "member": self.index, "generation": generation, "tau": tau, "loss": parts, "val_loss": val,
+            "member": self.index, "epoch": epoch, "tau": tau, "loss": parts, "val_loss": val,
             "seconds": time.perf_counter() - started, "node_id": node_id(),
             "step_losses": logged if math.isfinite(parts["total"]) else [],
         }

@@ -1,5 +1,5 @@
 """A pack: k population members of one run hosted in one process (docs/PACKING.md §2), the packed counterpart of
-MemberState.
+ReferenceMember.
 
 Plain Python, no Ray, so tests and a worker host it alike. Two ways to step the k members, one result:
 
@@ -11,20 +11,20 @@ Plain Python, no Ray, so tests and a worker host it alike. Two ways to step the 
 
 What both share (`Pack`), and what makes a packed member the same member as an unpacked one, step for step:
 
-- Weights: each member is built exactly as MemberState builds it (torch seed `seed * 7919 + index`).
-- Batches: each member draws its epoch's index batches from `epoch_rng(seed, index, generation)` through `batch_indices`,
-  as MemberState does. The training images sit on the pack's device once, as uint8; a step is one index gather there.
+- Weights: each member is built exactly as ReferenceMember builds it (torch seed `seed * 7919 + index`).
+- Batches: each member draws its epoch's index batches from `reseed_epoch(seed, index, epoch)` through `batch_indices`,
+  as ReferenceMember does. The training images sit on the pack's device once, as uint8; a step is one index gather there.
 - Gumbel noise: drawn per member from that member's own generator seeded with `epoch_torch_seed(seed, index,
-  generation)` (the seed MemberState puts on torch's global stream), z1 then z2 at every step, through the same
+  epoch)` (the seed ReferenceMember puts on torch's global stream), z1 then z2 at every step, through the same
   `gumbel_noise` the unpacked path uses: the draws are identical call for call. No random op runs inside vmap, so its
   `randomness="different"` only guards.
-- The epoch: `population.training.run_epoch`, the one loop robust jobs and MemberState run too: a non-finite loss in a
+- The epoch: `population.training.run_epoch`, the one loop robust jobs and ReferenceMember run too: a non-finite loss in a
   slot stops that slot for the rest of the epoch (no step, weights and moments untouched) and its result is NaN parts;
   the other slots go on.
 - Precision: the run's `precision` resolved on the pack's device (`training.resolve_precision`); under bf16 every
   step and the validation pass run inside `training.autocast`.
 
-Numerics: the looped pack and MemberState run the same ops (bit for bit in fp32 on one thread); the vmap pack agrees to
+Numerics: the looped pack and ReferenceMember run the same ops (bit for bit in fp32 on one thread); the vmap pack agrees to
 float rounding, not bit for bit (grouped convolutions).
 """
 
@@ -45,111 +45,20 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 from popvae.models.gumbel import gumbel_noise
 from popvae.models.registry import build
 from popvae.population.config import RunConfig
+from popvae.population.stacked_adam import StackedAdam
 from popvae.population.training import (
     SlotStep,
     autocast,
     batch_indices,
-    epoch_rng,
     epoch_torch_seed,
     node_id,
     pick_device,
+    reseed_epoch,
     resolve_precision,
     run_epoch,
 )
 
-EVAL_BATCH = 256  # MemberState scores the validation split in batches of this size
-
-
-def _per_slot(values: list[float], like: Tensor) -> Tensor:
-    """One value per slot, shaped to broadcast over a stacked (k, ...) tensor."""
-    return torch.tensor(values, dtype=like.dtype, device=like.device).view(-1, *([1] * (like.dim() - 1)))
-
-
-class StackedAdam:
-    """Adam over stacked (k, ...) parameters: exactly k independent torch.optim.Adam, one per slot, in one update.
-
-    torch.optim.Adam over the stacked tensors is already elementwise (the moments are k Adams' moments), but not quite k
-    Adams: its `step`, which sets the bias correction, is one count per tensor, shared by the k slots, so a slot reset
-    (new weights for a NaN member: fresh moments, step 0) would be corrected as if it had taken every step; and it cannot
-    leave a slot out, since a zero gradient still decays the moments and counts a step. So this is torch's Adam update
-    written over the stacked tensors with one step count per slot: bias corrections are computed per slot in Python
-    floats as torch's non-capturable Adam computes them, and broadcast over each slot; only the slots that step are
-    updated, the others keep their weights, moments and count. lr, betas and eps are those of the model's own
-    `make_optimizer()` (plain Adam only). A slot's state reads and writes as that torch.optim.Adam's state_dict, so an
-    optimizer checkpoint moves between a pack slot and a MemberState either way.
-    """
-
-    def __init__(self, params: dict[str, Tensor], template: torch.optim.Optimizer) -> None:
-        group = template.param_groups[0]
-        if not isinstance(template, torch.optim.Adam) or len(template.param_groups) != 1 or group["weight_decay"] \
-                or group["amsgrad"] or group["maximize"] or isinstance(group["lr"], Tensor):
-            raise ValueError("StackedAdam stands in for a plain torch.optim.Adam with one parameter group only")
-        self.lr, (self.beta1, self.beta2), self.eps = float(group["lr"]), group["betas"], float(group["eps"])
-        self.param_groups = copy.deepcopy(template.state_dict()["param_groups"])
-        self.names = list(params)
-        self.slots = next(iter(params.values())).shape[0]
-        self.exp_avg = {n: torch.zeros_like(p) for n, p in params.items()}
-        self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in params.items()}
-        self.steps = [0] * self.slots
-
-    def step(self, params: dict[str, Tensor], grads: dict[str, Tensor], slots: list[int]) -> None:
-        """One Adam step of the given slots, in place; every other slot is left exactly as it was."""
-        if not slots:
-            return
-        for s in slots:
-            self.steps[s] += 1
-        bc1 = [1 - self.beta1 ** self.steps[s] for s in slots]
-        bc2_sqrt = [(1 - self.beta2 ** self.steps[s]) ** 0.5 for s in slots]
-        neg_step = [-self.lr / b for b in bc1]
-        every = len(slots) == self.slots
-        sel = None if every else torch.tensor(slots, device=next(iter(params.values())).device)
-        with torch.no_grad():
-            for n in self.names:
-                p, g, m, v = params[n], grads[n], self.exp_avg[n], self.exp_avg_sq[n]
-                if not every:  # work on copies of the stepping slots, then write them back
-                    p, g, m, v = p[sel], g[sel], m[sel], v[sel]
-                m.lerp_(g, 1 - self.beta1)
-                v.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
-                denom = v.sqrt().div_(_per_slot(bc2_sqrt, v)).add_(self.eps)
-                p.addcdiv_(m * _per_slot(neg_step, m), denom)
-                if not every:
-                    for full, part in ((params[n], p), (self.exp_avg[n], m), (self.exp_avg_sq[n], v)):
-                        full.index_copy_(0, sel, part)
-
-    def reset(self, slot: int) -> None:
-        for n in self.names:
-            self.exp_avg[n][slot].zero_()
-            self.exp_avg_sq[n][slot].zero_()
-        self.steps[slot] = 0
-
-    def state_dict(self, slot: int) -> dict[str, Any]:
-        """The slot's state as torch.optim.Adam.state_dict() of one member (CPU tensors; no state before its first step)."""
-        state = {} if self.steps[slot] == 0 else {
-            i: {"step": torch.tensor(float(self.steps[slot])), "exp_avg": self.exp_avg[n][slot].detach().cpu().clone(),
-                "exp_avg_sq": self.exp_avg_sq[n][slot].detach().cpu().clone()}
-            for i, n in enumerate(self.names)
-        }
-        return {"state": state, "param_groups": copy.deepcopy(self.param_groups)}
-
-    def load_state_dict(self, slot: int, state_dict: dict[str, Any]) -> None:
-        groups = state_dict["param_groups"]
-        if len(groups) != 1 or len(groups[0]["params"]) != len(self.names):
-            raise ValueError(f"optimizer state for {len(self.names)} parameters in one group expected")
-        theirs = (float(groups[0]["lr"]), tuple(groups[0]["betas"]), float(groups[0]["eps"]))
-        if theirs != (self.lr, tuple(self.betas), self.eps):
-            raise ValueError(f"optimizer state has lr, betas, eps = {theirs}; this pack's are {(self.lr, self.betas, self.eps)}")
-        state = state_dict["state"]
-        if not state:
-            self.reset(slot)
-            return
-        for i, n in enumerate(self.names):
-            self.exp_avg[n][slot].copy_(state[i]["exp_avg"])
-            self.exp_avg_sq[n][slot].copy_(state[i]["exp_avg_sq"])
-        self.steps[slot] = int(float(state[0]["step"]))
-
-    @property
-    def betas(self) -> tuple[float, float]:
-        return (self.beta1, self.beta2)
+EVAL_BATCH = 256  # ReferenceMember scores the validation split in batches of this size
 
 
 def _to_device_uint8(images: np.ndarray, device: torch.device) -> Tensor:
@@ -196,7 +105,7 @@ class Pack:
     def _initial_models(self) -> list[nn.Module]:
         models = []
         for index in self.indices:
-            torch.manual_seed(self.config.seed * 7919 + index)  # the same initial weights as MemberState's
+            torch.manual_seed(self.config.seed * 7919 + index)  # the same initial weights as ReferenceMember's
             models.append(build("gsvae", self.config.model).to(self.device))
         return models
 
@@ -205,11 +114,11 @@ class Pack:
         forward draws them."""
         return [gumbel_noise((batch, v, k), self.device, generator=generator) for v, k in self.shapes]
 
-    def epoch_batches(self, generation: int) -> Tensor:
-        """The epoch's index batches, (steps, k, batch) on the device: each member's from its own epoch rng, as MemberState's."""
+    def epoch_batches(self, epoch: int) -> Tensor:
+        """(steps, k, batch) index batches on the device: each member's from its own epoch rng, as a ReferenceMember's."""
         c = self.config
         steps = c.steps_per_epoch or max(len(self.train_images) // c.batch_size, 1)
-        per_member = [list(batch_indices(len(self.train_images), c.batch_size, steps, epoch_rng(c.seed, index, generation)))
+        per_member = [list(batch_indices(len(self.train_images), c.batch_size, steps, reseed_epoch(c.seed, index, epoch)))
                       for index in self.indices]
         return torch.from_numpy(np.stack(per_member, axis=1)).to(self.device)  # one small copy per epoch, not per step
 
@@ -217,27 +126,27 @@ class Pack:
         """(k, batch) indices -> (k, batch, C, H, W) float [0,1] images, gathered on the device (as models.data.to_float)."""
         return self.train_images[idx].float().div_(255.0)
 
-    def train_epoch(self, generation: int, taus: dict[int, float]) -> dict[int, dict[str, Any]]:
-        """One epoch of every member; {index: the result MemberState.train_epoch returns}. `seconds` is the pack's epoch."""
+    def train_epoch(self, epoch: int, taus: dict[int, float]) -> dict[int, dict[str, Any]]:
+        """One epoch of every member; {index: the result ReferenceMember.train_epoch returns}. `seconds` is the pack's epoch."""
         if set(taus) != set(self.indices):
             raise ValueError(f"taus for members {sorted(taus)} given; this pack hosts {self.indices}")
         started = time.perf_counter()
         c = self.config
         tau = [float(taus[i]) for i in self.indices]
-        generators = [torch.Generator(self.device).manual_seed(epoch_torch_seed(c.seed, i, generation)) for i in self.indices]
-        batches = self.epoch_batches(generation)
+        generators = [torch.Generator(self.device).manual_seed(epoch_torch_seed(c.seed, i, epoch)) for i in self.indices]
+        batches = self.epoch_batches(epoch)
         steps = len(batches)
         logged: list[list[tuple[int, float]]] = [[] for _ in self.indices]  # (optimizer step of the run, total loss)
 
         def log(s: int, t: int, parts: dict[str, float]) -> None:
             if t % c.log_every_steps == 0:
-                logged[s].append((generation * steps + t, parts["total"]))
+                logged[s].append((epoch * steps + t, parts["total"]))
 
         losses = run_epoch(self._stepper(batches, generators, tau), steps, len(self.indices), log)
         alive = [math.isfinite(loss["total"]) for loss in losses]
         vals = self._validate(generators, tau, alive) if c.select_on == "val" else [math.nan] * len(self.indices)
         seconds, node = time.perf_counter() - started, node_id()
-        return {index: {"member": index, "generation": generation, "tau": taus[index], "loss": losses[s], "val_loss": vals[s],
+        return {index: {"member": index, "epoch": epoch, "tau": taus[index], "loss": losses[s], "val_loss": vals[s],
                         "seconds": seconds, "node_id": node, "step_losses": logged[s] if alive[s] else []}
                 for s, index in enumerate(self.indices)}
 

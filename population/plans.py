@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from popvae.attacks.experiments import EXPERIMENTS, QUICK_SETTINGS
-from popvae.models.datasets import IMAGE_SHAPE, check_dataset_name
+from popvae.models.dataset_names import IMAGE_SHAPE, check_dataset_name
 from popvae.population.bounds import MAX_NUM_CPUS
 from popvae.population.config import PRECISIONS, ConfigError, Count, Seed, validated
 from popvae.population.methods import method_config, parse_methods
@@ -44,7 +44,7 @@ def plan_robust(methods: str | list[str], run_dir: Path, *, dataset: str = "fash
     validated(JobSettings, {"epochs": epochs, "batch_size": batch_size, "steps_per_epoch": steps_per_epoch, "seed": seed,
                             "workers": workers}, flags=True)
     check_dataset_name(dataset)
-    from popvae.population.rundir import file_in_the_way
+    from popvae.population.folder_io import file_in_the_way
 
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)

@@ -10,7 +10,7 @@ import torch
 from matplotlib.figure import Figure
 
 from popvae.attacks.figures import sample_grid, write_figure
-from popvae.models.data import to_float
+from popvae.models.dataset_loading import to_float
 
 
 def plot_history(rows: list[dict[str, Any]], out_dir: Path, run_id: str | None = None, select_on: str = "val",

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from popvae.population import rundir
+from popvae.population import folder_io
 from popvae.population.config import RunConfig
 from popvae.population.contract import (
     LOSS_PARTS,
@@ -34,8 +34,8 @@ from popvae.population.contract import (
     RunStatus,
 )
 from popvae.population.run_folder import Checkpoint, RunFolder
-from popvae.population.run_logs import RunLogs
 from popvae.population.temperature import MemberTau, Strategy, strategy_for
+from popvae.population.tensorboard_logs import RunLogs
 
 if TYPE_CHECKING:
     import torch
@@ -155,7 +155,7 @@ class Recorder:
     def status(self) -> RunStatus:
         return RunStatus(
             run_id=self.run_id, state=self.state, epoch=self.epochs_done, epochs=self.cfg.epochs,
-            generation_seconds=self.generation_seconds, best_member=self.best, updated_at=rundir.now_iso(),
+            generation_seconds=self.generation_seconds, best_member=self.best, updated_at=folder_io.now_iso(),
             coordinator_restarts=self.coordinator_restarts,
             members=[self._member_status(i, m, self.taus()[i]) for i, m in self.members.items()],
         )

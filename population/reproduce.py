@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from popvae.population import rundir
+from popvae.population import folder_io
 from popvae.population.config import ConfigError
 from popvae.population.paper_numbers import FGSM_EPS, PGD_EPS
 from popvae.population.run_folder import RunFolder
@@ -204,7 +204,7 @@ def check_out_dir(out: Path, protocol: Protocol) -> None:
     saved = out / "protocol.json"
     if saved.is_file():
         try:
-            previous = Protocol.model_validate(rundir.read_json(saved))
+            previous = Protocol.model_validate(folder_io.read_json(saved))
         except Exception as err:
             raise ConfigError(f"{saved} is unreadable: {str(err).splitlines()[0]}") from None
         if previous.model_dump(mode="json") != protocol.model_dump(mode="json"):  # JSON turned tuples into lists
@@ -224,14 +224,14 @@ def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, 
     after the generation (it is resumed by the next call): how the tests interrupt a reproduction. `report_only`
     rewrites the report from what is finished and trains nothing.
     """
+    from popvae.population.folder_lock import holding
     from popvae.population.reproduction import write_report
-    from popvae.population.runlock import holding
 
     out, report_dir = Path(out), Path(report_dir or out)
     say = say or (lambda line: None)
     check_out_dir(out, protocol)
     with holding(out):
-        rundir.write_json(out / "protocol.json", protocol.model_dump(mode="json"))
+        folder_io.write_json(out / "protocol.json", protocol.model_dump(mode="json"))
         data = _Data(protocol, data_root)
 
         def current_steps() -> list[Step]:  # the winning schedule's step appears once the reference run is done
@@ -240,7 +240,7 @@ def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, 
         if report_only:
             write_report(out, report_dir, protocol, current_steps(), data.split("test"))
             return report_dir / "reproduction.md"
-        progress = rundir.read_json(out / "progress.json") if (out / "progress.json").is_file() else {"seconds": {}}
+        progress = folder_io.read_json(out / "progress.json") if (out / "progress.json").is_file() else {"seconds": {}}
         started = time.perf_counter()
         while True:
             steps = current_steps()
@@ -257,7 +257,7 @@ def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, 
                 progress["seconds"][key] = progress["seconds"].get(key, 0.0) + time.perf_counter() - began
                 progress["wall_seconds"] = progress.get("wall_seconds", 0.0) + time.perf_counter() - started
                 started = time.perf_counter()
-                rundir.write_json(out / "progress.json", progress)
+                folder_io.write_json(out / "progress.json", progress)
             say(f"    {'done' if finished else 'stopped'} in {time.perf_counter() - began:.0f} s")
             write_report(out, report_dir, protocol, steps, data.split("test"))
             if not finished:
@@ -274,7 +274,7 @@ class _Data:
 
     def split(self, name: str) -> Any:
         if name not in self._splits:
-            from popvae.models.data import load_split
+            from popvae.models.dataset_loading import load_split
 
             self._splits[name] = load_split(self.protocol.dataset, name, self.root, self.protocol.synthetic_size)
         return self._splits[name]
@@ -301,17 +301,17 @@ def _execute(step: Step, out: Path, p: Protocol, data: _Data, address: str | Non
 
 def _train(step: Step, folder: Path, data_root: str | None, address: str | None, num_cpus: int | None,
            on_generation: Callable[[str, dict[str, Any]], bool | None] | None) -> bool:
-    from popvae.population import run as runs
+    from popvae.population import driver
     from popvae.population.config import parse_config
 
     hook = None if on_generation is None else (lambda entry, status: on_generation(step.name, entry))
     if RunFolder(folder).has_checkpoint():
-        run = runs.resumed_run(folder)
+        run = driver.resumed_run(folder)
     else:
         if folder.exists():
             shutil.rmtree(folder)  # no epoch finished there: nothing to keep
-        run = runs.new_run(parse_config(step.config | {"data_root": data_root}), folder)
-    runs.train_run(run, hook, address, num_cpus)
+        run = driver.new_run(parse_config(step.config | {"data_root": data_root}), folder)
+    driver.train_run(run, hook, address, num_cpus)
     return run_done(folder)
 
 

@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 
 from popvae.attacks.figures import write_figure
 from popvae.models.atomic import atomic_write
+from popvae.population import folder_io
 from popvae.population import paper_numbers as paper
-from popvae.population import rundir
 from popvae.population.plots import member_lines
 from popvae.population.reproduce import (
     Protocol,
@@ -89,7 +89,7 @@ def _generation_seconds(entry: dict[str, Any]) -> float:
 
 def collect(out: Path, protocol: Protocol, steps: list[Step], test: Any) -> dict[str, Any]:
     """Everything finished so far, as plain data (reproduction.json)."""
-    progress = rundir.read_json(out / "progress.json") if (out / "progress.json").is_file() else {"seconds": {}}
+    progress = folder_io.read_json(out / "progress.json") if (out / "progress.json").is_file() else {"seconds": {}}
     done_runs = {s.name: s for s in steps if s.kind == "run" and run_done(run_dir(out, s.name))}
     runs = {name: _run_facts(out, s, test) for name, s in done_runs.items()}
     differences = {}
@@ -102,7 +102,7 @@ def collect(out: Path, protocol: Protocol, steps: list[Step], test: Any) -> dict
     evaluations = {}
     for s in steps:
         if s.kind == "evaluation" and (evaluation_dir(out, s.name) / "report.json").is_file():
-            evaluations[s.name] = rundir.read_json(evaluation_dir(out, s.name) / "report.json")
+            evaluations[s.name] = folder_io.read_json(evaluation_dir(out, s.name) / "report.json")
     robust = {}
     for m in protocol.robust_methods:
         if robust_done(out, m):

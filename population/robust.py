@@ -17,14 +17,14 @@ from typing import Any
 
 import torch
 
-from popvae.models.data import ImageSet, train_val_split
+from popvae.models.dataset_loading import ImageSet, train_val_split
 from popvae.models.registry import build
 from popvae.population.contract import JobStatus
 from popvae.population.methods import METHODS, method_config, parse_methods  # noqa: F401 - re-exported
 from popvae.population.plots import save_reconstruction_grid
 from popvae.population.robust_presets import Schedule, plateaued
 from popvae.population.run_folder import RunFolder
-from popvae.population.training import epoch_rng, epoch_torch_seed, reconstruction_mse, resolve_precision, train_epoch
+from popvae.population.training import epoch_torch_seed, reconstruction_mse, reseed_epoch, resolve_precision, train_epoch
 
 
 def make_trainer(model: torch.nn.Module, schedule: Schedule | None) -> tuple[torch.optim.Optimizer, Any]:
@@ -104,7 +104,7 @@ def train_job(method: str, train: ImageSet, test: ImageSet, job_dir: Path, epoch
         while len(history) < epochs and not (val is not None and _stalled(history, schedule)):
             epoch = len(history) + 1
             started = time.perf_counter()
-            rng = epoch_rng(seed, 0, epoch)
+            rng = reseed_epoch(seed, 0, epoch)
             generator = torch.Generator(device).manual_seed(epoch_torch_seed(seed, 0, epoch))
             lr = optimizer.param_groups[0]["lr"]
             parts = train_epoch(model, optimizer, train.images, batch_size, steps, rng, device, generator, precision=resolved)

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from popvae.population import rundir
+from popvae.population import folder_io
 from popvae.population.config import ConfigError
 from popvae.population.robust_presets import PAPER, PAPER_SEEDS, Schedule
 from popvae.population.run_folder import RunFolder
@@ -113,7 +113,7 @@ def check_out(out: Path, section: Section) -> None:
     saved = Path(out) / "section.json"
     if saved.is_file():
         try:
-            previous = Section.model_validate(rundir.read_json(saved))
+            previous = Section.model_validate(folder_io.read_json(saved))
         except Exception as err:
             raise ConfigError(f"{saved} is unreadable: {str(err).splitlines()[0]}") from None
         if previous.model_dump(mode="json") != section.model_dump(mode="json"):
@@ -130,18 +130,18 @@ def run_section(section: Section, out: Path, report_dir: Path | None = None, *, 
     OUT's lock throughout. A failed job is recorded and the others go on; the report names what is missing."""
     import ray
 
-    from popvae.models.data import load_split
+    from popvae.models.dataset_loading import load_split
+    from popvae.population.driver import ensure_ray
+    from popvae.population.folder_lock import holding
     from popvae.population.jobs import run_jobs
     from popvae.population.robust_converged_report import write_report
-    from popvae.population.run import ensure_ray
-    from popvae.population.runlock import holding
 
     out, say = Path(out), say or (lambda line: None)
     report_dir = Path(report_dir or out)
     check_out(out, section)
     train, test = (load_split(section.dataset, split, data_root, section.synthetic_size) for split in ("train", "test"))
     with holding(out):
-        rundir.write_json(out / "section.json", section.model_dump(mode="json"))
+        folder_io.write_json(out / "section.json", section.model_dump(mode="json"))
         folder = RunFolder(out)
         if not folder.config_path.exists():
             folder.write_config({"kind": "robust", "dataset": section.dataset, "data_root": data_root,

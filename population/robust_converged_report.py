@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 from popvae.attacks.figures import write_figure
 from popvae.attacks.metrics import FRECHET_NAME
 from popvae.models.atomic import atomic_write
+from popvae.population import folder_io
 from popvae.population import paper_numbers as paper
-from popvae.population import rundir
 from popvae.population.robust_converged import Section, evaluated, evaluation_dir, trained
 from popvae.population.robust_presets import source_of
 from popvae.population.run_folder import RunFolder
@@ -55,7 +55,7 @@ def collect(section: Section, out: Path, jobs: list[dict[str, Any]]) -> dict[str
                                 "val_mse": [r.get("val_mse") for r in folder.read_history_rows()],
                                 "lr": [r.get("lr") for r in folder.read_history_rows()]}
         if evaluated(out, job["id"]):
-            seed["evaluation"] = rundir.read_json(evaluation_dir(out, job["id"]) / "report.json")
+            seed["evaluation"] = folder_io.read_json(evaluation_dir(out, job["id"]) / "report.json")
         else:
             entry["missing"].append(f"{job['id']} (attacks)")
         entry["seeds"][str(job["seed"])] = seed
@@ -274,7 +274,7 @@ def write_report(section: Section, out: Path, report_dir: Path, jobs: list[dict[
     """robust-converged.json, robust-converged.md and learning_curves.png into `report_dir`; returns the markdown."""
     facts = collect(section, Path(out), jobs)
     report_dir = Path(report_dir)
-    rundir.write_json(report_dir / "robust-converged.json", facts)
+    folder_io.write_json(report_dir / "robust-converged.json", facts)
     plot_curves(facts, report_dir / "learning_curves.png")
     path = report_dir / "robust-converged.md"
     atomic_write(path, lambda fh: fh.write("\n".join(markdown(facts)).encode()))

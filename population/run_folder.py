@@ -36,7 +36,7 @@ from popvae.population.contract import (
     RunStatus,
     dump,
 )
-from popvae.population.rundir import read_json, read_rows, write_json, write_rows
+from popvae.population.folder_io import read_json, read_rows, write_json, write_rows
 
 if TYPE_CHECKING:
     from torch import nn
@@ -273,7 +273,7 @@ class RunFolder:
 
     def state(self) -> RunState:
         """The run's state as a reader should report it (see `effective_state`)."""
-        from popvae.population.runlock import is_held
+        from popvae.population.folder_lock import is_held
 
         return effective_state(self.read_status().state, is_held(self.path))
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from popvae.attacks.pgd import fgsm, pgd
-from popvae.models.data import to_float
+from popvae.models.dataset_loading import to_float
 
 Precision = Literal["fp32", "bf16"]
 
@@ -80,7 +80,9 @@ def epoch_torch_seed(seed: int, member: int, epoch: int) -> int:
     return (seed * 1_000_003 + member * 10_007 + epoch) % (2**63)
 
 
-def epoch_rng(seed: int, member: int, epoch: int) -> np.random.Generator:
+def reseed_epoch(seed: int, member: int, epoch: int) -> np.random.Generator:
+    """Reseeds torch's global stream for the member's epoch (its Gumbel noise, unpacked) and returns the numpy
+    generator of the epoch's batches: one call, both streams, so neither can drift from the other."""
     torch.manual_seed(epoch_torch_seed(seed, member, epoch))
     return np.random.default_rng([seed, member, epoch])
 

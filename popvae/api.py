@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from popvae.attacks.experiments import EXPERIMENTS
-from popvae.models.datasets import DatasetError
+from popvae.models.dataset_names import DatasetError
 from popvae.population.config import ConfigError, RunConfig, parse_config
 
 __all__ = ["ConfigError", "DatasetError", "RunConfig", "evaluate", "load_best", "resume", "train"]
@@ -33,19 +33,19 @@ def train(config: RunConfig | dict[str, Any], run_dir: str | Path, *, on_generat
     """Train a new population (or the baseline, `baseline=True`) into `run_dir`, a missing or empty folder;
     returns the summary (also in RUN_DIR/summary.json). Joins the Ray cluster at `address`, else a running
     one, else starts a local Ray with `num_cpus`."""
-    from popvae.population import run as runs
+    from popvae.population import driver
 
     data = config.model_dump(mode="json") if isinstance(config, RunConfig) else config
-    return runs.train_run(runs.new_run(parse_config(data), Path(run_dir)), on_generation, address, num_cpus)
+    return driver.train_run(driver.new_run(parse_config(data), Path(run_dir)), on_generation, address, num_cpus)
 
 
 def resume(run_dir: str | Path, epochs: int | None = None, *, on_generation: OnGeneration | None = None,
            address: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:
     """Continue the run in `run_dir` at its next epoch; `epochs` may extend its budget (never shrink it below
     what is done). ConfigError when there is nothing left to train."""
-    from popvae.population import run as runs
+    from popvae.population import driver
 
-    return runs.train_run(runs.resumed_run(Path(run_dir), epochs), on_generation, address, num_cpus)
+    return driver.train_run(driver.resumed_run(Path(run_dir), epochs), on_generation, address, num_cpus)
 
 
 def load_best(run_dir: str | Path, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
@@ -62,7 +62,7 @@ def evaluate(target: str | Path, experiments: str | Sequence[str] = EXPERIMENTS,
     """Attack and evaluate a trained model (a run or job folder, or a checkpoint); returns report.json's content.
     The report (JSON, Markdown, figures) is written next to the checkpoint."""
     from popvae.population.evaluation import prepare_evaluation, run_evaluation
-    from popvae.population.rundir import read_json
+    from popvae.population.folder_io import read_json
 
     md = run_evaluation(prepare_evaluation(target, experiments=experiments, subset=subset, dataset=dataset,
                                            data_root=data_root, seed=seed, quick=quick), address=address, num_cpus=num_cpus)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from popvae.models.data import ImageSet, synthetic, to_float
+from popvae.models.dataset_loading import ImageSet, synthetic, to_float
 
 
 class TinyAE(nn.Module):

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from popvae.population.contract import HistoryRow, JobStatus, LossParts, MemberStatus, RunStatus, dump
+from popvae.population.folder_io import now_iso
 from popvae.population.run_folder import RunFolder
-from popvae.population.rundir import now_iso
 from popvae.population.temperature import strategy_for
 
 

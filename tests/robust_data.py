@@ -6,7 +6,7 @@ from functools import cache
 
 import numpy as np
 
-from popvae.models.data import ImageSet, load_split
+from popvae.models.dataset_loading import ImageSet, load_split
 
 
 @cache

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from popvae.models.atomic import atomic_write
-from popvae.population.rundir import read_json, write_json
+from popvae.population.folder_io import read_json, write_json
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):

@@ -10,8 +10,8 @@ from attacks_toys import data, tensors, trained_ae
 
 import popvae.attacks.patches as patches
 from popvae.attacks.classifier import BasicCNN, LatentMLP, fit
-from popvae.attacks.latent import latent_attack, max_damage
-from popvae.attacks.latent_pgd import latent_pgd
+from popvae.attacks.encoder_attacks import latent_attack, max_damage
+from popvae.attacks.latent_space_pgd import latent_pgd
 from popvae.attacks.purification import purification
 from popvae.attacks.unseen import unseen_classes
 

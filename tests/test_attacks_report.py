@@ -10,7 +10,7 @@ import torch
 
 from popvae.attacks.report import EXPERIMENTS, evaluate
 from popvae.models.checkpoint import save_model
-from popvae.models.data import synthetic
+from popvae.models.dataset_loading import synthetic
 from popvae.models.gsvae import GSVAE, GSVAEConfig
 from popvae.population.evaluation import load_evaluable
 

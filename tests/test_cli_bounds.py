@@ -216,9 +216,9 @@ def test_a_resume_honours_only_the_resume_flags():
 def test_a_resumed_run_is_built_by_resumed_run_at_its_next_epoch(tmp_path):
     from test_cli_errors import finished_run
 
-    from popvae.population import run as runs
+    from popvae.population import driver
 
-    run = runs.resumed_run(finished_run(tmp_path / "run", epochs_done=2, epochs=2), epochs=4)
+    run = driver.resumed_run(finished_run(tmp_path / "run", epochs_done=2, epochs=2), epochs=4)
     assert run.resume and run.first_epoch == 2 and run.cfg.epochs == 4 and len(run.data.train) > 0
 
 

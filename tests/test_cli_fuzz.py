@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from popvae.cluster import cli
-from popvae.population import run as runs
+from popvae.population import driver
 
 INTS = st.one_of(st.integers(-5, 70), st.integers(-(2**80), 2**80), st.sampled_from([0, 1, 2**32, 2**32 - 1, 10**20]))
 FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, 1e-300, 1e308, 1e6, 2.0]))
@@ -58,7 +58,7 @@ def no_ray(monkeypatch):
     def trap(*_a, **_k):
         raise AssertionError("Ray was about to start for input that should have been rejected or stopped earlier")
 
-    monkeypatch.setattr(runs, "ensure_ray", trap)
+    monkeypatch.setattr(driver, "ensure_ray", trap)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 
-from popvae.models.data import synthetic
-from popvae.population import run as runs
+from popvae.models.dataset_loading import synthetic
+from popvae.population import driver
 from popvae.population.config import parse_config
+from popvae.population.folder_lock import is_held
 from popvae.population.jobs import run_robust
 from popvae.population.plans import plan_robust
-from popvae.population.runlock import is_held
 
 SMALL_MODEL = {"widths": [8, 16, 16, 16], "z1_vars": 4, "z1_categories": 4, "z2_vars": 2, "z2_categories": 4}
 
@@ -18,14 +18,14 @@ SMALL_MODEL = {"widths": [8, 16, 16, 16], "z1_vars": 4, "z1_categories": 4, "z2_
 def test_train_with_baseline_trains_both_on_one_budget_and_draws_them_together(ray_session, tmp_path):
     cfg = parse_config({"dataset": "synthetic", "synthetic_size": 128, "members": 2, "epochs": 1, "batch_size": 16,
                         "steps_per_epoch": 2, "val_size": 16, "model": SMALL_MODEL})
-    run = runs.new_run(cfg, tmp_path / "pop", compare_baseline=True)
+    run = driver.new_run(cfg, tmp_path / "pop", compare_baseline=True)
     trained = []
 
-    def train(one: runs.Run) -> dict:
+    def train(one: driver.Run) -> dict:
         trained.append(one.run_dir.name)
-        return runs.train_run(one)
+        return driver.train_run(one)
 
-    results = runs.train_with_baseline(run, train)
+    results = driver.train_with_baseline(run, train)
     assert [name for name, _ in results] == ["population", "baseline"] and trained == ["pop", "pop-baseline"]
     baseline_cfg = json.loads((tmp_path / "pop-baseline" / "config.json").read_text())
     assert baseline_cfg["baseline"] is True and baseline_cfg["members"] == 1

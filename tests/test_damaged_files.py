@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from popvae.cluster.cli import main
 from popvae.cluster.service import create_app
 from popvae.models.checkpoint import atomic_torch_save
-from popvae.population.run import load_run_data, run_population
+from popvae.population.driver import load_run_data, run_population
 from tests.test_population import small_config
 
 

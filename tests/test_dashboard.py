@@ -91,7 +91,7 @@ def points(driver, chart: str) -> int:
 
 
 def test_dashboard_shows_a_live_run(ray_session, service, browser, tmp_path: Path) -> None:
-    from popvae.population.run import load_run_data, run_population
+    from popvae.population.driver import load_run_data, run_population
 
     root, url = service
     cfg = parse_config({"dataset": "synthetic", "synthetic_size": 256, "members": MEMBERS, "epochs": EPOCHS,

@@ -10,7 +10,7 @@ from fake_runs import make_runs
 from fastapi.testclient import TestClient
 
 from popvae.cluster.service import create_app
-from popvae.population.rundir import write_json
+from popvae.population.folder_io import write_json
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
 

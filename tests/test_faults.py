@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from popvae.cluster.run_store import RunStore
-from popvae.population import rundir
+from popvae.population import folder_io
 
 SMALL = {"dataset": "synthetic", "synthetic_size": 128, "members": 2, "batch_size": 16, "steps_per_epoch": 2,
          "val_size": 16, "model": {"widths": [4, 8, 8, 8], "z1_vars": 2, "z1_categories": 4, "z2_vars": 2,
@@ -47,7 +47,7 @@ def start(tmp_path: Path, *argv: str) -> subprocess.Popen:
 
 def status(run: Path) -> dict:
     try:
-        return rundir.read_json(run / "status.json")
+        return folder_io.read_json(run / "status.json")
     except (OSError, ValueError):
         return {}
 
@@ -124,13 +124,13 @@ def test_kill_member_and_coordinator_then_sigterm(tmp_path):
         # kill -9 of one member's process: restarted by the coordinator, the run goes on
         member = process_of(proc.pid, "ray::Worker")
         os.kill(member, signal.SIGKILL)
-        wait_for(lambda: any(r["event"] == "restarted" for r in rundir.read_rows(run / "history.parquet")), proc=proc)
+        wait_for(lambda: any(r["event"] == "restarted" for r in folder_io.read_rows(run / "history.parquet")), proc=proc)
         # kill -9 of the coordinator's process: the driver starts a new one from the last checkpoint
         coordinator = process_of(proc.pid, "ray::PopulationCoordinator")
         before = epoch(run)
         os.kill(coordinator, signal.SIGKILL)
         wait_for(lambda: status(run).get("coordinator_restarts") == 1 and epoch(run) >= before + 2, proc=proc)
-        assert any(g.get("coordinator_restarted") for g in rundir.read_json(run / "lineage.json"))
+        assert any(g.get("coordinator_restarted") for g in folder_io.read_json(run / "lineage.json"))
         assert proc.poll() is None
         # SIGTERM: exit 143, one line, status interrupted, every process of the run gone
         family = descendants(proc.pid)
@@ -171,7 +171,7 @@ def test_driver_killed_then_resumed_then_sigint(tmp_path):
     assert resumed.returncode == 130 and "Traceback" not in err and "SIGINT" in err, err
     assert status(run)["state"] == "interrupted"
     wait_for(lambda: not alive(family), timeout=30)
-    rows = rundir.read_rows(run / "history.parquet")
+    rows = folder_io.read_rows(run / "history.parquet")
     assert sorted({r["epoch"] for r in rows}) == list(range(epoch(run)))  # no epoch lost or trained twice
 
 

@@ -14,10 +14,10 @@ import time
 import pytest
 from conftest import cpus_taken
 
-from popvae.population import rundir
+from popvae.population import folder_io
 from popvae.population.contract import NAMESPACE
 from popvae.population.coordinator import Coordinator
-from popvae.population.run import load_run_data
+from popvae.population.driver import load_run_data
 from tests.test_faults import cmdline, descendants
 from tests.test_population import small_config, start_coordinator
 from tests.test_stop_faults import state
@@ -43,7 +43,7 @@ def test_a_lone_stalled_pack_is_restarted_and_retried_within_the_generation(ray_
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
     assert entry["events"] == {"1": "restarted", "2": "restarted"}  # retried, not dropped: the run goes on
-    rows = [r for r in rundir.read_rows(tmp_path / "run" / "history.parquet") if r["epoch"] == 1]
+    rows = [r for r in folder_io.read_rows(tmp_path / "run" / "history.parquet") if r["epoch"] == 1]
     assert len(rows) == 2 and all(math.isfinite(r["score"]) for r in rows)
     handles = ray_session.get(coord.member_handles.remote())
     assert handles[1] != stalled and ray_session.get(handles[1].pid.remote()) != pid
@@ -62,7 +62,7 @@ def test_a_replacement_coordinator_that_finds_no_slot_keeps_the_runs_status(ray_
     for epoch in (0, 1):
         ray_session.get(coord.run_generation.remote(epoch))
     ray_session.get(coord.wait_for_writes.remote())
-    before = rundir.read_json(run / "status.json")
+    before = folder_io.read_json(run / "status.json")
     stop_everything(ray_session, coord)
     data = load_run_data(cfg)
     refs = [ray_session.put(data.train.images), ray_session.put(data.val.images)]
@@ -71,7 +71,7 @@ def test_a_replacement_coordinator_that_finds_no_slot_keeps_the_runs_status(ray_
             cfg.model_copy(update={"placement_timeout_s": 2.0}), str(run), refs, True, 1)
         with pytest.raises(ray_session.exceptions.RayActorError, match="found no slot on the cluster within 2 s"):
             ray_session.get(replacement.status.remote())
-    status = rundir.read_json(run / "status.json")
+    status = folder_io.read_json(run / "status.json")
     assert (status["state"], status["epoch"], status["epochs"], status["coordinator_restarts"]) == ("failed", 2, 5, 1)
     assert [m["tau"] for m in status["members"]] == [m["tau"] for m in before["members"]]
     assert [m["patience"] for m in status["members"]] == [m["patience"] for m in before["members"]]
@@ -106,5 +106,5 @@ def test_a_lone_pack_late_again_after_its_retry_fails_the_run_naming_the_timeout
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGCONT)
     assert len(stopped) == 2  # the pack was restarted once, and its retry stalled as well
-    assert rundir.read_json(tmp_path / "run" / "status.json")["state"] == "failed"
+    assert folder_io.read_json(tmp_path / "run" / "status.json")["state"] == "failed"
     stop_everything(ray_session, coord)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from popvae.models.data import synthetic
-from popvae.population import rundir
+from popvae.models.dataset_loading import synthetic
+from popvae.population import folder_io
 from popvae.population.jobs import run_jobs
 
 
@@ -25,12 +25,12 @@ def test_jobs_run_side_by_side_and_a_failing_one_does_not_stop_the_others(ray_se
     assert sorted(seen) == ["gmm-dae", "no-such-method", "vae-kl"]
     for method in ("gmm-dae", "vae-kl"):
         folder = tmp_path / "jobs" / method
-        status = rundir.read_json(folder / "status.json")
+        status = folder_io.read_json(folder / "status.json")
         assert status["state"] == "done" and status["epoch"] == 2
         assert 0 < status["metrics"]["test_mse"] < 1
-        assert len(rundir.read_rows(folder / "history.parquet")) == 2
+        assert len(folder_io.read_rows(folder / "history.parquet")) == 2
         assert (folder / "model.pt").exists() and (folder / "reconstructions.png").exists()
-    failed = rundir.read_json(tmp_path / "jobs" / "no-such-method" / "status.json")
+    failed = folder_io.read_json(tmp_path / "jobs" / "no-such-method" / "status.json")
     assert failed["state"] == "failed" and "no-such-method" in failed["error"]
 
     # an evaluation is a job on the same pool, reading the model a robust job wrote
@@ -41,7 +41,7 @@ def test_jobs_run_side_by_side_and_a_failing_one_does_not_stop_the_others(ray_se
     assert result["state"] == "done", result
     report = json.loads((tmp_path / "jobs" / "gmm-dae" / "report.json").read_text())
     assert report["meta"]["test_images"] == 32 and 0 < report["reconstruction"]["mse"] < 1
-    assert rundir.read_json(tmp_path / "jobs" / "evaluation-1" / "status.json")["state"] == "done"
+    assert folder_io.read_json(tmp_path / "jobs" / "evaluation-1" / "status.json")["state"] == "done"
 
 
 def test_jobs_fail_with_the_reason_when_no_worker_finds_a_slot(ray_session, tmp_path, all_cpus_taken):
@@ -53,4 +53,4 @@ def test_jobs_fail_with_the_reason_when_no_worker_finds_a_slot(ray_session, tmp_
     for method in ("vae-kl", "dae-mmd"):
         assert results[method]["state"] == "failed"
         assert results[method]["error"].startswith("no worker found a slot on the cluster within 2 s")
-        assert rundir.read_json(tmp_path / "jobs" / method / "status.json")["state"] == "failed"
+        assert folder_io.read_json(tmp_path / "jobs" / method / "status.json")["state"] == "failed"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from popvae.models.checkpoint import load_model, save_model
-from popvae.models.data import FASHION_MNIST_ROOT, DatasetError, load_split, synthetic, train_val_split
+from popvae.models.dataset_loading import FASHION_MNIST_ROOT, DatasetError, load_split, synthetic, train_val_split
 from popvae.models.gumbel import bce_per_image, kl_to_uniform
 from popvae.models.registry import build
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from popvae.cluster.ports import free_base_port
-from popvae.population.rundir import read_rows
+from popvae.population.folder_io import read_rows
 
 pytestmark = pytest.mark.multinode
 

@@ -1,5 +1,5 @@
 """Packs (population/pack.py, population/loop_pack.py): k members under vmap, or stepped one after another, train
-exactly as k MemberStates would, in fp32 and in bf16."""
+exactly as k ReferenceMembers would, in fp32 and in bf16."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from popvae.models.data import synthetic
+from popvae.models.dataset_loading import synthetic
 from popvae.models.gumbel import gumbel_noise
 from popvae.models.registry import build
 from popvae.population import training
 from popvae.population.config import RunConfig
 from popvae.population.loop_pack import LoopPack
-from popvae.population.member import MemberState
-from popvae.population.pack import Pack, PackState, StackedAdam, make_pack
+from popvae.population.member import ReferenceMember
+from popvae.population.pack import Pack, PackState, make_pack
+from popvae.population.stacked_adam import StackedAdam
 
 INDICES = [1, 2, 3]
 TAUS = {1: 1.0, 2: 0.7, 3: 1.5}  # distinct per member: each slot must use its own
@@ -75,16 +76,16 @@ def _assert_losses(a: dict, b: dict, tol: dict[str, float] = LOSS_TOL) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_packed_members_train_as_unpacked_ones_through_a_broadcast(setup, mode):
     config, train, val = setup
-    members = {i: MemberState(i, config, train, val, threads=1) for i in INDICES}
+    members = {i: ReferenceMember(i, config, train, val, threads=1) for i in INDICES}
     pack = _pack(setup, mode)
     for i in INDICES:  # the same initial weights, member for member
         _assert_weights(pack.get_weights(i), members[i].get_weights(), exact=True)
-    for generation in range(2):
-        packed = pack.train_epoch(generation, TAUS)
+    for epoch in range(2):
+        packed = pack.train_epoch(epoch, TAUS)
         for i in INDICES:
-            alone = members[i].train_epoch(generation, TAUS[i])
+            alone = members[i].train_epoch(epoch, TAUS[i])
             assert packed[i].keys() == alone.keys()
-            assert (packed[i]["member"], packed[i]["generation"], packed[i]["tau"]) == (i, generation, TAUS[i])
+            assert (packed[i]["member"], packed[i]["epoch"], packed[i]["tau"]) == (i, epoch, TAUS[i])
             _assert_losses(packed[i], alone)
             _assert_weights(pack.get_weights(i), members[i].get_weights())
     assert len({packed[i]["loss"]["total"] for i in INDICES}) == 3  # three members, not one model three times
@@ -162,7 +163,7 @@ def test_optimizer_state_round_trips_for_resume_and_moves_to_a_member_state(setu
         assert again[i]["loss"] == uninterrupted[i]["loss"] and again[i]["val_loss"] == uninterrupted[i]["val_loss"]
         _assert_weights(resumed.get_weights(i), straight.get_weights(i), exact=True)
     # The same checkpoint resumes unpacked: a slot's state is a torch.optim.Adam state_dict.
-    member = MemberState(2, config, train, val, threads=1)
+    member = ReferenceMember(2, config, train, val, threads=1)
     member.set_weights(saved[2][0])
     member.set_optimizer_state(saved[2][1])
     fp32 = precision == "fp32"
@@ -184,7 +185,7 @@ def test_the_pack_gathers_on_its_device_exactly_the_batches_member_state_draws(s
 
     monkeypatch.setattr(training, "batch_indices", recording)
     for i in INDICES:
-        MemberState(i, config, train, val, threads=1).train_epoch(3, TAUS[i])
+        ReferenceMember(i, config, train, val, threads=1).train_epoch(3, TAUS[i])
     monkeypatch.undo()
     steps = config.steps_per_epoch
     assert len(drawn) == steps * len(INDICES)
@@ -252,8 +253,8 @@ def test_gsvae_draws_the_same_noise_from_the_global_stream_as_from_a_generator_s
 def test_vmap_and_loop_packs_agree_under_bf16_and_keep_the_float32_parts(setup):
     """bf16: both packs train the same members (to bf16 rounding); weights and Adam moments stay float32."""
     vmap, loop = _pack(setup, "vmap", "bf16"), _pack(setup, "loop", "bf16")
-    for generation in range(2):
-        a, b = vmap.train_epoch(generation, TAUS), loop.train_epoch(generation, TAUS)
+    for epoch in range(2):
+        a, b = vmap.train_epoch(epoch, TAUS), loop.train_epoch(epoch, TAUS)
         for i in INDICES:
             _assert_losses(a[i], b[i], BF16_LOSS_TOL)
             _assert_weights(vmap.get_weights(i), loop.get_weights(i), tol=BF16_STATE_TOL)

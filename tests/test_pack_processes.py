@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from popvae.population.config import parse_config
-from popvae.population.run import load_run_data
+from popvae.population.driver import load_run_data
 from popvae.population.worker import RemoteWorker
 
 SMALL_MODEL = {"widths": [8, 16, 16, 16], "z1_vars": 4, "z1_categories": 4, "z2_vars": 2, "z2_categories": 4}

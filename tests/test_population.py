@@ -17,12 +17,13 @@ import pytest
 import torch
 
 from popvae.models.checkpoint import load_model
-from popvae.population import rundir
+from popvae.population import folder_io
 from popvae.population.config import parse_config
 from popvae.population.contract import NAMESPACE
 from popvae.population.coordinator import Coordinator
-from popvae.population.run import load_run_data, run_population
-from popvae.population.worker import cpu_share, plan_packs
+from popvae.population.driver import load_run_data, run_population
+from popvae.population.pack_planning import plan_packs
+from popvae.population.placement import cpu_share
 
 SMALL_MODEL = {"widths": [8, 16, 16, 16], "z1_vars": 4, "z1_categories": 4, "z2_vars": 2, "z2_categories": 4}
 
@@ -58,7 +59,7 @@ def test_broadcast_leaves_every_member_with_the_best_weights(ray_session, tmp_pa
     entry = ray_session.get(coord.run_generation.remote(0))
     assert member_weights_equal(handles)
     best = ray_session.get(handles[entry["best"]].get_weights.remote(entry["best"]))
-    rows = rundir.read_rows(tmp_path / "run" / "history.parquet")
+    rows = folder_io.read_rows(tmp_path / "run" / "history.parquet")
     assert sum(r["is_best"] for r in rows) == 1 and len(rows) == 3
     assert entry["received"] == {str(i): entry["best"] for i in (1, 2, 3) if i != entry["best"]}
     ray_session.get(coord.wait_for_writes.remote())  # checkpoints are written in the background
@@ -89,7 +90,7 @@ def test_one_member_follows_another_members_schedule(ray_session, tmp_path):
 
     cfg = small_config(members=1, schedule_of=2, temperature=REFERENCE_DYNAMICS)  # member 2: linear increase, +0.5
     run_population(cfg, tmp_path / "solo", load_run_data(cfg))
-    rows = sorted(rundir.read_rows(tmp_path / "solo" / "history.parquet"), key=lambda r: r["epoch"])
+    rows = sorted(folder_io.read_rows(tmp_path / "solo" / "history.parquet"), key=lambda r: r["epoch"])
     assert [r["strategy"] for r in rows] == ["linear_increase"] * 3
     assert [r["tau"] for r in rows] == [1.0, 1.5, 2.0] and rows[-1]["tau_next"] == 2.5
 
@@ -113,10 +114,10 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(ray_session, tmp_path,
     stop_after_first = lambda entry, status: seen.append(entry["epoch"]) or True  # noqa: E731  (early stop on request)
     stopped = run_population(cfg, tmp_path / "split", data, on_generation=stop_after_first)
     assert seen == [0] and stopped["epochs_done"] == 1
-    assert rundir.read_json(tmp_path / "split" / "status.json")["state"] == "stopped"
+    assert folder_io.read_json(tmp_path / "split" / "status.json")["state"] == "stopped"
     resumed = run_population(cfg, tmp_path / "split", data, resume=True)
-    a = rundir.read_rows(tmp_path / "whole" / "history.parquet")
-    b = rundir.read_rows(tmp_path / "split" / "history.parquet")
+    a = folder_io.read_rows(tmp_path / "whole" / "history.parquet")
+    b = folder_io.read_rows(tmp_path / "split" / "history.parquet")
     key = lambda r: (r["epoch"], r["member"])  # noqa: E731
     for ra, rb in zip(sorted(a, key=key), sorted(b, key=key), strict=True):
         assert {k: v for k, v in ra.items() if k not in ("seconds", "node_id")} == \
@@ -156,7 +157,7 @@ def test_pack_killed_mid_epoch_is_restarted_and_the_run_goes_on(ray_session, tmp
     assert entry["events"] == {str(i): "restarted" for i in victims}
     entry = ray_session.get(coord.run_generation.remote(2))
     assert entry["events"] == {}
-    rows = rundir.read_rows(tmp_path / "run" / "history.parquet")
+    rows = folder_io.read_rows(tmp_path / "run" / "history.parquet")
     for i in range(1, members + 1):
         assert [r["event"] for r in rows if r["member"] == i] == (["", "restarted", ""] if i in victims else ["", "", ""])
     assert all(math.isfinite(r["score"]) for r in rows)
@@ -181,7 +182,7 @@ def test_injected_nan_member_is_reset_from_the_best_and_flagged(ray_session, tmp
     assert entry["events"] == {"3": "nan_reset"} and entry["best"] != 3  # the slot's pack mates trained on
     assert member_weights_equal(handles)
     entry = ray_session.get(coord.run_generation.remote(2))
-    every = rundir.read_rows(tmp_path / "run" / "history.parquet")
+    every = folder_io.read_rows(tmp_path / "run" / "history.parquet")
     assert all(math.isfinite(r["score"]) for r in every if r["member"] != 3)
     rows = [r for r in every if r["member"] == 3]
     assert [r["event"] for r in rows] == ["", "nan_reset", ""]
@@ -197,7 +198,7 @@ def test_best_member_dying_after_it_reported_hands_the_broadcast_to_the_next_bes
     reference = start_coordinator(cfg, tmp_path / "ref")  # the same seed: members 1 and 2 train identically
     for epoch in (0, 1):
         ray_session.get(reference.run_generation.remote(epoch))
-    scores = {r["member"]: r["score"] for r in rundir.read_rows(tmp_path / "ref" / "history.parquet") if r["epoch"] == 1}
+    scores = {r["member"]: r["score"] for r in folder_io.read_rows(tmp_path / "ref" / "history.parquet") if r["epoch"] == 1}
     for h in ray_session.get(reference.member_handles.remote()).values():
         ray_session.kill(h)
     victim, heir = sorted((1, 2), key=lambda i: scores[i])
@@ -229,7 +230,7 @@ def test_best_member_dying_after_it_reported_hands_the_broadcast_to_the_next_bes
 def test_baseline_is_one_member_with_annealed_tau(ray_session, tmp_path):
     cfg = small_config(baseline=True, members=1, temperature={"anneal_rate": 0.5, "tau_min": 0.1})
     summary = run_population(cfg, tmp_path / "base", load_run_data(cfg))
-    rows = rundir.read_rows(tmp_path / "base" / "history.parquet")
+    rows = folder_io.read_rows(tmp_path / "base" / "history.parquet")
     assert [r["tau"] for r in rows] == pytest.approx([1.0, 0.5, 0.25])
     assert {r["strategy"] for r in rows} == {"anneal"} and summary["baseline"] is True
     assert 0 < summary["test_mse"] < 1
@@ -252,7 +253,7 @@ def test_member_past_the_timeout_is_dropped_from_the_generation_and_back_in_the_
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
     assert entry["events"] == {"2": "dropped"} and entry["best"] == 1
-    rows = rundir.read_rows(tmp_path / "run" / "history.parquet")
+    rows = folder_io.read_rows(tmp_path / "run" / "history.parquet")
     assert [r["event"] for r in rows if r["member"] == 2] == ["", "dropped"]
     assert "dropped@1" in ray_session.get(coord.status.remote())["members"][1]["flags"]
     with pytest.raises(ray_session.exceptions.RayActorError):  # the stopped worker was killed, its queue with it
@@ -270,10 +271,10 @@ def test_member_that_finds_no_slot_fails_the_run_with_the_reason_instead_of_hang
     coord = start_coordinator(cfg, tmp_path / "run")
     with pytest.raises(ray_session.exceptions.RayActorError, match="found no slot on the cluster within 2 s"):
         ray_session.get(coord.status.remote())
-    assert rundir.read_json(tmp_path / "run" / "status.json")["state"] == "failed"
+    assert folder_io.read_json(tmp_path / "run" / "status.json")["state"] == "failed"
     # the CLI says why in one line and exits 1, instead of Ray's traceback
     config = tmp_path / "config.json"
-    rundir.write_json(config, cfg.model_dump(mode="json"))
+    folder_io.write_json(config, cfg.model_dump(mode="json"))
     address = ray_session.get_runtime_context().gcs_address
     popvae = Path(sys.executable).parent / "popvae"
     done = subprocess.run([str(popvae), "train", "--config", str(config), "--run-dir", str(tmp_path / "cli"),

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from popvae.models.registry import build
-from popvae.population import rundir
+from popvae.population import folder_io
 from popvae.population.config import ConfigError, parse_config
+from popvae.population.driver import load_run_data, resolve_speed, run_population
+from popvae.population.folder_io import read_json
 from popvae.population.pack import pack_mode_for
 from popvae.population.plans import plan_robust
 from popvae.population.robust import train_job
-from popvae.population.run import load_run_data, resolve_speed, run_population
-from popvae.population.rundir import read_json
 from popvae.population.training import autocast, cpu_runs_bf16_fast, resolve_precision
 from tests.robust_data import fashion
 
@@ -76,12 +76,12 @@ def _run(ray_session, tmp_path, name: str, precision: str):
 def test_a_bf16_run_reaches_the_test_mse_of_an_fp32_run_from_the_same_seed(ray_session, tmp_path):
     fp32, bf16 = _run(ray_session, tmp_path, "fp32", "fp32"), _run(ray_session, tmp_path, "bf16", "bf16")
     assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")  # the summary says which
-    assert rundir.read_json(tmp_path / "bf16" / "config.json")["precision"] == "bf16"
-    assert rundir.read_json(tmp_path / "bf16" / "config.json")["pack_mode"] == "vmap"  # auto
+    assert folder_io.read_json(tmp_path / "bf16" / "config.json")["precision"] == "bf16"
+    assert folder_io.read_json(tmp_path / "bf16" / "config.json")["pack_mode"] == "vmap"  # auto
     start = 0.25  # a loose bound: both runs must have learnt something, not merely agree
     assert bf16["test_mse"] < start and fp32["test_mse"] < start
     assert bf16["test_mse"] == pytest.approx(fp32["test_mse"], rel=SCIENCE_RTOL)
-    rows = rundir.read_rows(tmp_path / "bf16" / "history.parquet")
+    rows = folder_io.read_rows(tmp_path / "bf16" / "history.parquet")
     assert all(math.isfinite(r["score"]) for r in rows)
 
 

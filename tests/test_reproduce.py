@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from popvae.cluster.cli import main
-from popvae.population import rundir
+from popvae.population import folder_io
 from popvae.population.config import ConfigError, parse_config
 from popvae.population.contract import LineageEntry
 from popvae.population.reproduce import PRESETS, check_out_dir, reproduce, steps_of, winning_member
@@ -45,15 +45,15 @@ def test_winning_member_counts_generations_won(tmp_path):
     folder.write_lineage([LineageEntry(epoch=e, best=best, best_loss=1.0, received={}, tau_before={}, tau_after={})
                           for e, best in enumerate([3, 2, 3, 2])])
     assert winning_member(folder.path) is None  # not finished
-    rundir.write_json(folder.status_path, {"state": "done"})
-    rundir.write_json(folder.summary_path, {})
+    folder_io.write_json(folder.status_path, {"state": "done"})
+    folder_io.write_json(folder.summary_path, {})
     assert winning_member(folder.path) == 2  # a tie goes to the lower index
 
 
 def test_a_folder_of_another_preset_or_with_other_files_is_refused(tmp_path):
     check_out_dir(tmp_path / "new", PRESETS["cpu"])
     used = tmp_path / "used"
-    rundir.write_json(used / "protocol.json", PRESETS["smoke"].model_dump(mode="json"))
+    folder_io.write_json(used / "protocol.json", PRESETS["smoke"].model_dump(mode="json"))
     check_out_dir(used, PRESETS["smoke"])  # the same protocol: continued
     with pytest.raises(ConfigError, match="holds the 'smoke' preset on synthetic"):
         check_out_dir(used, PRESETS["cpu"])
@@ -101,7 +101,7 @@ def test_smoke_reproduction_interrupted_mid_run_then_continued(ray_session, tmp_
 
     reproduce(PRESETS["smoke"], out, on_generation=stop_no_broadcast)
     assert stopped_at == [0]
-    assert rundir.read_json(out / "runs" / "no-broadcast" / "status.json")["state"] == "stopped"
+    assert folder_io.read_json(out / "runs" / "no-broadcast" / "status.json")["state"] == "stopped"
     first = json.loads((out / "reproduction.json").read_text())
     assert first["steps_done"] < first["steps_total"] and "no-broadcast" not in first["runs"]
     assert {"population-reference", "baseline"} <= first["runs"].keys()
@@ -110,7 +110,7 @@ def test_smoke_reproduction_interrupted_mid_run_then_continued(ray_session, tmp_
 
     report = reproduce(PRESETS["smoke"], out)  # continues: the stopped run is resumed, nothing finished is redone
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
-    rows = rundir.read_rows(out / "runs" / "no-broadcast" / "history.parquet")
+    rows = folder_io.read_rows(out / "runs" / "no-broadcast" / "history.parquet")
     assert sorted(r["epoch"] for r in rows) == [0] * 4 + [1] * 4
     facts = json.loads((out / "reproduction.json").read_text())
     assert facts["steps_done"] == facts["steps_total"]
@@ -120,7 +120,7 @@ def test_smoke_reproduction_interrupted_mid_run_then_continued(ray_session, tmp_
         low, high = run["test_mse_ci95"]
         assert low <= run["test_mse"] <= high, name
     winner = winning_member(out / "runs" / "population-reference")
-    solo = rundir.read_rows(out / "runs" / "winning-schedule-alone" / "history.parquet")
+    solo = folder_io.read_rows(out / "runs" / "winning-schedule-alone" / "history.parquet")
     assert {r["strategy"] for r in solo} == {strategy_for(winner)}
     text = report.read_text()
     for section in ("## Table 1", "## What the population adds", "## Figure 4", "## Tables 2-3", "## Figure 7",

@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from popvae.cluster.cli import main
-from popvae.models.data import load_split
+from popvae.models.dataset_loading import load_split
 from popvae.models.registry import build
+from popvae.population.folder_io import read_json, read_rows
 from popvae.population.methods import method_config
 from popvae.population.robust import make_trainer, train_job
 from popvae.population.robust_converged import PRESETS, arms, run_section, training_jobs
 from popvae.population.robust_converged_report import compare, markdown, t_interval
 from popvae.population.robust_presets import PAPER, PAPER_SEEDS, Schedule, plateaued
 from popvae.population.run_folder import RunFolder
-from popvae.population.rundir import read_json, read_rows
 
 
 def test_plateaued_waits_patience_epochs_without_a_relative_improvement() -> None:

@@ -9,9 +9,9 @@ from PIL import Image
 import popvae.population.training as training
 from popvae.models.checkpoint import load_model
 from popvae.population.contract import JobStatus
+from popvae.population.folder_io import read_json, read_rows
 from popvae.population.robust import METHODS, parse_methods, train_job
 from popvae.population.run_folder import RunFolder
-from popvae.population.rundir import read_json, read_rows
 from popvae.population.training import reconstruction_mse
 from tests.robust_data import fashion
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from popvae.models.checkpoint import load_model, save_model
-from popvae.models.data import to_float
+from popvae.models.dataset_loading import to_float
 from popvae.models.protocol import AutoEncoder
 from popvae.models.registry import build
 from popvae.population.robust import METHODS, method_config, train_job

@@ -19,7 +19,7 @@ from popvae.models.atomic import NoSpaceLeft, atomic_write
 from popvae.population import run_folder as rf
 from popvae.population.config import ConfigError, RunConfig
 from popvae.population.contract import LineageEntry, RunResult
-from popvae.population.policy import resume_config
+from popvae.population.preflight import resume_config
 from popvae.population.run_folder import Checkpoint, RunFolder, effective_job_state, effective_state, run_kind
 
 ROOT = Path(__file__).resolve().parent.parent

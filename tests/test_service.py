@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from popvae.cluster.service import create_app, serve
 from popvae.cluster.status_table import print_status
 from popvae.population.contract import NAMESPACE, coordinator_name
-from popvae.population.rundir import write_json
+from popvae.population.folder_io import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -273,7 +273,7 @@ def test_a_real_coordinator_is_served_live_while_it_lives_then_from_its_folder(r
     """population/coordinator.py itself, over a tiny synthetic population: one generation trained, then killed."""
     from popvae.population.config import parse_config
     from popvae.population.coordinator import Coordinator
-    from popvae.population.run import load_run_data
+    from popvae.population.driver import load_run_data
 
     ray = ray_session
     cfg = parse_config({"dataset": "synthetic", "synthetic_size": 64, "members": 2, "epochs": 3, "batch_size": 16,

@@ -10,13 +10,13 @@ from conftest import cpus_taken
 from fastapi.testclient import TestClient
 
 from popvae.cluster.service import create_app
-from popvae.models.data import synthetic
-from popvae.population import rundir
+from popvae.models.dataset_loading import synthetic
+from popvae.population import folder_io
 from popvae.population.config import parse_config
 from popvae.population.contract import HistoryRow, JobStatus, LineageEntry, RunStatus
+from popvae.population.driver import load_run_data, run_population
 from popvae.population.evaluation import run_evaluation_job
 from popvae.population.jobs import run_jobs
-from popvae.population.run import load_run_data, run_population
 
 SMALL_MODEL = {"widths": [8, 16, 16, 16], "z1_vars": 4, "z1_categories": 4, "z2_vars": 2, "z2_categories": 4}
 
@@ -40,7 +40,7 @@ def real_runs(ray_session, tmp_path_factory) -> Path:
         run_population(small_config(members=2, placement_timeout_s=1.0), root / "failed", data)
 
     robust = root / "robust"
-    rundir.write_json(robust / "config.json", {"kind": "robust", "methods": ["vae-kl", "no-such-method"]})
+    folder_io.write_json(robust / "config.json", {"kind": "robust", "methods": ["vae-kl", "no-such-method"]})
     jobs = [{"id": m, "kind": "robust", "method": m, "dir": str(robust / "jobs" / m), "epochs": 1, "batch_size": 16,
              "steps_per_epoch": 2, "seed": 0} for m in ("vae-kl", "no-such-method")]
     run_jobs(jobs, synthetic(128, seed=0), synthetic(32, seed=1), workers=1)
@@ -65,13 +65,13 @@ def get(client: TestClient, path: str, **params) -> dict:
 
 def test_every_file_a_real_run_wrote_parses_with_the_contract(real_runs: Path) -> None:
     for run in ("done", "stopped", "failed"):
-        RunStatus.model_validate(rundir.read_json(real_runs / run / "status.json"))
+        RunStatus.model_validate(folder_io.read_json(real_runs / run / "status.json"))
     for run in ("done", "stopped"):
-        rows = [HistoryRow.model_validate(r) for r in rundir.read_rows(real_runs / run / "history.parquet")]
+        rows = [HistoryRow.model_validate(r) for r in folder_io.read_rows(real_runs / run / "history.parquet")]
         assert all(r.score is not None for r in rows)
-        [LineageEntry.model_validate(g) for g in rundir.read_json(real_runs / run / "lineage.json")]
+        [LineageEntry.model_validate(g) for g in folder_io.read_json(real_runs / run / "lineage.json")]
     for job in (real_runs / "robust" / "jobs").iterdir():
-        JobStatus.model_validate(rundir.read_json(job / "status.json"))
+        JobStatus.model_validate(folder_io.read_json(job / "status.json"))
 
 
 def test_runs_lists_every_real_run_with_its_state(client: TestClient) -> None:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from popvae.population.runlock import Interrupted, signals_kept_while_ray_starts
+from popvae.population.stop_signals import Interrupted, signals_kept_while_ray_starts
 
 
 @pytest.fixture

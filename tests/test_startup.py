@@ -8,34 +8,39 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 HEAVY = ("torch", "ray", "torchmetrics", "torchvision", "pyarrow")
 
-# Runs the command line in-process, then reports its exit code and which heavy modules were imported.
+# Runs the command line in-process once per argv (one interpreter for all of them: the heavy modules a case imports
+# stay imported, so each case is checked for what it added), and reports every exit code, the heavy modules imported
+# so far and what the case wrote to stderr.
 PROBE = """
-import json, sys
+import contextlib, io, json, sys
 from popvae.cluster.cli import main
-try:
-    code = main(sys.argv[1:])
-except SystemExit as exit_:
-    code = exit_.code
-print(json.dumps({"code": code, "heavy": sorted(m for m in HEAVY if m in sys.modules)}), file=sys.stderr)
+results = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exit_:
+            code = exit_.code
+    results.append({"code": code, "heavy": sorted(m for m in HEAVY if m in sys.modules), "err": err.getvalue()})
+print(json.dumps(results))
 """.replace("HEAVY", repr(HEAVY))
 
 
-def probe(*argv: str, cwd=None) -> tuple[int, list[str], str]:
-    done = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=120, cwd=cwd)
-    *lines, last = done.stderr.strip().splitlines()
-    result = json.loads(last)
-    return result["code"], result["heavy"], "\n".join(lines)
+def probe(*argvs: tuple[str, ...]) -> list[tuple[int, list[str], str]]:
+    """(exit code, heavy modules imported so far, stderr) of each command line, in one fresh interpreter."""
+    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(argvs)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [(r["code"], r["heavy"], r["err"]) for r in json.loads(done.stdout.strip().splitlines()[-1])]
 
 
-@pytest.mark.parametrize("argv", [("--help",), ("train", "--help"), ("robust", "--help"), ("evaluate", "--help"),
-                                  ("serve", "--help"), ("status", "--help")])
-def test_help_imports_neither_torch_nor_ray(argv):
-    code, heavy, _ = probe(*argv)
-    assert code == 0 and heavy == []
+def test_help_imports_neither_torch_nor_ray():
+    argvs = [("--help",), ("train", "--help"), ("robust", "--help"), ("evaluate", "--help"), ("serve", "--help"),
+             ("status", "--help")]
+    for argv, (code, heavy, _) in zip(argvs, probe(*argvs), strict=True):
+        assert (code, heavy) == (0, []), argv
 
 
 def test_bad_input_that_needs_no_data_is_rejected_without_torch_or_ray(tmp_path):
@@ -55,8 +60,7 @@ def test_bad_input_that_needs_no_data_is_rejected_without_torch_or_ray(tmp_path)
         (("robust", "--methods", "raven", "--seed", "-1", "--run-dir", str(tmp_path / "r")), "--seed"),
         (("status", "--watch", "-1"), "--watch"),
     ]
-    for argv, message in cases:
-        code, heavy, err = probe(*argv)
+    for (argv, message), (code, heavy, err) in zip(cases, probe(*(argv for argv, _ in cases)), strict=True):
         assert (code, heavy) == (2, []) and message in err, (argv, err)
     assert not (tmp_path / "r").exists()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from popvae.population import runlock
+from popvae.population import stop_signals
 from tests.test_faults import SMALL, alive, descendants, epoch, popvae, status, wait_for
 
 
@@ -90,17 +90,17 @@ def test_a_stop_signal_is_remembered_when_ray_fails_first(monkeypatch):
     """After a process-group SIGTERM, Ray's own failure (the coordinator died of the same signal) can reach the driver
     before the signal's exception, or instead of it: the run still stops as interrupted, not failed."""
     for name in ("_received", "_received_at", "_installed"):
-        monkeypatch.setattr(runlock, name, getattr(runlock, name))  # restored afterwards: no other test sees this stop
+        monkeypatch.setattr(stop_signals, name, getattr(stop_signals, name))  # restored afterwards: no other test sees this stop
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    assert runlock.stop_requested() is None
+    assert stop_signals.stop_requested() is None
     try:
-        runlock.stop_on_signals()
-        with pytest.raises(runlock.Interrupted):
+        stop_signals.stop_on_signals()
+        with pytest.raises(stop_signals.Interrupted):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # the handler raises at once
     finally:
         for s, handler in handlers.items():
             signal.signal(s, handler)
-    stop = runlock.stop_requested()
+    stop = stop_signals.stop_requested()
     assert stop is not None and stop.exit_code == 143
-    assert runlock.stop_time_left(8.0) <= 8.0
+    assert stop_signals.stop_time_left(8.0) <= 8.0

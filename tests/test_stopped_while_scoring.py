@@ -10,8 +10,9 @@ import pytest
 
 from popvae.cluster.run_store import RunStore
 from popvae.population.config import ConfigError
-from popvae.population.policy import resume_config
-from popvae.population.run import new_run, resumed_run, train_run
+from popvae.population.contract import NAMESPACE, coordinator_name
+from popvae.population.driver import new_run, resumed_run, train_run
+from popvae.population.preflight import resume_config
 from popvae.population.run_folder import RunFolder
 from tests.test_population import small_config
 
@@ -22,7 +23,7 @@ def test_a_run_stopped_while_scored_is_not_done_and_its_resume_finishes_the_scor
 
     def stop_while_scoring(what: str, done: int, total: int) -> None:
         states.append(folder.read_status().state)
-        raise KeyboardInterrupt  # what SIGINT raises in the driver (runlock's Interrupted is one)
+        raise KeyboardInterrupt  # what SIGINT raises in the driver (stop_signals' Interrupted is one)
 
     with pytest.raises(KeyboardInterrupt):
         train_run(new_run(small_config(epochs=2), folder.path), on_scoring=stop_while_scoring)
@@ -80,8 +81,8 @@ def test_a_run_being_scored_is_still_going_for_the_service_and_popvae_status(tmp
 
     from popvae.cluster.service import create_app
     from popvae.cluster.status_table import _view
+    from popvae.population.folder_lock import RunLock
     from popvae.population.run_folder import parse_status
-    from popvae.population.runlock import RunLock
 
     folder = RunFolder(make_run(tmp_path, "r1", epochs=3))
     folder.write_status(parse_status(status("r1", 3, 3, 4, state="scoring")))
@@ -97,9 +98,11 @@ def test_a_run_being_scored_is_still_going_for_the_service_and_popvae_status(tmp
         lock.release()
 
 
-def test_sigint_to_popvae_train_while_it_scores_then_resume_completes_the_run(tmp_path: Path) -> None:
+def test_sigint_to_popvae_train_while_it_scores_then_resume_completes_the_run(ray_session, tmp_path: Path) -> None:
     """The issue's case on a real `popvae train` process: SIGINT once every epoch is trained, while the test split
-    (10,000 synthetic images, so that the scoring lasts long enough to be caught) is scored; then `--resume`."""
+    (10,000 synthetic images, so that the scoring lasts long enough to be caught) is scored; then `--resume`. Both
+    processes join the session's Ray (`--address`): the scoring runs in the driver, and what a signal leaves of a
+    run's own local Ray is tests/test_faults.py's to check, so neither starts one of its own."""
     import json
     import os
     import signal
@@ -115,7 +118,8 @@ def test_sigint_to_popvae_train_while_it_scores_then_resume_completes_the_run(tm
     folder = RunFolder(tmp_path / "run")
     cli = [sys.executable, "-c", "import sys; from popvae.cluster.cli import main; sys.exit(main())", "train"]
     env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
-    proc = subprocess.Popen([*cli, "--config", str(config), "--run-dir", str(folder.path), "--quiet", "--num-cpus", "2"],
+    ray = ["--address", ray_session.get_runtime_context().gcs_address]
+    proc = subprocess.Popen([*cli, "--config", str(config), "--run-dir", str(folder.path), "--quiet", *ray],
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 240
@@ -129,8 +133,10 @@ def test_sigint_to_popvae_train_while_it_scores_then_resume_completes_the_run(tm
     assert proc.returncode == 130, err[-2000:]
     assert f"continue with: popvae train --resume {folder.path}" in err
     assert folder.read_status().state == "interrupted" and not folder.summary_path.exists()
+    with pytest.raises(ValueError):  # the interrupted driver took its coordinator off the shared cluster
+        ray_session.get_actor(coordinator_name(folder.path.name), namespace=NAMESPACE)
 
-    done = subprocess.run([*cli, "--resume", str(folder.path), "--quiet", "--num-cpus", "2"], capture_output=True,
+    done = subprocess.run([*cli, "--resume", str(folder.path), "--quiet", *ray], capture_output=True,
                           text=True, env=env, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     assert folder.read_status().state == "done" and folder.read_summary().test_images == 10_000

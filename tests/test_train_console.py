@@ -31,7 +31,9 @@ def _env() -> dict[str, str]:
     return {**os.environ, "COLUMNS": "120", "LINES": "40", "TERM": "xterm-256color"}
 
 
-def test_live_console_ctrl_c_then_resume_to_the_end(tmp_path):
+def test_live_console_ctrl_c_then_resume_to_the_end(ray_session, tmp_path):
+    """Ctrl-C on a run with a Ray of its own, then a resume that joins the session's Ray: the console hides both
+    paths' Ray notes ("Started a local Ray instance", "Connecting to existing Ray")."""
     run = tmp_path / "runs" / "tiny"
     args = ["--dataset", "synthetic", "--members", "2", "--steps-per-epoch", "1", "--num-cpus", "2"]
     master, slave = pty.openpty()  # a terminal, as a person sees it: the table refreshes in place
@@ -73,7 +75,8 @@ def test_live_console_ctrl_c_then_resume_to_the_end(tmp_path):
     assert not any(chatter in screen for chatter in RAY_CHATTER), screen
 
     done = _epoch(run)
-    finished = subprocess.run([POPVAE, "train", "--resume", str(run), "--epochs", str(done + 1), "--num-cpus", "2"],
+    address = ray_session.get_runtime_context().gcs_address
+    finished = subprocess.run([POPVAE, "train", "--resume", str(run), "--epochs", str(done + 1), "--address", address],
                               capture_output=True, text=True, env=_env(), timeout=120)
     assert finished.returncode == 0, finished.stderr
     assert "tau used -> next" in finished.stderr and f"epochs done {done + 1}/{done + 1}" in finished.stderr

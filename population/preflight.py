@@ -24,7 +24,7 @@ def check_new_run_dir(run_dir: Path) -> None:
     """A new run needs an empty or missing folder (never a used one: a run is not silently overwritten), on a
     path the system accepts, in a place it may write, and no other process holding it."""
     from popvae.population.bounds import check_run_dir_path
-    from popvae.population.runlock import RunLocked, describe, is_held, read_holder
+    from popvae.population.folder_lock import RunLocked, describe, is_held, read_holder
 
     run_dir = Path(run_dir)
     check_run_dir_path(run_dir)  # its length, no file in the way, writable
@@ -35,7 +35,7 @@ def check_new_run_dir(run_dir: Path) -> None:
 
 def check_unused(run_dir: Path) -> None:
     """The folder is missing or holds nothing but its lock file."""
-    from popvae.population.runlock import LOCK_NAME
+    from popvae.population.folder_lock import LOCK_NAME
 
     if run_dir.exists() and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
         raise ConfigError(f"run folder {run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
@@ -116,7 +116,7 @@ def resume_config(run_dir: Path, epochs: int | None = None) -> tuple[RunConfig, 
     nothing is left to train (the message says how to extend the run).
     """
     from popvae.population.bounds import check_run_dir_path
-    from popvae.population.runlock import RunLocked, describe, is_held, read_holder
+    from popvae.population.folder_lock import RunLocked, describe, is_held, read_holder
 
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)

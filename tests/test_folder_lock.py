@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from popvae.cluster.run_store import RunStore
-from popvae.population import rundir, runlock
+from popvae.population import folder_io, folder_lock
 from popvae.population.contract import JobStatus
+from popvae.population.folder_lock import LOCK_NAME, RunLock, RunLocked, is_held, read_holder
 from popvae.population.run_folder import RunFolder
-from popvae.population.runlock import LOCK_NAME, RunLock, RunLocked, is_held, read_holder
 
 
 def test_a_held_lock_reads_as_held_and_a_released_one_as_free(tmp_path: Path) -> None:
@@ -38,13 +38,13 @@ def _remote_holder(folder: Path, age_s: float) -> None:
 
 def test_a_holder_on_another_machine_is_judged_by_its_heartbeat(tmp_path: Path) -> None:
     _remote_holder(tmp_path / "fresh", age_s=5)
-    _remote_holder(tmp_path / "stale", age_s=runlock.STALE_AFTER_S + 5)
+    _remote_holder(tmp_path / "stale", age_s=folder_lock.STALE_AFTER_S + 5)
     assert is_held(tmp_path / "fresh") is True
     assert is_held(tmp_path / "stale") is False
 
 
 def test_the_holder_refreshes_its_heartbeat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runlock, "HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(folder_lock, "HEARTBEAT_S", 0.2)
     lock = RunLock(tmp_path / "run")
     lock.acquire()
     try:
@@ -65,7 +65,7 @@ def _job(root: Path, run: str, job_id: str, state: str) -> Path:
 
 
 def test_jobs_whose_process_is_gone_read_as_interrupted(tmp_path: Path) -> None:
-    rundir.write_json(tmp_path / "run" / "config.json", {"kind": "robust"})
+    folder_io.write_json(tmp_path / "run" / "config.json", {"kind": "robust"})
     running, queued, done = (_job(tmp_path, "run", j, s) for j, s in
                              (("vae-kl", "running"), ("gmm-dae", "queued"), ("raven", "done")))
     store = RunStore(tmp_path)

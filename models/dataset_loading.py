@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from popvae.models.datasets import DATASETS, IMAGE_SHAPE, DatasetError, check_dataset_name
+from popvae.models.dataset_names import DATASETS, IMAGE_SHAPE, DatasetError, check_dataset_name
 
 __all__ = ["DATASETS", "IMAGE_SHAPE", "DatasetError", "ImageSet", "check_dataset_name", "load_split"]
 

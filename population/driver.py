@@ -15,14 +15,15 @@ import ray
 from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from popvae.models.data import DatasetError, ImageSet, load_split, train_val_split
-from popvae.population import policy
+from popvae.models.dataset_loading import DatasetError, ImageSet, load_split, train_val_split
+from popvae.population import preflight
 from popvae.population.config import ConfigError, RunConfig
 from popvae.population.contract import NAMESPACE, RunResult, RunState, coordinator_name
 from popvae.population.coordinator import Coordinator
 from popvae.population.deadline import within
+from popvae.population.folder_lock import holding
 from popvae.population.run_folder import RunFolder
-from popvae.population.runlock import holding, signals_kept_while_ray_starts, stop_requested
+from popvae.population.stop_signals import signals_kept_while_ray_starts, stop_requested
 from popvae.population.training import evaluate, reconstruction_mse
 
 
@@ -245,13 +246,13 @@ class Run:
 def new_run(cfg: RunConfig, run_dir: Path, data: RunData | None = None, compare_baseline: bool = False) -> Run:
     """A new run into a missing or empty folder (ConfigError otherwise), its data loaded (DatasetError).
     `compare_baseline`: the baseline's folder must be free too (see `train_with_baseline`), checked now."""
-    policy.check_new_run(cfg, Path(run_dir), compare_baseline)
+    preflight.check_new_run(cfg, Path(run_dir), compare_baseline)
     return Run(cfg, Path(run_dir), data if data is not None else load_run_data(cfg))
 
 
 def resumed_run(run_dir: Path, epochs: int | None = None) -> Run:
     """The run in `run_dir` continued at its next epoch, `epochs` extending its budget (see `policy.resume_config`)."""
-    cfg, done = policy.resume_config(Path(run_dir), epochs)
+    cfg, done = preflight.resume_config(Path(run_dir), epochs)
     return Run(cfg, Path(run_dir), load_run_data(cfg), resume=True, first_epoch=done)
 
 
@@ -259,7 +260,7 @@ def train_with_baseline(run: Run, train: Callable[[Run], dict[str, Any]]) -> lis
     """`train(run)`, then the standard GS-VAE on the same budget and data into RUN_DIR-baseline, and the baseline
     drawn over the population's plots: [("population", summary), ("baseline", summary)]."""
     results = [("population", train(run))]
-    baseline = new_run(policy.baseline_config(run.cfg), policy.baseline_dir(run.run_dir), run.data)
+    baseline = new_run(preflight.baseline_config(run.cfg), preflight.baseline_dir(run.run_dir), run.data)
     results.append(("baseline", train(baseline)))
     draw_comparison(run.run_dir, baseline.run_dir)
     return results
@@ -280,12 +281,12 @@ def train_run(run: Run, on_generation: Callable[[dict[str, Any], dict[str, Any]]
     notes shown only with `verbose`), check the cluster can host the run (ConfigError), train, return the summary.
     The lock is held until the run ends. `on_scoring(what, done, total)` follows the test-set scoring."""
     from popvae.population.bounds import check_cluster_flags
-    from popvae.population.worker import cpu_share
+    from popvae.population.placement import cpu_share
 
     check_cluster_flags(address, num_cpus)
     with holding(run.run_dir):
         if not run.resume:
-            policy.check_unused(run.run_dir)  # again, under the lock: another process may have used it meanwhile
+            preflight.check_unused(run.run_dir)  # again, under the lock: another process may have used it meanwhile
         RunFolder(run.run_dir).remove_temp_files()  # what a killed writer left: nothing else writes here now
         with signals_kept_while_ray_starts():  # ray.init installs its own SIGTERM handler
             ensure_ray(address, num_cpus, verbose)

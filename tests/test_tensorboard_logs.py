@@ -11,7 +11,7 @@ from pathlib import Path
 from tensorboardX.proto import event_pb2
 
 from popvae.population.contract import HistoryRow
-from popvae.population.run_logs import RunLogs
+from popvae.population.tensorboard_logs import RunLogs
 
 
 def read_scalars(folder: Path) -> dict[str, dict[int, float]]:
