@@ -288,7 +288,8 @@ def cmd_robust(args: argparse.Namespace) -> int:
 def _robust_preset(args: argparse.Namespace) -> int:
     """`popvae robust --preset`: the section of `population.robust_converged`, continued when run again."""
     from popvae.population.bounds import ClusterUnreachable, check_cluster_flags, check_reachable
-    from popvae.population.config import PRECISIONS
+    from popvae.population.config import PRECISIONS, validated
+    from popvae.population.plans import JobSettings
     from popvae.population.robust_converged import PRESETS, check_out
 
     given = [f"--{name.replace('_', '-')}" for name in ("methods", "epochs", "batch_size", "steps_per_epoch", "seed")
@@ -301,8 +302,7 @@ def _robust_preset(args: argparse.Namespace) -> int:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
         section = section.model_copy(update={"dataset": check_dataset_name(args.dataset or section.dataset),
                                              "precision": args.precision})
-        if args.workers is not None and args.workers < 1:
-            raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+        validated(JobSettings, {"workers": args.workers}, flags=True)
         check_out(args.run_dir, section)
         check_cluster_flags(args.address, args.num_cpus)
         check_reachable(args.address)  # before --run-dir is written

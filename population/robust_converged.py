@@ -139,7 +139,6 @@ def run_section(section: Section, out: Path, report_dir: Path | None = None, *, 
     out, say = Path(out), say or (lambda line: None)
     report_dir = Path(report_dir or out)
     check_out(out, section)
-    train, test = (load_split(section.dataset, split, data_root, section.synthetic_size) for split in ("train", "test"))
     with holding(out):
         folder_io.write_json(out / "section.json", section.model_dump(mode="json"))
         folder = RunFolder(out)
@@ -148,6 +147,7 @@ def run_section(section: Section, out: Path, report_dir: Path | None = None, *, 
                                  "methods": list(section.methods), "preset": section.preset})
         jobs = training_jobs(section, out)
         if not report_only:
+            train, test = (load_split(section.dataset, split, data_root, section.synthetic_size) for split in ("train", "test"))
             ensure_ray(address, num_cpus)
             count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
             # a training job attacks its model in the same worker; a model trained earlier is attacked on its own

@@ -124,4 +124,6 @@ def test_preset_rejects_flags_it_sets(tmp_path, capsys) -> None:
     assert "--epochs cannot go with --preset" in capsys.readouterr().err
     assert main(["robust", "--run-dir", str(tmp_path / "r")]) == 2
     assert "give --methods" in capsys.readouterr().err
+    assert main(["robust", "--preset", "smoke", "--workers", "0", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "--workers" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
