@@ -230,7 +230,7 @@ def _robust_parser(sub: Any) -> None:
     p.add_argument("--methods", help="comma-separated, e.g. gmm-dae,robust-gmm-dae,raven,vae-kl,dae-mmd")
     p.add_argument("--preset", choices=("paper", "smoke"),
                    help="instead of --methods: every method at its paper's settings and budget (or to a plateau), "
-                        "seeds, attacks and the report beside the papers (smoke: synthetic data, seconds); the same "
+                        "seeds, attacks and the report beside the papers (smoke: synthetic data, about a minute); the same "
                         "command again continues")
     p.add_argument("--dataset", help="one of " + ", ".join(DATASETS) + " (default fashion-mnist; the smoke preset: synthetic)")
     p.add_argument("--data-root", help="folder holding the dataset files")
