@@ -70,14 +70,14 @@ def train_job(method: str, train: ImageSet, test: ImageSet, job_dir: Path, epoch
         if min(epochs, batch_size, steps_per_epoch or 1) < 1:
             raise ValueError(f"epochs, batch_size, steps_per_epoch must be positive: {epochs}, {batch_size}, {steps_per_epoch}")
         schedule = Schedule.model_validate(schedule) if isinstance(schedule, dict) else schedule
-        family, config = method_config(method, train.images.shape[1:], overrides)
-        if "dataset_size" in type(config).model_fields and "dataset_size" not in (overrides or {}):
-            config = config.model_copy(update={"dataset_size": len(train)})
-        resolved = resolve_precision(precision, torch.device(device))
         val = None
         if schedule is not None:
             fit_idx, val_idx = train_val_split(len(train), schedule.val_fraction, seed)
             train, val = train.subset(fit_idx), train.subset(val_idx[: schedule.val_size])
+        family, config = method_config(method, train.images.shape[1:], overrides)
+        if "dataset_size" in type(config).model_fields and "dataset_size" not in (overrides or {}):
+            config = config.model_copy(update={"dataset_size": len(train)})
+        resolved = resolve_precision(precision, torch.device(device))
         written = {
             "method": method, "family": family, "model": config.model_dump(mode="json"), "epochs": epochs,
             "batch_size": batch_size, "steps_per_epoch": steps_per_epoch, "seed": seed, "device": str(device),
