@@ -9,6 +9,7 @@ is judged by the same CNN.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,12 +57,14 @@ class LatentMLP(nn.Module):
 
 
 def fit(net: nn.Module, x: Tensor, y: Tensor, epochs: int, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
-        device: str = "cpu") -> nn.Module:
-    """Adam on cross-entropy; uint8 images become [0,1] floats one batch at a time. Returns `net` in eval mode."""
+        device: str = "cpu", on_step: Callable[[int, int], None] | None = None) -> nn.Module:
+    """Adam on cross-entropy; uint8 images become [0,1] floats one batch at a time; `on_step(done, total)` after each
+    step (a long fit shows progress). Returns `net` in eval mode."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net.to(device).train()
     opt = torch.optim.Adam(net.parameters(), lr=lr)
+    total, done = epochs * -(-len(y) // batch_size), 0
     for _ in range(epochs):
         for idx in torch.randperm(len(y), generator=g).split(batch_size):
             xb = x[idx]
@@ -69,6 +72,9 @@ def fit(net: nn.Module, x: Tensor, y: Tensor, epochs: int, batch_size: int = 128
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(net(xb), y[idx].to(device)).backward()
             opt.step()
+            done += 1
+            if on_step is not None:
+                on_step(done, total)
     net.zero_grad(set_to_none=True)
     return net.eval()
 
@@ -88,8 +94,10 @@ def _fingerprint(ds: ImageSet) -> str:
     return h.hexdigest()[:16]
 
 
-def cached_cnn(train: ImageSet, cache_dir: str | Path, epochs: int = 5, seed: int = 0, device: str = "cpu") -> BasicCNN:
-    """The basic CNN fit on `train`, loaded from `cache_dir` if this exact set and recipe were fit before."""
+def cached_cnn(train: ImageSet, cache_dir: str | Path, epochs: int = 5, seed: int = 0, device: str = "cpu",
+               on_fit: Callable[[Path, int], Callable[[int, int], None]] | None = None) -> BasicCNN:
+    """The basic CNN fit on `train`, loaded from `cache_dir` if this exact set and recipe were fit before. A fit (minutes
+    on a CPU for a real dataset) first calls `on_fit(cache_file, epochs)` for the callback of its steps."""
     c, side = train.images.shape[1], train.images.shape[2]
     net = BasicCNN(c, len(train.classes), side)
     path = Path(cache_dir) / f"cnn-{_fingerprint(train)}-e{epochs}-s{seed}.pt"
@@ -97,6 +105,7 @@ def cached_cnn(train: ImageSet, cache_dir: str | Path, epochs: int = 5, seed: in
         blob = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(blob["state_dict"])
         return net.to(device).eval()
-    fit(net, torch.tensor(train.images), torch.tensor(train.labels), epochs, seed=seed, device=device)
+    on_step = on_fit(path, epochs) if on_fit is not None else None
+    fit(net, torch.tensor(train.images), torch.tensor(train.labels), epochs, seed=seed, device=device, on_step=on_step)
     atomic_torch_save({"config": net.config, "state_dict": {k: v.cpu() for k, v in net.state_dict().items()}}, path)
     return net

@@ -108,7 +108,8 @@ def lpips(weights: str | Path | None) -> Callable[[Tensor, Tensor], Tensor] | Un
     is downloaded.
     """
     if weights is None:
-        return Unavailable("LPIPS needs AlexNet ImageNet weights (torchvision alexnet-owt-7be5be79.pth); pass their path")
+        return Unavailable("LPIPS needs AlexNet ImageNet weights (torchvision alexnet-owt-7be5be79.pth): "
+                           "popvae evaluate --lpips-weights FILE (lpips_weights= in popvae.evaluate)")
     weights = Path(weights)
     if not weights.is_file():
         return Unavailable(f"LPIPS weights file not found: {weights}")
@@ -133,7 +134,8 @@ def lpips(weights: str | Path | None) -> Callable[[Tensor, Tensor], Tensor] | Un
 def inception_fid(weights: str | Path | None) -> FrechetInceptionDistance | Unavailable:
     """Real FID (torch-fidelity's Inception v3) from the user's weights file, else `Unavailable`."""
     if weights is None:
-        return Unavailable("FID needs the pt_inception-2015-12-05 weights; pass their path")
+        return Unavailable("FID needs the pt_inception-2015-12-05 weights: popvae evaluate --fid-weights FILE "
+                           "(fid_weights= in popvae.evaluate)")
     if not Path(weights).is_file():
         return Unavailable(f"FID weights file not found: {weights}")
     try:

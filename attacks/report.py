@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 import torchmetrics
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor, nn
 
 from popvae.attacks import figures, tables
@@ -99,7 +101,17 @@ def _reconstruction(model: AutoEncoder, cnn: nn.Module, x: Tensor, fid_weights: 
             "psnr": float(psnr(rec, x).mean()), "ms_ssim": float(ms_ssim(rec, x).mean()), "ms_ssim_settings": ms_ssim_settings(),
             "frechet_distance": {"name": FRECHET_NAME, "value": fd, "features": "penultimate layer of the basic CNN (train set)"},
             "fid": fid, "images": {"test": x[:8].cpu(), "reconstruction": rec[:8].cpu()},
+            "mse_hard": _hard_mse(model, x, batch_size),
         }
+
+
+def _hard_mse(model: AutoEncoder, x: Tensor, batch_size: int) -> float | None:
+    """A GS-VAE's per-pixel MSE from hard codes (one-hot argmax): what its discrete code alone reconstructs, beside the
+    relaxed code's `mse` (at high tau a continuous code); None for a model without discrete codes."""
+    if not hasattr(model, "hard_codes"):
+        return None
+    rec = map_batches(lambda v: model.reconstruct(v, sample=False, hard=True), x, batch_size=batch_size)
+    return float(mse(rec, x).mean())
 
 
 def _latent_mlp(model: AutoEncoder, train: ImageSet, seed: int, device: str, batch_size: int) -> nn.Module:
@@ -114,12 +126,15 @@ def _latent_mlp(model: AutoEncoder, train: ImageSet, seed: int, device: str, bat
 def evaluate(model: nn.Module, train: ImageSet, test: ImageSet, experiments: list[str], subset: int | None, out_dir: Path,
              seed: int, device: str, progress: bool, *, held_out: Sequence[int] | None = None, cache_dir: Path | None = None,
              lpips_weights: str | Path | None = None, fid_weights: str | Path | None = None,
-             settings: dict[str, dict[str, Any]] | None = None, batch_size: int = 250) -> dict[str, Any]:
+             settings: dict[str, dict[str, Any]] | None = None, batch_size: int = 250,
+             about: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run `experiments` (names from EXPERIMENTS) on `model`; write report.json, report.md and PNGs into out_dir.
 
     `subset` draws that many test images at random (seeded) for every experiment; `held_out` names the
     classes the model never saw (for `unseen`); `settings` passes keyword arguments to an experiment's
-    function, e.g. {"purification": {"pgd_steps": 40}}. Returns the report (as written to JSON).
+    function, e.g. {"purification": {"pgd_steps": 40}}; `about` (the checkpoint, whether the budgets were the
+    quick ones) goes into the report's meta. `progress` shows it on stderr, with the first fit of the purification
+    CNN said and timed. Returns the report (as written to JSON).
     """
     unknown = sorted(set(experiments) - set(EXPERIMENTS))
     if unknown or not experiments:
@@ -138,13 +153,16 @@ def evaluate(model: nn.Module, train: ImageSet, test: ImageSet, experiments: lis
         "tau": getattr(model, "tau", None), "experiments": list(experiments), "seed": seed, "device": device,
         "test_images": len(test), "test_subset": subset, "train_images": len(train),
         "versions": {"torch": torch.__version__, "torchmetrics": torchmetrics.__version__, "python": platform.python_version()},
+        **(about or {}),
     }}
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TimeElapsedColumn())
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task("fitting the CNN", total=len(experiments) + 1)
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress, transient=False, console=Console(stderr=True)) as bar:
+        task = bar.add_task("the purification CNN", total=len(experiments) + 1)
         tick: Callable[[str], None] = lambda label: bar.update(task, description=label)
-        cnn = cached_cnn(train, cache_dir or default_cache_dir(), seed=seed, device=device)
+        fitting = (lambda path, epochs: cnn_fit_progress(bar, path, epochs, len(train))) if progress else None
+        cnn = cached_cnn(train, cache_dir or default_cache_dir(), seed=seed, device=device, on_fit=fitting)
+        tick("reconstruction")
         report["reconstruction"] = _reconstruction(model, cnn, x, fid_weights, batch_size)
         bar.advance(task)
         for name in experiments:
@@ -166,6 +184,37 @@ def evaluate(model: nn.Module, train: ImageSet, test: ImageSet, experiments: lis
             report[name] = result
             bar.advance(task)
     return _write(report, out_dir)
+
+
+def cnn_fit_progress(bar: Progress, path: Path, epochs: int, images: int) -> Callable[[int, int], None]:
+    """Says that the purification CNN is fit once and where it is cached, then shows the fit's steps: a bar with
+    its ETA on a terminal, a plain line every tenth in a log (a bar cannot redraw there)."""
+    bar.console.print(f"fitting the purification CNN once ({epochs} epochs over {images} training images; minutes on a "
+                      f"CPU), cached as {path}: later evaluations on this dataset load it", markup=False, highlight=False,
+                      soft_wrap=True)
+    started = time.monotonic()
+    task = bar.add_task("fitting the purification CNN", total=None)
+    said = [0]
+
+    def on_step(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+        tenth = 10 * done // total
+        if not bar.console.is_terminal and tenth > said[0]:
+            said[0] = tenth
+            left = (time.monotonic() - started) / done * (total - done)
+            bar.console.print(f"fitting the purification CNN: {done}/{total} steps, ETA {int(left // 60)}:{int(left % 60):02d}",
+                              markup=False, highlight=False, soft_wrap=True)
+
+    return on_step
+
+
+def _provenance(meta: dict[str, Any]) -> list[str]:
+    """Which checkpoint was attacked, and whether with the quick budgets (numbers not comparable to full ones)."""
+    lines = [f"Checkpoint: `{meta['checkpoint']}`."] if meta.get("checkpoint") else []
+    if "quick" in meta:
+        lines.append("Attack budgets: quick (`--quick`, `quick=True`): reduced for a CPU, so not comparable with a full "
+                     "evaluation's numbers." if meta["quick"] else "Attack budgets: full.")
+    return [*lines, ""] if lines else []
 
 
 def _model_label(meta: dict[str, Any]) -> str:
@@ -199,7 +248,7 @@ def _markdown(report: dict[str, Any]) -> list[str]:
     lines = ["# popvae evaluation", "",
              f"Model family `{m['family']}` (stochastic: {m['stochastic']}, tau: {m['tau']}); {m['test_images']} test images"
              f"{' (random subset)' if m['test_subset'] else ''}; seed {m['seed']}; device {m['device']}.", "",
-             *tables.reconstruction(report["reconstruction"])]
+             *_provenance(m), *tables.reconstruction(report["reconstruction"])]
     render = {"purification": tables.purification, "latent": lambda r: tables.latent("Latent-space attack (eq. 12)", r),
               "max-damage": lambda r: tables.latent("Maximum damage attack (eq. 13)", r), "latent-pgd": tables.latent_pgd,
               "patches": tables.patches, "unseen": tables.unseen}

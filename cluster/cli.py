@@ -17,7 +17,8 @@ from typing import Any, NoReturn
 
 from popvae.models.dataset_names import DATASETS, DatasetError, check_dataset_name
 from popvae.population.config import MAX_DURATION_S, ConfigError, parse_config
-from popvae.population.flags import PACK_SIZE, TRAIN_FLAGS, check_resume_flags, train_config
+from popvae.population.flags import PACK_SIZE, TRAIN_FLAGS, check_resume_flags, flag_default, train_config
+from popvae.population.methods import METHODS
 
 EXIT_BAD_INPUT = 2
 STOP_BUDGET_S = 8.0  # from a stop signal to the exit: population.run's clean-up (at most 4 s), then Ray's shutdown
@@ -134,8 +135,11 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("--run-dir", type=Path, help="folder for this run (must be new or empty)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run at its next epoch")
     p.add_argument("--config", type=Path, help="JSON or YAML file of settings (at most 1 MB, no YAML aliases); flags override it")
-    for flag, (_, typ, help_) in TRAIN_FLAGS.items():
-        p.add_argument(flag, type=PARSERS[typ], help=help_)
+    for flag, (path, typ, help_) in TRAIN_FLAGS.items():
+        default = flag_default(path)
+        shown = f"{default:.4g}" if isinstance(default, float) else default
+        said = "default" in help_ or default is None
+        p.add_argument(flag, type=PARSERS[typ], help=help_ if said else f"{help_} (default {shown})")
     p.add_argument("--exclude-classes", type=_class_list, help="e.g. 0,5: train without them")
     p.add_argument("--baseline", action="store_true", help="train the standard GS-VAE: one member, tau annealed")
     p.add_argument("--no-reset-patience", action="store_true", help="keep counting patience after a feedback step")
@@ -227,17 +231,17 @@ def _train_with_progress(run: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def _robust_parser(sub: Any) -> None:
     p = sub.add_parser("robust", help="train robust autoencoders as jobs on the worker pool")
-    p.add_argument("--methods", help="comma-separated, e.g. gmm-dae,robust-gmm-dae,raven,vae-kl,dae-mmd")
+    p.add_argument("--methods", help=f"comma-separated, from {', '.join(METHODS)}")
     p.add_argument("--preset", choices=("paper", "smoke"),
                    help="instead of --methods: every method at its paper's settings and budget (or to a plateau), "
                         "seeds, attacks and the report beside the papers (smoke: synthetic data, about a minute); the same "
                         "command again continues")
     p.add_argument("--dataset", help="one of " + ", ".join(DATASETS) + " (default fashion-mnist; the smoke preset: synthetic)")
     p.add_argument("--data-root", help="folder holding the dataset files")
-    p.add_argument("--epochs", type=_int, help="default 5 (a preset sets its own)")
-    p.add_argument("--batch-size", type=_int, help="default 128 (a preset sets its own)")
+    p.add_argument("--epochs", type=_int, help="epochs per job, default 5 (a preset sets its own)")
+    p.add_argument("--batch-size", type=_int, help="images per step, default 128 (a preset sets its own)")
     p.add_argument("--steps-per-epoch", type=_int, help="cap the batches per epoch (default: a full pass)")
-    p.add_argument("--seed", type=_int, help="default 0 (a preset sets its own seeds)")
+    p.add_argument("--seed", type=_int, help="seeds weights, batches and noise, default 0 (a preset sets its own seeds)")
     p.add_argument("--run-dir", type=Path, required=True, help="jobs go to RUN_DIR/jobs/<method>/ (a preset's: <method>-s<seed>)")
     p.add_argument("--report-dir", type=Path, help="a preset's robust-converged.md, .json and plot (default: RUN_DIR)")
     p.add_argument("--report-only", action="store_true", help="a preset's report from what is finished; train nothing")
@@ -332,14 +336,23 @@ def _robust_preset(args: argparse.Namespace) -> int:
 def _evaluate_parser(sub: Any) -> None:
     from popvae.attacks.experiments import EXPERIMENTS
 
-    p = sub.add_parser("evaluate", help="attack and evaluate a trained model (a run or job folder, or a checkpoint)")
+    p = sub.add_parser("evaluate", help="attack and evaluate a trained model (a run or job folder, or a checkpoint)",
+                       description="Attack and evaluate a trained model; the report (report.md, report.json, PNGs) goes "
+                                   "to its own folder, RUN/jobs/evaluation-TIME/. The first evaluation on a dataset fits "
+                                   "the purification CNN once (5 epochs over the training set: minutes on a CPU, with "
+                                   "progress and an ETA) and caches it under $POPVAE_CACHE, else ~/.cache/popvae; later "
+                                   "evaluations load it.")
     p.add_argument("target", type=Path, metavar="RUN_OR_CHECKPOINT")
-    p.add_argument("--experiments", default=",".join(EXPERIMENTS), help=f"comma-separated from {', '.join(EXPERIMENTS)}")
+    p.add_argument("--experiments", default=",".join(EXPERIMENTS), help=f"comma-separated from {', '.join(EXPERIMENTS)} "
+                                                                        "(default: all)")
     p.add_argument("--subset", type=_int, help="evaluate on this many random test images (seeded) instead of all")
     p.add_argument("--dataset", help="default: the run's dataset, else fashion-mnist")
     p.add_argument("--data-root", help="folder holding the dataset files")
-    p.add_argument("--seed", type=_int, default=0)
+    p.add_argument("--seed", type=_int, default=0, help="seeds the subset, the attacks and the classifiers")
     p.add_argument("--quick", action="store_true", help="reduced attack budgets for a CPU (stated in the report)")
+    p.add_argument("--fid-weights", type=Path, metavar="FILE", help="pt_inception-2015-12-05 weights: adds the real FID")
+    p.add_argument("--lpips-weights", type=Path, metavar="FILE",
+                   help="torchvision's alexnet-owt-7be5be79.pth: adds LPIPS to latent-pgd")
     _cluster_flags(p)
 
 
@@ -351,7 +364,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from popvae.population.evaluation import prepare_evaluation, run_evaluation
 
         evaluation = prepare_evaluation(args.target, experiments=args.experiments, subset=args.subset, dataset=args.dataset,
-                                        data_root=args.data_root, seed=args.seed, quick=args.quick)
+                                        data_root=args.data_root, seed=args.seed, quick=args.quick,
+                                        fid_weights=args.fid_weights, lpips_weights=args.lpips_weights)
     except (ValueError, DatasetError, FileNotFoundError) as err:
         return _fail(str(err).splitlines()[0])
     from popvae.models.atomic import NoSpaceLeft
@@ -429,26 +443,30 @@ def _serve_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="the read-only REST status service")
     p.add_argument("--runs-root", type=Path, default=Path("runs"), help="folder whose subfolders are runs")
     p.add_argument("--host", default="127.0.0.1", help="bind address (non-loopback needs $POPVAE_API_TOKEN)")
-    p.add_argument("--port", type=_port, default=8000)
+    p.add_argument("--port", type=_port, default=8000, help="port to listen on")
     p.add_argument("--address", help="Ray cluster to find live coordinators in (or RAY_ADDRESS)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from popvae.cluster.service import check_serve, ray_auth_note, serve
+    from popvae.cluster.service import check_serve, serve
+    from popvae.population.bounds import ClusterRefused, check_cluster_flags, check_ray_auth, ray_address
 
     try:
+        check_cluster_flags(args.address, None)
         check_serve(args.runs_root, args.host, args.port)
+        if (address := ray_address(args.address)) is not None:
+            check_ray_auth(address)  # a cluster that is not up yet is the live view's to retry; a refused token is said now
     except ConfigError as err:
         return _fail(str(err))
-    if (note := ray_auth_note(args.address)) is not None:
-        print(f"popvae serve: note: {note}", file=sys.stderr)
+    except ClusterRefused as err:
+        return _unreachable(err)
     serve(args.runs_root, args.host, args.port, args.address)
     return 0
 
 
 def _status_parser(sub: Any) -> None:
     p = sub.add_parser("status", help="print the population as a table, from the status service")
-    p.add_argument("--url", type=_url, default="http://127.0.0.1:8000")
+    p.add_argument("--url", type=_url, default="http://127.0.0.1:8000", help="the status service (popvae serve)")
     p.add_argument("--run", help="run id (default: the most recently updated)")
     p.add_argument("--token", help="bearer token (default: $POPVAE_API_TOKEN)")
     p.add_argument("--watch", nargs="?", type=_seconds, const=2.0, default=None, metavar="SECONDS",
@@ -472,15 +490,44 @@ COMMANDS = {
 }
 
 
+class _Help(argparse.HelpFormatter):
+    """Every option that has a default says it (argparse's own formatter would also print "default: None")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.option_strings and "default" not in text and action.default not in (None, False, argparse.SUPPRESS):
+            text += " (default %(default)s)"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit 2) rather than the whole usage text."""
+    """argparse, but a usage error is one line (and exit 2) rather than the whole usage text; defaults in --help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+DESCRIPTION = ("Population training of Gumbel-Softmax VAEs, robust autoencoders and their adversarial evaluation, on Ray. "
+               "Bad input is refused before anything is written, in one line with exit code 2.")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("popvae")
+    except PackageNotFoundError:  # a checkout on sys.path, not installed
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="popvae", description=__doc__)
+    parser = _Parser(prog="popvae", description=DESCRIPTION,
+                     epilog="popvae COMMAND --help says more; the README and docs/ARCHITECTURE.md say everything.")
+    parser.add_argument("--version", action="version", version=f"popvae {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add_parser, _ in COMMANDS.values():
         add_parser(sub)

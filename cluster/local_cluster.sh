@@ -14,7 +14,8 @@
 #
 # Settings (environment): POPVAE_CLUSTER_DIR (/tmp/popvae-lc), POPVAE_RAY_PORT (6390),
 # POPVAE_SERVICE_PORT (8390), POPVAE_DASHBOARD_PORT (8395: Ray's dashboard and jobs API), POPVAE_RUNS_ROOT ($POPVAE_CLUSTER_DIR/runs), POPVAE_WORKER_CPUS (1),
-# POPVAE_SERVICE_NICE (0; e.g. 10 gives training CPU priority over the status service),
+# POPVAE_SERVICE_NICE (0; e.g. 10 gives training CPU priority over the status service), POPVAE_KEEP_RAY_SESSION
+# (unset: `stop` removes Ray's session files under $POPVAE_CLUSTER_DIR/ray),
 # PYTHON (python3 on PATH; the project must be importable), RAY_AUTH_TOKEN (generated if unset).
 set -euo pipefail
 
@@ -107,7 +108,7 @@ jobs API     http://127.0.0.1:$DASHBOARD_PORT  (Ray's dashboard; token required)
 auth         export RAY_AUTH_MODE=token RAY_AUTH_TOKEN=\$(cat $STATE/auth_token)
 train with   popvae train --address $ADDRESS --run-dir $RUNS_ROOT/<name> ...
 submit with  ray job submit --address http://127.0.0.1:$DASHBOARD_PORT -- python -m popvae.cluster.train --run-dir $RUNS_ROOT/<name> ...
-watch with   popvae serve --address $ADDRESS --runs-root $RUNS_ROOT --port 8000
+dashboard    http://127.0.0.1:$SERVICE_PORT/   (this cluster's status service, already running: no second popvae serve needed)
 EOF
 }
 
@@ -128,7 +129,19 @@ stop() {
     fi
     rm -f "$pidfile"
   done
-  echo "local_cluster: stopped"
+  # Ray's session files (its logs, sockets, per-session scratch) are the bulk of $STATE and of no use once the nodes
+  # are gone; the runs, the nodes' and the service's own logs and the token stay
+  local ray_size
+  ray_size=$(du -sh "$STATE/ray" 2>/dev/null | cut -f1 || true)
+  if [[ -n $ray_size && -z ${POPVAE_KEEP_RAY_SESSION:-} ]]; then
+    rm -rf "$STATE/ray"
+    echo "local_cluster: stopped; removed Ray's session files ($ray_size, $STATE/ray; POPVAE_KEEP_RAY_SESSION=1 keeps them)"
+  else
+    echo "local_cluster: stopped"
+  fi
+  echo "local_cluster: kept the runs ($(du -sh "$RUNS_ROOT" 2>/dev/null | cut -f1) in $RUNS_ROOT, checkpoints included)," \
+    "the nodes' and the service's logs ($(du -sh "$STATE/logs" 2>/dev/null | cut -f1) in $STATE/logs) and the token;" \
+    "rm -rf $STATE frees them"
 }
 
 case ${1:-} in

@@ -32,7 +32,7 @@ from popvae.cluster.api_models import (
     RunQuery,
 )
 from popvae.cluster.dashboard import add_dashboard
-from popvae.cluster.live_status import LiveCoordinators, missing_ray_auth
+from popvae.cluster.live_status import LiveCoordinators
 from popvae.cluster.run_catalog import Runs
 from popvae.cluster.run_store import NotFound, Refused, RunStore, Unreadable
 from popvae.population.config import ConfigError
@@ -155,15 +155,6 @@ def check_serve(runs_root: Path, host: str, port: int) -> None:
         raise ConfigError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
 
 
-def ray_auth_note(ray_address: str | None) -> str | None:
-    """A warning when the live view will join a cluster without a Ray token in this environment: Ray's client
-    retries a refused token for a minute before it fails, so the likely cause is said once, up front."""
-    if not (ray_address or os.environ.get("RAY_ADDRESS")) or (missing := missing_ray_auth()) is None:
-        return None
-    return (f"no Ray token in this environment; a cluster with token authentication (the Ray >= 2.59 default) will "
-            f"refuse the live view: {missing}")
-
-
 def serve(runs_root: Path, host: str = "127.0.0.1", port: int = 8000, ray_address: str | None = None) -> None:
     """Run the service with uvicorn (`check_serve` first: SystemExit with its line); a non-loopback bind needs the
     bearer token from $POPVAE_API_TOKEN."""
@@ -173,5 +164,10 @@ def serve(runs_root: Path, host: str = "127.0.0.1", port: int = 8000, ray_addres
         check_serve(runs_root, host, port)
     except ConfigError as err:
         raise SystemExit(f"popvae serve: {err}") from None
+    # Ray's driver would install its C++ failure handler for SIGTERM too (a crash-style stack on every stop, and
+    # uvicorn's graceful shutdown skipped): the service's stop signal is uvicorn's
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     app = create_app(Path(runs_root), ray_address or os.environ.get("RAY_ADDRESS") or None, os.environ.get(TOKEN_ENV) or None)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    print(f"popvae serve: listening on {url} (dashboard at /, the API's pages at /docs); Ctrl-C stops", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,6 +1,8 @@
 """The console of `popvae train`, like Ray Tune's: a table that refreshes in place, one row per member, the
 generation's time and the ETA, progress while the test set is scored, and at the end the run folder and how to
-look at it. Imported only once a run starts (rich, no torch or Ray)."""
+look at it. When stderr is not a terminal (a `ray job submit` log, nohup, CI) nothing can refresh in place, so it
+writes one plain, flushed line per generation instead, and the table once at the end. Imported only once a run
+starts (rich, no torch or Ray)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ def _duration(seconds: float) -> str:
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
+
+ENDED = {"budget": "every epoch trained", "plateau": "plateau (no improvement)", "user": "stopped on request",
+         "failed": "failed", "interrupted": "interrupted"}  # contract.StopReason as people read it
 
 LOG_WIDTH = 160  # columns when stderr is a file or a pipe (CI logs, nohup): rich's 80 would cut the member table
 
@@ -54,18 +59,25 @@ class TrainConsole:
         self.scoring: tuple[str, int, int] | None = None
         self.ended: str | None = None
         self.reported: list[float] = []  # when each generation of this session was reported
-        self.live = Live(self, console=console, refresh_per_second=2, transient=False, redirect_stderr=False)
+        # a log cannot redraw in place: there, plain lines (rich's Live would show only its last frame, at the end)
+        self.live = Live(self, console=console, refresh_per_second=2, transient=False, redirect_stderr=False) \
+            if console.is_terminal else None
 
     def __enter__(self) -> TrainConsole:
-        self.live.__enter__()
+        if self.live is not None:
+            self.live.__enter__()
+        else:
+            self._say(f"{self.run_dir.name} ({self.label}): training epochs {self.done + 1}-{self.epochs}, "
+                      "one line per generation")
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.ended = "done" if exc[0] is None else "stopped"
         self.scoring = None
-        self.live.__exit__(*exc)  # draws the last state once more, and leaves it on the screen
-        if not self.console.is_terminal:
-            self.console.line()  # in a log file, Live's last render ends without a newline: what follows would join it
+        if self.live is not None:
+            self.live.__exit__(*exc)  # draws the last state once more, and leaves it on the screen
+        else:
+            self.console.print(self)
 
     # hooks for train_run
     def on_generation(self, entry: dict[str, Any], status: dict[str, Any]) -> None:
@@ -73,11 +85,22 @@ class TrainConsole:
         self.done = entry["epoch"] + 1
         self.last_done = time.monotonic()
         self.reported.append(self.last_done)
-        self.live.refresh()
+        if self.live is not None:
+            self.live.refresh()
+        else:
+            self._say(generation_line(entry, status, self.done, self.epochs, self._eta()))
 
     def on_scoring(self, what: str, done: int, total: int) -> None:
+        changed = self.scoring is None or self.scoring[0] != what
         self.scoring = (what, done, total)
-        self.live.refresh()
+        if self.live is not None:
+            self.live.refresh()
+        elif changed:
+            self._say("drawing the pictures (plots/)" if what == "pictures" else f"test set: {what} ({total} images)")
+
+    def _say(self, line: str) -> None:
+        """One plain line in a log (rich flushes after every print)."""
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     # drawing
     def _eta(self) -> str:
@@ -93,20 +116,28 @@ class TrainConsole:
     def _headline(self) -> Text:
         now = time.monotonic()
         gen = self.status.get("generation_seconds") if self.status else None
+        reason = self.status.get("stop_reason") if self.status else None
+        ended = f"training ended: {ENDED.get(reason, reason)}; " if reason else ""
         if self.ended is not None:
-            doing = self.ended
+            doing = f"{ended}{self.ended}"
         elif self.scoring is not None:
-            doing = "scoring the best model on the test set"
+            doing = f"{ended}scoring the best model on the test set"
         elif self.done < self.epochs:
             doing = f"training epoch {self.done + 1}/{self.epochs} ({_duration(now - self.last_done)})"
         else:
             doing = "finishing"
         line = Text.assemble(
             (f"{self.run_dir.name}", "bold"), f" ({self.label})  epochs done {self.done}/{self.epochs}  ",
-            f"last generation {_num(gen, 1)}s  elapsed {_duration(now - self.started)}  ETA {self._eta()}  ",
+            f"last generation {_num(gen, 1)}s  elapsed {_duration(now - self.started)}  ETA {self._eta()}"
+            f"{self._plateau()}  ",
             (doing, "cyan"),
         )
         return line
+
+    def _plateau(self) -> str:
+        """The stopper's count, once a generation is in (the status has it only for a run with `stop`)."""
+        count = self.status.get("since_improvement") if self.status else None
+        return f"  no improvement for {count} generation(s)" if count else ""
 
     def _table(self) -> Table:
         best = self.status.get("best_member") if self.status else None
@@ -118,8 +149,10 @@ class TrainConsole:
             table.add_row("-", "(the members report after their first epoch)", "", "", "", "", "starting", "", "")
             return table
         used = (self.entry or {}).get("tau_before", {})
+        moved = set((self.entry or {}).get("feedback") or [])
         for m in self.status["members"]:
             tau_used = used.get(str(m["index"]))
+            flags = [*(m.get("flags") or []), *([feedback_flag(m["strategy"])] if m["index"] in moved else [])]
             table.add_row(
                 f"{'*' if m['index'] == best else ''}{m['index']}",
                 m["strategy"],
@@ -129,7 +162,7 @@ class TrainConsole:
                 str(m["patience"]),
                 m["state"],
                 (m.get("node_id") or "-")[:8],
-                ",".join(m.get("flags") or []),
+                ",".join(flags),
                 style="bold" if m["index"] == best else None,
             )
         return table
@@ -157,6 +190,25 @@ class TrainConsole:
         return Group(*parts)
 
 
+def feedback_flag(strategy: str) -> str:
+    """The flag of a member whose tau got the feedback term this generation: even the fixed member's tau moves then
+    (its schedule is constant, the feedback is not), which a reader of the table would not expect."""
+    return "feedback (fixed tau moved)" if strategy == "fixed" else "feedback"
+
+
+def generation_line(entry: dict[str, Any], status: dict[str, Any], done: int, epochs: int, eta: str) -> str:
+    """A generation in one line, for logs: the epoch, the best member with its selection loss and its tau (used this
+    epoch -> next), the generation's time, the ETA, and the events."""
+    best = entry["best"]
+    tau_used = (entry.get("tau_before") or {}).get(str(best))
+    tau_next = (entry.get("tau_after") or {}).get(str(best))
+    events = entry.get("events") or {}
+    return (f"epoch {done}/{epochs}  best member {best}  loss {_num(entry.get('best_loss'))}  "
+            f"tau {_num(tau_used, 3)} -> {_num(tau_next, 3)}  generation {_num(status.get('generation_seconds'), 1)} s  "
+            f"ETA {eta}" + (f"  feedback {entry['feedback']}" if entry.get("feedback") else "")
+            + (f"  events {events}" if events else ""))
+
+
 def look_hints(run_dirs: list[Path]) -> list[str]:
     """How to look at finished runs: the folder, the dashboard command and URL, the TensorBoard command."""
     root = run_dirs[0].parent
@@ -175,15 +227,18 @@ def look_hints(run_dirs: list[Path]) -> list[str]:
 
 def print_results(results: list[tuple[str, dict[str, Any]]]) -> None:
     """The test-set scores of each trained run (the population, and the baseline with --compare-baseline)."""
-    table = Table(title="test set (MSE per pixel on [0,1] of deterministic reconstructions)")
-    for col in ("run", "best member", "tau", "test MSE", "test loss", "images"):
+    table = Table(title="test set (MSE per pixel on [0,1] of deterministic reconstructions: relaxed codes at the best's "
+                        "tau, and hard codes)")
+    for col in ("run", "ended", "best member", "tau", "test MSE", "MSE hard", "test loss", "images"):
         table.add_column(col)
     for name, s in results:
         table.add_row(
             name,
+            f"{ENDED.get(s.get('stop_reason'), '-')} ({s['epochs_done']} epochs)",
             str(s["best_member"]),
             f"{s['best_tau']:.3f}",
             f"{s['test_mse']:.5f}",
+            "-" if s.get("test_mse_hard") is None else f"{s['test_mse_hard']:.5f}",
             f"{s['test_loss']:.2f}" + (" (noisy)" if "with Gumbel noise" in s["evaluation"] else ""),
             str(s["test_images"]),
         )

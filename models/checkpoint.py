@@ -70,9 +70,12 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     try:
         verify(path)  # before torch reads it: its zip reader can crash the interpreter on a damaged archive
         blob = torch.load(path, map_location=map_location, weights_only=True)
-        model = build(blob["family"], json.loads(blob["config"]))
+        config = json.loads(blob["config"])
+        model = build(blob["family"], config)
         model.load_state_dict(blob["state_dict"])
         meta = json.loads(blob.get("meta", "{}"))
+        # what the model takes, for `data.prepare`: every family's config has both
+        meta["input_shape"] = [config["in_channels"], config["image_size"], config["image_size"]]
     except DamagedFile as err:
         raise ValueError(str(err)) from None
     except Exception as err:  # torch, json, pydantic and load_state_dict raise many types for a damaged file

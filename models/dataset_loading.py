@@ -20,7 +20,7 @@ from torch import Tensor
 
 from popvae.models.dataset_names import DATASETS, IMAGE_SHAPE, DatasetError, check_dataset_name
 
-__all__ = ["DATASETS", "IMAGE_SHAPE", "DatasetError", "ImageSet", "check_dataset_name", "load_split"]
+__all__ = ["DATASETS", "IMAGE_SHAPE", "DatasetError", "ImageSet", "check_dataset_name", "load_split", "prepare"]
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
@@ -48,6 +48,30 @@ def to_float(images: np.ndarray | Tensor, device: str | torch.device = "cpu") ->
     return t.float().div_(255.0)
 
 
+def prepare(images: np.ndarray | Tensor, channels: int, size: int) -> Tensor:
+    """Raw images as a model takes them: float32 in [0,1], (N, channels, size, size), resized as its training data was
+    (antialiased, on uint8 when given uint8, so a dataset's own files come out exactly as the model saw them).
+    Takes (H, W), (N, H, W), (N, C, H, W) or (N, H, W, C); uint8 in 0..255 or floats in [0,1]. ValueError when the
+    channels do not fit."""
+    t = torch.as_tensor(np.asarray(images) if not isinstance(images, Tensor) else images).detach().cpu()
+    if t.ndim == 2:
+        t = t[None, None]
+    elif t.ndim == 3:
+        t = t[:, None]
+    elif t.ndim == 4 and t.shape[1] != channels and t.shape[-1] == channels:
+        t = t.permute(0, 3, 1, 2)
+    if t.ndim != 4 or t.shape[1] != channels:
+        raise ValueError(f"expected images of {channels} channel(s) as (H, W), (N, H, W), (N, C, H, W) or (N, H, W, C), "
+                         f"got shape {tuple(np.shape(images))}")
+    if t.dtype != torch.uint8:
+        t = t.float()
+    if tuple(t.shape[-2:]) != (size, size):
+        from torchvision.transforms.v2.functional import resize
+
+        t = resize(t.contiguous(), [size, size], antialias=True)
+    return to_float(t) if t.dtype == torch.uint8 else t.clamp(0.0, 1.0)
+
+
 def load_split(name: str, split: str, root: str | Path | None = None, synthetic_size: int = 512) -> ImageSet:
     """Load the `train` or `test` split of `name` at the model's image size."""
     check_dataset_name(name)
@@ -57,7 +81,7 @@ def load_split(name: str, split: str, root: str | Path | None = None, synthetic_
         return synthetic(synthetic_size if split == "train" else max(synthetic_size // 4, 10), seed=0 if split == "train" else 1)
     if name == "fashion-mnist":
         return _fashion_mnist_resized(Path(root) if root else FASHION_MNIST_ROOT, split, IMAGE_SHAPE[name][1:])
-    return _resize(_torchvision(name, Path(root) if root else Path("data"), split), IMAGE_SHAPE[name][1:])
+    return _resize(_torchvision(name, Path(root) if root else Path("data"), split, given=root is not None), IMAGE_SHAPE[name][1:])
 
 
 def train_val_split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,7 +176,20 @@ def _fashion_mnist(root: Path, split: str) -> ImageSet:
     return ImageSet(images[:, None].copy(), labels.astype(np.int64), FASHION_MNIST_CLASSES)
 
 
-def _torchvision(name: str, root: Path, split: str) -> ImageSet:
+def _missing(name: str, root: Path, given: bool, why: str) -> DatasetError:
+    """Where popvae looked, what the default means, how to get the files: popvae itself never downloads."""
+    where = f"{root.absolute()}" + ("" if given else " (the default --data-root `data`, relative to the current folder)")
+    return DatasetError(f"{name} not found or unreadable under {where}: {why}; popvae never downloads: put torchvision's "
+                        f"{name} files there (e.g. torchvision.datasets.{_TV_CLASS[name]}(ROOT, download=True) once) or "
+                        "pass --data-root FOLDER")
+
+
+_TV_CLASS = {"mnist": "MNIST", "cifar10": "CIFAR10", "svhn": "SVHN", "celeba": "CelebA"}
+
+
+def _torchvision(name: str, root: Path, split: str, given: bool = True) -> ImageSet:
+    if not root.is_dir():  # before torchvision is imported: said at once
+        raise _missing(name, root, given, "no such folder")
     import torchvision.datasets as tvd
 
     train = split == "train"
@@ -172,8 +209,8 @@ def _torchvision(name: str, root: Path, split: str) -> ImageSet:
             labels = np.zeros(len(images))
     except (RuntimeError, OSError, AssertionError, ValueError) as err:  # torchvision asserts on bad IDX magic
         why = str(err).strip().splitlines()[0] if str(err).strip() else f"{type(err).__name__} in torchvision's reader"
-        msg = f"{name} not found or unreadable under {root} ({why}); download it there first or pass --data-root"
-        raise DatasetError(msg) from err
+        why = why.split(" You can use download=True")[0].rstrip(".")  # torchvision's advice: popvae never passes it
+        raise _missing(name, root, given, why) from err
     classes = tuple(getattr(ds, "classes", None) or [str(c) for c in range(int(np.max(labels)) + 1)])
     return ImageSet(np.ascontiguousarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64), classes)
 

@@ -60,6 +60,61 @@ class ClusterUnreachable(RuntimeError):
     """No Ray cluster answered at a well-formed address within the bound (exit 1, one line naming it)."""
 
 
+class ClusterRefused(ClusterUnreachable):
+    """The cluster answered and refused this process's Ray token, or its lack of one (exit 1, one line naming the
+    variable to set)."""
+
+
+TOKEN_ENV = "RAY_AUTH_TOKEN"
+_GCS_PROBE = "/ray.rpc.NodeInfoGcsService/GetClusterId"  # the cheapest GCS call: an empty request, checked for its token
+
+
+def ray_token() -> str | None:
+    """The token Ray would present from this environment (Ray's token authentication), or None: RAY_AUTH_MODE=disabled
+    sends none; else $RAY_AUTH_TOKEN, else the file at $RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return None
+    if token := os.environ.get(TOKEN_ENV, "").strip():
+        return token
+    try:
+        return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def check_ray_auth(address: str) -> None:
+    """Ask the cluster's GCS at HOST:PORT one cheap question with the token Ray would send: ClusterRefused, one line
+    naming the variable, when it refuses it. Asked before Ray joins, because Ray's client retries a refused token
+    (logging InvalidAuthToken every second) for about 20 s and then raises a bare error, and the service's live view
+    retries for ever. Anything else (no answer, an older Ray) is left to Ray's own join."""
+    import grpc  # Ray's own dependency, imported here only: this module is on the cheap-imports path
+
+    token = ray_token()
+    metadata = [("authorization", f"Bearer {token}")] if token else []
+    try:
+        with grpc.insecure_channel(address) as channel:
+            call = channel.unary_unary(_GCS_PROBE, request_serializer=lambda _: b"", response_deserializer=lambda b: b)
+            call(None, timeout=5.0, metadata=metadata)
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.UNAUTHENTICATED:
+            return
+        if token is None:
+            raise ClusterRefused(f"the Ray cluster at {address} requires its token (token authentication) and none is "
+                                 f"set here: export RAY_AUTH_MODE=token {TOKEN_ENV}=<the cluster's token>") from None
+        raise ClusterRefused(f"the Ray cluster at {address} refused this token: set {TOKEN_ENV} to the cluster's token "
+                             "(it takes precedence over RAY_AUTH_TOKEN_PATH and ~/.ray/auth_token)") from None
+
+
+def ray_address(address: str | None) -> str | None:
+    """The HOST:PORT a join would reach (`address`, else $RAY_ADDRESS for None and `auto`), or None for a Ray started or
+    found locally."""
+    if address in (None, "auto"):  # Ray reads $RAY_ADDRESS for both
+        address = os.environ.get("RAY_ADDRESS") or address
+    if address is None or not _ADDRESS.match(address) or address in ("auto", "local"):
+        return None
+    return address
+
+
 def check_cluster_flags(address: str | None, num_cpus: int | None) -> None:
     """The cluster flags and $POPVAE_CONNECT_TIMEOUT_S, checked before any work: ConfigError (exit 2)."""
     if num_cpus is not None and not 1 <= num_cpus <= MAX_NUM_CPUS:
@@ -96,10 +151,9 @@ def check_reachable(address: str | None) -> None:
     """A cluster at HOST:PORT (`address`, else $RAY_ADDRESS) accepts a connection within `connect_timeout()` seconds
     (a node still starting gets the whole bound), else ClusterUnreachable: checked before Ray is asked to join it,
     because Ray keeps retrying a closed port. `local`, and `auto` or no address without $RAY_ADDRESS, start or
-    find a local Ray."""
-    if address in (None, "auto"):  # Ray reads $RAY_ADDRESS for both
-        address = os.environ.get("RAY_ADDRESS") or address
-    if address is None or not _ADDRESS.match(address) or address in ("auto", "local"):
+    find a local Ray. A cluster that answers is then asked whether it takes this process's token (`check_ray_auth`)."""
+    address = ray_address(address)
+    if address is None:
         return
     host, port = address.rsplit(":", 1)
     bound = connect_timeout()
@@ -108,13 +162,14 @@ def check_reachable(address: str | None) -> None:
         try:
             wait = max(0.1, min(5.0, deadline - time.monotonic()))
             socket.create_connection((host.strip("[]"), int(port)), timeout=wait).close()
-            return
+            break
         except OSError as err:
             why = err.strerror or type(err).__name__
         if time.monotonic() + 0.5 > deadline:
             raise ClusterUnreachable(f"no Ray cluster answered at {address} within {bound:g} s ({why.lower()}); check the "
                                      f"address, or set ${CONNECT_TIMEOUT_ENV} to wait longer")
         time.sleep(0.5)
+    check_ray_auth(address)
 
 
 def machine_memory() -> int:

@@ -18,7 +18,13 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
-    """An invalid run config; the message is one line naming the field and the problem."""
+    """An invalid run config; the message is one line naming the field and the problem. A message that tells the
+    command's user what to type also has `api`: the same advice for a Python caller (`popvae.resume(...)`), which
+    the notebook API raises instead."""
+
+    def __init__(self, message: str, *, api: str | None = None) -> None:
+        super().__init__(message)
+        self.api = api
 
 
 MAX_MEMBERS = 1024  # a sane upper bound; what the cluster can place is checked when Ray is up
@@ -31,6 +37,19 @@ MAX_CONFIG_BYTES = 2**20  # a config file is a page of settings; a bigger one is
 Duration = Annotated[float, Field(gt=0, le=MAX_DURATION_S)]
 Seed = Annotated[int, Field(ge=0, lt=2**32)]  # numpy's and torch's seed range
 Count = Annotated[int, Field(ge=1)]  # epochs, batches, steps
+
+
+class StopConfig(BaseModel):
+    """The plateau stopper: a run ends once its best selection loss has not improved by `min_delta` (relative) in
+    `plateau_generations` generations (generation.plateau_count); `epochs` stays the upper bound."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    plateau_generations: Count
+    min_delta: float = Field(0.0, ge=0, lt=1)
+
+
+SELECT_ON = ("train", "val", "val_hard")  # RunConfig.select_on's values
 
 
 class RunConfig(BaseModel):
@@ -47,7 +66,11 @@ class RunConfig(BaseModel):
     # `val` by default: every member is scored on the same held-out images without Gumbel noise,
     # so selection is not decided by the batches and noise a member happened to draw; `train`
     # (the epoch's mean training loss) is the paper's choice.
-    select_on: Literal["train", "val"] = "val"
+    select_on: Literal["train", "val", "val_hard"] = "val"
+    # `val_hard`: the held-out loss with hard codes (one-hot argmax, the tau -> 0 limit), which a high tau alone cannot win.
+    stop: StopConfig | None = None  # None: train every epoch
+    # The learning curve: each member's reconstruction MSE on the first `curve_subset` validation images, every generation.
+    curve_subset: Count = 1000
     exclude_classes: list[int] = []
     seed: Seed = 0
     baseline: bool = False  # the standard GS-VAE: one member, tau annealed, same code

@@ -49,6 +49,9 @@ stopped it, or its driver died: resumable from the last checkpoint)."""
 MemberState = Literal["training", "idle", "restarting", "failed"]
 MemberEvent = Literal["", "restarted", "dropped", "nan_reset"]
 """What happened to a member in one generation (history `event`; its flags read `event@epoch`)."""
+StopReason = Literal["budget", "plateau", "user", "failed", "interrupted"]
+"""Why a run ended: every epoch trained; the plateau stopper (config `stop`); a stop asked for (`on_generation`
+returned True); a failure; a signal, or its driver died."""
 JobKind = Literal["robust", "evaluation"]
 RunKind = Literal["population", "robust", "evaluation"]
 """What a run folder holds: a population, robust-AE jobs, or only evaluations (`run_folder.run_kind`)."""
@@ -110,6 +113,9 @@ class RunStatus(_Record):
     best_member: int | None = Field(None, description="the best member of the last generation done")
     updated_at: str
     coordinator_restarts: int = Field(0, description="coordinators started in place of one whose process died")
+    since_improvement: int = Field(0, description="generations in a row the best selection loss did not improve by "
+                                   "stop.min_delta (the plateau stopper's counter)")
+    stop_reason: StopReason | None = Field(None, description="why the run ended; null while it runs")
     members: list[MemberStatus]
 
 
@@ -132,6 +138,21 @@ class HistoryRow(_Record):
     seconds: float | None = Field(description="its training and scoring time this epoch")
     event: MemberEvent = ""
     node_id: str | None = None
+    steps: int = Field(0, description="optimizer steps it took this generation")
+    curve_mse: float | None = Field(None, description="its reconstruction MSE (relaxed code at its tau, no noise) on the "
+                                    "run's fixed validation subset (curve_subset), after this generation's training")
+    curve_mse_hard: float | None = Field(None, description="the same from hard codes (one-hot argmax)")
+
+
+class CurvePoint(_Record):
+    """One generation of a run's learning curve (`RunFolder.learning_curve`): the generation's best member."""
+
+    generation: int = Field(ge=1, description="1-based generation")
+    member: int = Field(description="the generation's best member")
+    mse: float | None = Field(description="its curve_mse: relaxed code, validation subset")
+    mse_hard: float | None = Field(description="its curve_mse_hard (null for a model without discrete codes)")
+    steps_per_member: int = Field(description="optimizer steps each member has taken so far (the most any took)")
+    member_steps_total: int = Field(description="all members' optimizer steps so far (the population's compute)")
 
 
 class LineageEntry(_Record):
@@ -189,13 +210,16 @@ class RunResult(_Record):
     best_member: int = Field(description="1-based member whose weights best.pt holds")
     best_tau: float = Field(description="the tau it was selected at")
     best_epoch: int = Field(description="0-based epoch of best.pt")
-    select_on: str = Field(description="val or train: what chose the best")
+    select_on: str = Field(description="val, val_hard or train: what chose the best")
     baseline: bool
     precision: str = Field("fp32", description="fp32 or bf16: how the run trained (a summary older than the option: fp32)")
     pack_mode: str = Field("vmap", description="vmap or loop: how its packs stepped their members")
     test_mse: float | None = Field(description="mean squared error of deterministic reconstructions, [0,1] pixels")
+    test_mse_hard: float | None = Field(None, description="the same from hard codes (one-hot argmax of each "
+                                        "categorical, the tau -> 0 limit); null in summaries older than it")
     test_loss: float | None = Field(description="the loss on the test split (see `evaluation`)")
     test_images: int
     evaluation: str = Field(description="how each score was taken")
     epochs_done: int
     events: list[str] = Field([], description="member events that happened in the run (restarted, dropped, nan_reset)")
+    stop_reason: StopReason | None = Field(None, description="why training ended: budget, plateau or user")

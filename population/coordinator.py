@@ -29,7 +29,7 @@ from ray.exceptions import RayError
 
 from popvae.population import generation
 from popvae.population.config import RunConfig
-from popvae.population.contract import RunState, dump
+from popvae.population.contract import RunState, StopReason, dump
 from popvae.population.pack_planning import plan_packs
 from popvae.population.placement import Placement
 from popvae.population.recorder import Gathered, Recorder
@@ -54,6 +54,7 @@ class PopulationCoordinator:
         restored = None
         if resume:
             restored, self.tau = self.record.restore()
+            self.record.since_improvement = self._plateau()[0]  # the stopper's count, from the restored lineage
         if restarts:
             self.record.coordinator_restarted(restarts)
         cpu_nodes = sum(1 for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0)
@@ -119,13 +120,20 @@ class PopulationCoordinator:
         seconds = {"train": trained - started, "coordination": time.perf_counter() - trained}
         entry = self.record.record_generation(epoch, results, scores, decision, before, events, seconds,
                                               gather=lambda: self._gather(best_ref))
+        self.record.set_stop(*self._plateau())
         return dump(entry)
+
+    def _plateau(self) -> tuple[int, generation.StopReason | None]:
+        """The stopper's count and whether the run ends now (generation.stop_reason), from the lineage so far."""
+        losses = [g.best_loss for g in self.record.lineage]
+        count = generation.plateau_count(losses, self.cfg.stop.min_delta) if self.cfg.stop is not None else 0
+        return count, generation.stop_reason(self.record.epochs_done, losses, self.cfg)
 
     def _score(self, result: Result | None) -> float:
         """The loss selection uses (`select_on`); NaN for a member that did not report."""
         if result is None:
             return math.nan
-        return result["val_loss"] if self.cfg.select_on == "val" else result["loss"]["total"]
+        return result["loss"]["total"] if self.cfg.select_on == "train" else result["val_loss"]
 
     def _train_all(self, epoch: int) -> _Barrier:
         """The barrier: every pack's epoch; a pack that fails or runs late is restarted, then retried or dropped as
@@ -235,8 +243,9 @@ class PopulationCoordinator:
     def next_epoch(self) -> int:
         return self.record.epochs_done
 
-    def finish(self, state: RunState = "done") -> None:
-        self.record.finish(state)
+    def finish(self, state: RunState = "done", reason: StopReason | None = None) -> None:
+        """The run ends in `state`; `reason` (when given) replaces the stop reason the stopper recorded."""
+        self.record.finish(state, reason)
 
     def status(self) -> dict[str, Any]:
         return dump(self.record.status())

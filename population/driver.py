@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import ray
 from ray.exceptions import RayActorError
@@ -90,9 +90,9 @@ def run_population(
     """Train (or continue) the population and return the run's summary.
 
     `on_generation(lineage_entry, status)` is called after each generation (progress display, early stopping):
-    when it returns True the run stops after that generation, state "stopped", resumable. Once every epoch is
-    trained the state is "scoring" until summary.json is written, then "done"; a resume of a run stopped while it
-    was scoring only scores it.
+    when it returns True the run stops after that generation, state "stopped" (stop reason `user`), resumable. Once
+    every epoch is trained, or the plateau stopper ends training (the coordinator's status says `plateau`), the state is
+    "scoring" until summary.json is written, then "done"; a resume of a run stopped while it was scoring only scores it.
     """
     folder = RunFolder(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -109,13 +109,16 @@ def run_population(
     try:
         while True:
             try:
+                reason = None
                 for epoch in range(ray.get(coord.next_epoch.remote()), cfg.epochs):
                     entry = ray.get(coord.run_generation.remote(epoch))
-                    if on_generation is not None and on_generation(entry, ray.get(coord.status.remote())) \
-                            and epoch + 1 < cfg.epochs:
-                        state = "stopped"
+                    status = ray.get(coord.status.remote())
+                    if on_generation is not None and on_generation(entry, status) and status["stop_reason"] is None:
+                        state, reason = "stopped", "user"
                         break
-                ray.get(coord.finish.remote(state))
+                    if status["stop_reason"] is not None:  # every epoch trained, or the plateau stopper
+                        break
+                ray.get(coord.finish.remote(state, reason))
                 break
             except RayActorError as err:  # its process died (its members die with it): start one from the checkpoint
                 if err.actor_init_failed:  # its constructor raised (no slot for the members, ...): a cause, not a death
@@ -226,10 +229,10 @@ def _stop_coordinator(coord: Any, ended: str | None = None) -> None:
         ray.get(coord.next_epoch.remote(), timeout=10)  # raises once it is dead
 
 
-def _mark_ended(run_dir: Path, state: RunState) -> None:
+def _mark_ended(run_dir: Path, state: Literal["failed", "interrupted"]) -> None:
     """status.json says how the run ended, even when the coordinator could not write it."""
     with contextlib.suppress(Exception):
-        RunFolder(run_dir).set_state(state, only_from=("running", "scoring"))
+        RunFolder(run_dir).set_state(state, only_from=("running", "scoring"), stop_reason=state)
 
 
 @dataclass(frozen=True)
@@ -324,7 +327,9 @@ def summarize(run_dir: Path, data: RunData, cfg: RunConfig,
         return None if on_scoring is None else lambda done: on_scoring(what, done, n)
 
     scores = {**evaluate(model, data.test.images, 256, "cpu", progress=step("test loss")),
-              "mse": reconstruction_mse(model, data.test.images, "cpu", progress=step("test MSE"))}
+              "mse": reconstruction_mse(model, data.test.images, "cpu", progress=step("test MSE")),
+              "mse_hard": reconstruction_mse(model, data.test.images, "cpu", progress=step("test MSE, hard codes"),
+                                             hard=True)}
     if on_scoring is not None:
         on_scoring("pictures", 0, 1)
     rows = folder.read_history_rows()
@@ -334,11 +339,13 @@ def summarize(run_dir: Path, data: RunData, cfg: RunConfig,
     summary = RunResult(
         run_id=folder.run_id, best_member=meta["member"], best_tau=meta["tau"], best_epoch=meta["epoch"],
         select_on=meta["select_on"], baseline=meta["baseline"], precision=cfg.precision, pack_mode=cfg.pack_mode,
-        test_mse=scores["mse"],
+        test_mse=scores["mse"], test_mse_hard=scores["mse_hard"],
         test_loss=scores["total"], test_images=len(data.test),
-        evaluation="test_mse: deterministic reconstructions; test_loss: " + (
+        evaluation="test_mse: deterministic reconstructions (relaxed codes softmax(logits / tau)); test_mse_hard: from "
+                   "hard codes (one-hot argmax); test_loss: " + (
             "with Gumbel noise (model.eval_noise)" if cfg.model.eval_noise else "deterministic (no Gumbel noise)"),
         epochs_done=1 + max(r["epoch"] for r in rows), events=sorted({r["event"] for r in rows} - {""}),
+        stop_reason=folder.read_status().stop_reason,
     )
     folder.write_summary(summary)
     return summary.model_dump()

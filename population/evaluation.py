@@ -48,7 +48,9 @@ def run_evaluation_job(job: dict[str, Any], train: ImageSet, test: ImageSet, dev
     try:
         model, _ = load_evaluable(job["checkpoint"], map_location=device)
         report = evaluate(model, train, test, job["experiments"], job.get("subset"), Path(job["out_dir"]), job.get("seed", 0),
-                          device, progress, held_out=job.get("held_out"), settings=job.get("settings"))
+                          device, progress, held_out=job.get("held_out"), settings=job.get("settings"),
+                          fid_weights=job.get("fid_weights"), lpips_weights=job.get("lpips_weights"),
+                          about={"checkpoint": job["checkpoint"], "quick": bool(job.get("quick"))})
     except Exception as err:
         folder.write_job_status(status.update(state="failed", error=f"{type(err).__name__}: {err}"))
         raise
@@ -68,13 +70,15 @@ class Evaluation:
 
 def prepare_evaluation(target: str | Path, *, experiments: str | Sequence[str] = EXPERIMENTS, subset: int | None = None,
                        dataset: str | None = None, data_root: str | None = None, seed: int = 0,
-                       quick: bool = False) -> Evaluation:
+                       quick: bool = False, fid_weights: str | Path | None = None,
+                       lpips_weights: str | Path | None = None) -> Evaluation:
     """Check the arguments and the model, load the data: ValueError, DatasetError or FileNotFoundError before
     anything is written."""
     from popvae.population.plans import plan_evaluation
 
     plan = plan_evaluation(Path(target), experiments=list(experiments) if not isinstance(experiments, str) else experiments,
-                           subset=subset, dataset=dataset, data_root=data_root, seed=seed, quick=quick)
+                           subset=subset, dataset=dataset, data_root=data_root, seed=seed, quick=quick,
+                           fid_weights=fid_weights, lpips_weights=lpips_weights)
     from popvae.models.dataset_loading import load_split
 
     load_evaluable(plan["job"]["checkpoint"])  # an AutoEncoder, or say so now rather than in the job

@@ -24,7 +24,12 @@ TRAIN_FLAGS: dict[str, tuple[tuple[str, ...], Any, str]] = {
     "--batch-size": (("batch_size",), int, "default 64"),
     "--steps-per-epoch": (("steps_per_epoch",), int, "cap the batches per epoch (default: a full pass)"),
     "--seed": (("seed",), int, "default 0"),
-    "--select-on": (("select_on",), str, "train | val (default val: same held-out images, no noise)"),
+    "--select-on": (("select_on",), str, "train | val | val_hard (default val: same held-out images, no noise; "
+                    "val_hard: with hard codes)"),
+    "--stop-plateau": (("stop", "plateau_generations"), int, "end the run when the best selection loss has not improved "
+                       "in P generations (default: off; --epochs stays the upper bound)"),
+    "--stop-min-delta": (("stop", "min_delta"), float, "with --stop-plateau: the relative improvement that counts "
+                         "(default 0: any)"),
     "--device": (("device",), str, "auto | cpu | cuda"),
     "--pack-size": (("pack_size",), PACK_SIZE, "members per worker process: auto (one pack per GPU or CPU node) | K"),
     "--pack-mode": (("pack_mode",), str, "auto | vmap | loop: how a pack steps its members (auto: vmap)"),
@@ -43,6 +48,17 @@ TRAIN_FLAGS: dict[str, tuple[tuple[str, ...], Any, str]] = {
     "--feedback-sign": (("temperature", "feedback_sign"), int, "+1 (paper) or -1"),
     "--anneal-rate": (("temperature", "anneal_rate"), float, "baseline's tau decay per epoch"),
 }
+def flag_default(path: tuple[str, ...]) -> Any:
+    """The value a run gets when neither the flag at config `path` nor a --config file sets it (for --help); None
+    where there is none, e.g. inside an optional section that is off by default."""
+    from popvae.population.config import RunConfig
+
+    node: Any = RunConfig().model_dump(mode="json")
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
 # Train flags (other than TRAIN_FLAGS) that set the config, and those a resume honours: every other one is an error there.
 CONFIG_FLAGS = ("--config", "--exclude-classes", "--baseline", "--no-reset-patience", "--compare-baseline",
                 "--reference-dynamics", "--no-broadcast")
@@ -75,6 +91,9 @@ def train_config(values: Mapping[str, Any]) -> dict[str, Any]:
             for key in path[:-1]:
                 node = node.setdefault(key, {})
             node[path[-1]] = value
+    if values.get("stop_min_delta") is not None and values.get("stop_plateau") is None \
+            and "plateau_generations" not in (data.get("stop") or {}):
+        raise ConfigError("--stop-min-delta needs --stop-plateau P (the generations without improvement that end a run)")
     if values.get("exclude_classes") is not None:
         data["exclude_classes"] = values["exclude_classes"]
     if values.get("no_reset_patience"):

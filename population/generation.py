@@ -10,12 +10,12 @@ whether a pack that failed or ran late is retried or dropped). No torch, no Ray:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from popvae.population.config import RunConfig
-from popvae.population.contract import MemberEvent
+from popvae.population.contract import MemberEvent, StopReason
 from popvae.population.temperature import MemberTau, annealed_tau, next_taus, scheduled_tau
 
 RunMode = Literal["population", "baseline", "solo"]
@@ -66,6 +66,29 @@ def decide(epoch: int, scores: Mapping[int, float], taus: Mapping[int, MemberTau
     resets = tuple(sorted(i for i in reset if i != best))
     others = [i for i in sorted(taus) if i != best] if cfg.broadcast else list(resets)
     return Decision(best, next_, {i: best for i in others}, resets)
+
+
+def plateau_count(best_losses: Sequence[float | None], min_delta: float) -> int:
+    """Generations in a row, up to the last of `best_losses` (each generation's best selection loss, in order), that
+    did not improve the best so far by `min_delta` relative to it. A first finite loss is an improvement; a missing or
+    non-finite one never is. Derived from the lineage alone, so the count survives a resume."""
+    best, count = math.inf, 0
+    for loss in best_losses:
+        if loss is not None and math.isfinite(loss) and (best == math.inf or loss < best - min_delta * abs(best)):
+            best, count = loss, 0
+        else:
+            count += 1
+    return count
+
+
+def stop_reason(epochs_done: int, best_losses: Sequence[float | None], cfg: RunConfig) -> StopReason | None:
+    """Whether the run ends after `epochs_done` generations: `budget` when every epoch is trained, `plateau` when the
+    stopper (`cfg.stop`) says the best has not improved in its window, else None (train on)."""
+    if epochs_done >= cfg.epochs:
+        return "budget"
+    if cfg.stop is not None and plateau_count(best_losses, cfg.stop.min_delta) >= cfg.stop.plateau_generations:
+        return "plateau"
+    return None
 
 
 def any_finite(scores: Mapping[int, float]) -> bool:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from popvae.population.config import RunConfig
-from popvae.population.pack import Pack
+from popvae.population.pack import Pack, curve_sums
 from popvae.population.training import SlotStep, autocast, eval_mode, train_step
 
 
@@ -64,10 +64,21 @@ class LoopPack(Pack):
             total = 0.0
             with eval_mode(model), autocast(self.precision, self.device):
                 for x in self.val_batches():
-                    noise = self.noise(generators[s], len(x)) if model.config.eval_noise else None
-                    total += float(model.loss(self._layout(x), noise=noise)["total"]) * len(x)
+                    if self.config.select_on == "val_hard":
+                        parts = model.loss(self._layout(x), hard=True)
+                    else:
+                        noise = self.noise(generators[s], len(x)) if model.config.eval_noise else None
+                        parts = model.loss(self._layout(x), noise=noise)
+                    total += float(parts["total"]) * len(x)
             out.append(total / len(self.val_images))
         return out
+
+    def _curve_sums(self, x: Tensor, tau: list[float]) -> Tensor:
+        rows = []
+        for model, t in zip(self.models, tau):
+            with eval_mode(model), autocast(self.precision, self.device):
+                rows.append(curve_sums(x, *model.reconstructions(self._layout(x), t)))
+        return torch.stack(rows)
 
     def get_weights(self, index: int) -> dict[str, np.ndarray]:
         """The member's state_dict as contiguous CPU numpy arrays (copies: later training does not change them)."""

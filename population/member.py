@@ -17,7 +17,16 @@ import torch
 
 from popvae.models.registry import build
 from popvae.population.config import RunConfig
-from popvae.population.training import autocast, evaluate, node_id, pick_device, reseed_epoch, resolve_precision, train_epoch
+from popvae.population.training import (
+    autocast,
+    evaluate,
+    node_id,
+    pick_device,
+    reconstruction_mse,
+    reseed_epoch,
+    resolve_precision,
+    train_epoch,
+)
 
 
 def weights_to_numpy(model: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -45,21 +54,27 @@ class ReferenceMember:
         rng = reseed_epoch(c.seed, self.index, epoch)
         steps = c.steps_per_epoch or max(len(self.train_images) // c.batch_size, 1)
         logged: list[tuple[int, float]] = []  # (optimizer step of the run, total loss), as a pack logs them
+        stepped = [0]
 
         def log(t: int, parts: dict[str, float]) -> None:
+            stepped[0] += 1
             if t % c.log_every_steps == 0:
                 logged.append((epoch * steps + t, parts["total"]))
 
         parts = train_epoch(self.model, self.optimizer, self.train_images, c.batch_size, steps, rng, self.device,
                             on_step=log, precision=self.precision)
-        val = math.nan
-        if math.isfinite(parts["total"]) and c.select_on == "val":
+        val, curve = math.nan, [math.nan, math.nan]
+        if math.isfinite(parts["total"]):
             with autocast(self.precision, self.device):
-                val = evaluate(self.model, self.val_images, 256, self.device)["total"]
+                if c.select_on != "train":
+                    val = evaluate(self.model, self.val_images, 256, self.device, hard=c.select_on == "val_hard")["total"]
+                curve = [reconstruction_mse(self.model, self.val_images[: c.curve_subset], self.device, hard=hard)
+                         for hard in (False, True)]
         result = {
             "member": self.index, "epoch": epoch, "tau": tau, "loss": parts, "val_loss": val,
             "seconds": time.perf_counter() - started, "node_id": node_id(),
             "step_losses": logged if math.isfinite(parts["total"]) else [],
+            "steps": stepped[0], "curve_mse": curve[0], "curve_mse_hard": curve[1],
         }
         return result
 

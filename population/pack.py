@@ -31,6 +31,7 @@ float rounding, not bit for bit (grouped convolutions).
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 import warnings
@@ -137,18 +138,37 @@ class Pack:
         batches = self.epoch_batches(epoch)
         steps = len(batches)
         logged: list[list[tuple[int, float]]] = [[] for _ in self.indices]  # (optimizer step of the run, total loss)
+        stepped = [0] * len(self.indices)  # each slot's optimizer steps this epoch
 
         def log(s: int, t: int, parts: dict[str, float]) -> None:
+            stepped[s] += 1
             if t % c.log_every_steps == 0:
                 logged[s].append((epoch * steps + t, parts["total"]))
 
         losses = run_epoch(self._stepper(batches, generators, tau), steps, len(self.indices), log)
         alive = [math.isfinite(loss["total"]) for loss in losses]
-        vals = self._validate(generators, tau, alive) if c.select_on == "val" else [math.nan] * len(self.indices)
+        vals = self._validate(generators, tau, alive) if c.select_on != "train" else [math.nan] * len(self.indices)
+        curve = self.learning_curve(tau, alive)
         seconds, node = time.perf_counter() - started, node_id()
         return {index: {"member": index, "epoch": epoch, "tau": taus[index], "loss": losses[s], "val_loss": vals[s],
-                        "seconds": seconds, "node_id": node, "step_losses": logged[s] if alive[s] else []}
+                        "seconds": seconds, "node_id": node, "step_losses": logged[s] if alive[s] else [],
+                        "steps": stepped[s], "curve_mse": curve[s][0], "curve_mse_hard": curve[s][1]}
                 for s, index in enumerate(self.indices)}
+
+    def learning_curve(self, tau: list[float], alive: list[bool]) -> list[tuple[float, float]]:
+        """Each live member's reconstruction MSE on the first `curve_subset` validation images (never test): from its
+        relaxed code at its epoch's tau and from its hard code, noise-free, eval mode, no gradients; NaN for a dead slot."""
+        n = min(self.config.curve_subset, len(self.val_images))
+        sums = torch.zeros(len(self.indices), 2, dtype=torch.float64)
+        with torch.no_grad():
+            for x in self.val_batches(n):
+                sums += self._curve_sums(x, tau).double().cpu()
+        return [(float(sums[s, 0]) / n, float(sums[s, 1]) / n) if alive[s] else (math.nan, math.nan)
+                for s in range(len(self.indices))]
+
+    def _curve_sums(self, x: Tensor, tau: list[float]) -> Tensor:
+        """(k, 2): each slot's per-image MSEs summed over the batch `x`, relaxed then hard (`curve_sums`)."""
+        raise NotImplementedError
 
     def _stepper(self, batches: Tensor, generators: list[torch.Generator], tau: list[float]) -> SlotStep:
         """The epoch's step function for `run_epoch`: step t of the live slots on batches[t]."""
@@ -157,12 +177,19 @@ class Pack:
     def _validate(self, generators: list[torch.Generator], tau: list[float], alive: list[bool]) -> list[float]:
         """Each live member's mean loss on the validation split at its epoch's tau, as population.training.evaluate
         scores it (eval mode: Gumbel noise only if the model's config asks, then from the member's stream where the
-        unpacked member's would continue)."""
+        unpacked member's would continue); with `select_on: val_hard`, reconstructed from hard codes (no noise, no tau)."""
         raise NotImplementedError
 
-    def val_batches(self) -> Iterator[Tensor]:
-        for start in range(0, len(self.val_images), EVAL_BATCH):
-            yield self.val_images[start : start + EVAL_BATCH].float().div_(255.0)
+    def val_batches(self, limit: int | None = None) -> Iterator[Tensor]:
+        """The validation images (the first `limit` of them) in batches of EVAL_BATCH, float [0,1]."""
+        images = self.val_images[:limit]
+        for start in range(0, len(images), EVAL_BATCH):
+            yield images[start : start + EVAL_BATCH].float().div_(255.0)
+
+
+def curve_sums(x: Tensor, relaxed: Tensor, hard: Tensor) -> Tensor:
+    """(2,): the per-image MSEs of the two reconstructions of `x`, each summed over the batch (float32)."""
+    return torch.stack([(r.float() - x).pow(2).flatten(1).mean(1).sum() for r in (relaxed, hard)])
 
 
 class _Loss(nn.Module):
@@ -172,8 +199,20 @@ class _Loss(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor, noise: tuple[Tensor, ...] | None, tau: Tensor) -> dict[str, Tensor]:
-        return self.model.loss(x, noise=noise, tau=tau)
+    def forward(self, x: Tensor, noise: tuple[Tensor, ...] | None, tau: Tensor, hard: bool = False) -> dict[str, Tensor]:
+        return self.model.loss(x, noise=noise, tau=tau, hard=hard)
+
+
+class _Curve(nn.Module):
+    """The learning curve's two errors as a forward (for functional_call): it shares _Loss's model, so the same state
+    dict keys serve both."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, tau: Tensor) -> Tensor:
+        return curve_sums(x, *self.model.reconstructions(x, tau))
 
 
 class PackState(Pack):
@@ -195,13 +234,24 @@ class PackState(Pack):
         self._train_step = vmap(grad(self._slot_loss, has_aux=True), randomness="different")
         self._eval_loss = torch.no_grad()(vmap(self._slot_loss, in_dims=(0, 0, None, 0, 0), randomness="different"))
         self._eval_plain = torch.no_grad()(vmap(self._slot_loss, in_dims=(0, 0, None, None, 0), randomness="different"))
+        self._eval_hard = torch.no_grad()(vmap(functools.partial(self._slot_loss, hard=True), in_dims=(0, 0, None, None, 0)))
+        self._curve = _Curve(self._loss.model)
+        self._eval_curve = torch.no_grad()(vmap(self._slot_curve, in_dims=(0, 0, None, 0)))
 
     def _slot_loss(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor,
-                   noise: tuple[Tensor, ...] | None, tau: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+                   noise: tuple[Tensor, ...] | None, tau: Tensor, hard: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         state = {f"model.{k}": v for k, v in (params | buffers).items()}
         with autocast(self.precision, self.device):
-            parts = functional_call(self._loss, state, (x, noise, tau))
+            parts = functional_call(self._loss, state, (x, noise, tau), {"hard": hard})
         return parts["total"], {k: v.detach() for k, v in parts.items()}
+
+    def _slot_curve(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, tau: Tensor) -> Tensor:
+        with autocast(self.precision, self.device):
+            return functional_call(self._curve, {f"model.{k}": v for k, v in (params | buffers).items()}, (x, tau))
+
+    def _curve_sums(self, x: Tensor, tau: list[float]) -> Tensor:
+        self._loss.eval()
+        return self._eval_curve(self.params, self.buffers, x, torch.tensor(tau, device=self.device))
 
     def _stacked_noise(self, generators: list[torch.Generator], batch: int) -> tuple[Tensor, ...]:
         """Every member's draws for one forward pass, stacked per latent layer."""
@@ -228,7 +278,9 @@ class PackState(Pack):
         taus = torch.tensor(tau, device=self.device)
         sums = [0.0] * len(self.indices)
         for x in self.val_batches():
-            if self._loss.model.config.eval_noise:
+            if self.config.select_on == "val_hard":
+                total, _ = self._eval_hard(self.params, self.buffers, x, None, taus)
+            elif self._loss.model.config.eval_noise:
                 total, _ = self._eval_loss(self.params, self.buffers, x, self._stacked_noise(generators, len(x)), taus)
             else:
                 total, _ = self._eval_plain(self.params, self.buffers, x, None, taus)

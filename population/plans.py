@@ -90,19 +90,26 @@ def parse_experiments(experiments: str | list[str] | tuple[str, ...]) -> list[st
 
 def plan_evaluation(target: Path, *, experiments: str | list[str] | tuple[str, ...] = EXPERIMENTS, subset: int | None = None,
                     dataset: str | None = None, data_root: str | None = None, seed: int = 0,
-                    quick: bool = False) -> dict[str, Any]:
-    """{"job": the evaluation job, "dataset", "data_root"}: the report goes next to the checkpoint, the job's status
-    to RUN/jobs/evaluation-<time>/. ValueError or FileNotFoundError before anything is written."""
+                    quick: bool = False, fid_weights: str | Path | None = None,
+                    lpips_weights: str | Path | None = None) -> dict[str, Any]:
+    """{"job": the evaluation job, "dataset", "data_root"}: the report and the job's status go to their own folder,
+    RUN/jobs/evaluation-<time>/ (a second evaluation never overwrites the first). ValueError or FileNotFoundError
+    before anything is written."""
     names = parse_experiments(experiments)
     validated(JobSettings, {"subset": subset, "seed": seed}, flags=True)
+    for flag, weights in (("--fid-weights", fid_weights), ("--lpips-weights", lpips_weights)):
+        if weights is not None and not Path(weights).is_file():
+            raise ConfigError(f"{flag} {weights}: no such file")
     checkpoint = find_checkpoint(target)
     run_cfg = run_config_near(checkpoint)
     dataset = check_dataset_name(dataset or run_cfg.get("dataset", "fashion-mnist"))
     job_id = f"evaluation-{time.strftime('%Y%m%d-%H%M%S')}"
+    job_dir = str(RunFolder.holding(checkpoint).job(job_id).path)
     job = {
-        "id": job_id, "kind": "evaluation", "method": checkpoint.parent.name,
-        "dir": str(RunFolder.holding(checkpoint).job(job_id).path),
-        "checkpoint": str(checkpoint), "out_dir": str(checkpoint.parent), "experiments": names, "subset": subset,
+        "id": job_id, "kind": "evaluation", "method": checkpoint.parent.name, "dir": job_dir,
+        "checkpoint": str(checkpoint), "out_dir": job_dir, "experiments": names, "subset": subset,
         "seed": seed, "held_out": run_cfg.get("exclude_classes") or [], "settings": QUICK_SETTINGS if quick else None,
+        "quick": quick, "fid_weights": str(fid_weights) if fid_weights else None,
+        "lpips_weights": str(lpips_weights) if lpips_weights else None,
     }
     return {"job": job, "dataset": dataset, "data_root": data_root or run_cfg.get("data_root")}

@@ -38,7 +38,9 @@ def check_unused(run_dir: Path) -> None:
     from popvae.population.folder_lock import LOCK_NAME
 
     if run_dir.exists() and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
-        raise ConfigError(f"run folder {run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
+        raise ConfigError(f"run folder {run_dir} already holds a run; pass --resume to continue it or choose another --run-dir",
+                          api=f"run folder {run_dir} already holds a run; continue it with popvae.resume({str(run_dir)!r}) "
+                              "or choose another run_dir")
 
 
 def baseline_dir(run_dir: Path) -> Path:
@@ -139,7 +141,12 @@ def resume_config(run_dir: Path, epochs: int | None = None) -> tuple[RunConfig, 
         cfg = parse_config({**cfg.model_dump(mode="json"), "epochs": epochs})
     if done >= cfg.epochs and not folder.summary_path.is_file():
         return cfg, done  # stopped while it was scored: the resume scores it
+    if folder.summary_path.is_file() and folder.recorded_stop_reason() == "plateau":
+        raise ConfigError(f"nothing left to train: {run_dir} ended on a plateau after {done} epochs (its best selection "
+                          f"loss stopped improving, config `stop`)")
     if done >= cfg.epochs:
         raise ConfigError(f"nothing left to train: {run_dir} already did {done} of {cfg.epochs} epochs; "
-                          f"extend it with --resume {run_dir} --epochs {done + 1} (or more)")
+                          f"extend it with --resume {run_dir} --epochs {done + 1} (or more)",
+                          api=f"nothing left to train: {run_dir} already did {done} of {cfg.epochs} epochs; "
+                              f"extend it with popvae.resume({str(run_dir)!r}, epochs={done + 1}) (or more)")
     return cfg, done

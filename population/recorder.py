@@ -32,6 +32,7 @@ from popvae.population.contract import (
     MemberStatus,
     RunState,
     RunStatus,
+    StopReason,
 )
 from popvae.population.run_folder import Checkpoint, RunFolder
 from popvae.population.temperature import MemberTau, Strategy, strategy_for
@@ -74,6 +75,8 @@ class Recorder:
         self.best: int | None = None
         self.generation_seconds: float | None = None
         self.coordinator_restarts = 0
+        self.since_improvement = 0  # the plateau stopper's count (the coordinator's decision, booked here)
+        self.stop_reason: StopReason | None = None
         self._restarted = False  # the next lineage entry says that a new coordinator took over
         self.logs = RunLogs(self.run_dir)  # TensorBoard events per member and progress.csv
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
@@ -93,8 +96,15 @@ class Recorder:
         self.coordinator_restarts, self._restarted = count, True
         self.write_status()
 
-    def finish(self, state: RunState) -> None:
-        """The run ends (done, stopped or failed): the last checkpoint on disk, members idle unless failed."""
+    def set_stop(self, since_improvement: int, reason: StopReason | None) -> None:
+        """The stopper's count after a generation and why the run ends there (None: it goes on)."""
+        self.since_improvement, self.stop_reason = since_improvement, reason
+        self.write_status()
+
+    def finish(self, state: RunState, reason: StopReason | None = None) -> None:
+        """The run ends (done, stopped or failed): the last checkpoint on disk, members idle unless failed; `reason`
+        replaces the recorded stop reason when given."""
+        self.stop_reason = reason or self.stop_reason
         self.wait_for_writes()
         self.logs.close()
         for m in self.members.values():
@@ -149,6 +159,8 @@ class Recorder:
             **{f"loss_{k}": float(loss.get(k, math.nan)) for k in LOSS_PARTS},
             val_loss=float(result.get("val_loss", math.nan)), score=float(score), patience=next_.patience,
             is_best=i == best, seconds=float(result.get("seconds", math.nan)), event=event, node_id=result.get("node_id", ""),
+            steps=int(result.get("steps", 0)), curve_mse=float(result.get("curve_mse", math.nan)),
+            curve_mse_hard=float(result.get("curve_mse_hard", math.nan)),
         )
 
     # --- status ---
@@ -156,8 +168,8 @@ class Recorder:
         return RunStatus(
             run_id=self.run_id, state=self.state, epoch=self.epochs_done, epochs=self.cfg.epochs,
             generation_seconds=self.generation_seconds, best_member=self.best, updated_at=folder_io.now_iso(),
-            coordinator_restarts=self.coordinator_restarts,
-            members=[self._member_status(i, m, self.taus()[i]) for i, m in self.members.items()],
+            coordinator_restarts=self.coordinator_restarts, since_improvement=self.since_improvement,
+            stop_reason=self.stop_reason, members=[self._member_status(i, m, self.taus()[i]) for i, m in self.members.items()],
         )
 
     @staticmethod

@@ -20,9 +20,10 @@ import torch
 from popvae.models.dataset_loading import ImageSet, train_val_split
 from popvae.models.registry import build
 from popvae.population.contract import JobStatus
+from popvae.population.generation import plateau_count
 from popvae.population.methods import METHODS, method_config, parse_methods  # noqa: F401 - re-exported
 from popvae.population.plots import save_reconstruction_grid
-from popvae.population.robust_presets import Schedule, plateaued
+from popvae.population.robust_presets import Schedule
 from popvae.population.run_folder import RunFolder
 from popvae.population.training import epoch_torch_seed, reconstruction_mse, reseed_epoch, resolve_precision, train_epoch
 
@@ -146,4 +147,6 @@ def train_job(method: str, train: ImageSet, test: ImageSet, job_dir: Path, epoch
 
 
 def _stalled(history: list[dict[str, Any]], schedule: Schedule) -> bool:
-    return plateaued([r["val_mse"] for r in history], schedule.stop_patience, schedule.min_delta)
+    """The population's plateau stopper on the job's validation losses."""
+    patience = schedule.stop_patience
+    return patience is not None and plateau_count([r["val_mse"] for r in history], schedule.min_delta) >= patience

@@ -1,4 +1,4 @@
-"""The robust autoencoders' training settings at their papers' budgets, and the plateau stopper: plain data, no torch.
+"""The robust autoencoders' training settings at their papers' budgets: plain data, no torch.
 
 A preset maps a method (`population.methods.METHODS`) to its config overrides and a `Schedule` (batch, epochs, the
 learning-rate decay, the stopper), with where each setting came from (`SOURCES`), so the report can state them. The
@@ -28,16 +28,9 @@ class Schedule(BaseModel):
     lr_decay: Literal["none", "plateau"] = "none"
     decay_factor: float = Field(0.1, gt=0, lt=1, description="lr *= factor when the validation loss stalls")
     decay_patience: int = Field(5, ge=0, description="epochs without improvement before a decay")
-    stop_patience: int | None = Field(10, ge=1, description="epochs without improvement before the job stops")
+    stop_patience: int | None = Field(10, ge=1, description="epochs without improvement before the job stops "
+                                                            "(the population's stopper, generation.plateau_count)")
     min_delta: float = Field(1e-3, ge=0, description="relative improvement that counts as one")
-
-
-def plateaued(losses: list[float], patience: int | None, min_delta: float) -> bool:
-    """Whether the last `patience` losses all failed to beat the best before them by a relative `min_delta`."""
-    if patience is None or len(losses) <= patience:
-        return False
-    best_before = min(losses[:-patience])
-    return all(loss > best_before * (1 - min_delta) for loss in losses[-patience:])
 
 
 # Robust GMM-DAE and GMM-DAE (Saseendran et al.). The paper's appendix: Adam, batch 100, lr 0.002 decayed exponentially

@@ -19,6 +19,7 @@ from here (`rel`, `parse_*`), so a file is named and validated in one place.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from popvae.population.config import RunConfig, parse_config
 from popvae.population.contract import (
+    CurvePoint,
     HistoryRow,
     JobState,
     JobStatus,
@@ -34,6 +36,7 @@ from popvae.population.contract import (
     RunResult,
     RunState,
     RunStatus,
+    StopReason,
     dump,
 )
 from popvae.population.folder_io import read_json, read_rows, write_json, write_rows
@@ -122,6 +125,29 @@ def parse_summary(raw: Any) -> RunResult:
 
 
 # --- decisions over plain data ---
+def learning_curve(rows: Iterable[HistoryRow]) -> list[CurvePoint]:
+    """Per generation, in order: the best member's validation-subset MSEs (relaxed and hard codes; None where not
+    recorded or not finite) against the compute spent so far, the steps one member took (the most any member took in
+    each generation, summed) and all members' steps: the x axes of "who is ahead at which budget"."""
+    by_epoch: dict[int, list[HistoryRow]] = {}
+    for row in rows:
+        by_epoch.setdefault(row.epoch, []).append(row)
+    points, per_member, total = [], 0, 0
+    for epoch in sorted(by_epoch):
+        generation = by_epoch[epoch]
+        per_member += max(r.steps for r in generation)
+        total += sum(r.steps for r in generation)
+        best = next((r for r in generation if r.is_best), min(generation, key=lambda r: r.member))
+        points.append(CurvePoint(generation=epoch + 1, member=best.member, mse=_finite(best.curve_mse),
+                                 mse_hard=_finite(best.curve_mse_hard), steps_per_member=per_member,
+                                 member_steps_total=total))
+    return points
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
 def run_kind(config: Any, has_status: bool, job_ids: Iterable[str]) -> RunKind | None:
     """robust or evaluation when the config says so; population when the run has a population status or config;
     evaluation when its only contents are evaluation jobs; None for anything else."""
@@ -257,19 +283,29 @@ class RunFolder:
 
     def recorded_state(self) -> str | None:
         """The state status.json records (a run's or a job's), None when there is no readable one."""
+        return self._recorded("state")
+
+    def recorded_stop_reason(self) -> str | None:
+        """Why status.json says the run ended, None when it does not say (or there is no readable one)."""
+        return self._recorded("stop_reason")
+
+    def _recorded(self, key: str) -> Any:
         try:
             data = read_json(self.status_path)
         except (OSError, ValueError):
             return None
-        return data.get("state") if isinstance(data, dict) else None
+        return data.get(key) if isinstance(data, dict) else None
 
-    def set_state(self, state: RunState, only_from: Sequence[RunState] | None = None) -> None:
-        """Rewrite the state in status.json (when it is one of `only_from`, if given); no-op without a status."""
+    def set_state(self, state: RunState, only_from: Sequence[RunState] | None = None,
+                  stop_reason: StopReason | None = None) -> None:
+        """Rewrite the state in status.json (when it is one of `only_from`, if given), and the stop reason when given;
+        no-op without a status."""
         if not self.status_path.is_file():
             return
         status = self.read_status()
         if only_from is None or status.state in only_from:
-            self.write_status(status.model_copy(update={"state": state}))
+            update = {"state": state} if stop_reason is None else {"state": state, "stop_reason": stop_reason}
+            self.write_status(status.model_copy(update=update))
 
     def state(self) -> RunState:
         """The run's state as a reader should report it (see `effective_state`)."""
@@ -288,6 +324,10 @@ class RunFolder:
     def write_history(self, rows: Sequence[HistoryRow | dict[str, Any]]) -> None:
         """A population's HistoryRows, or a robust job's per-epoch dicts."""
         write_rows(self.history_path, [r.model_dump() if isinstance(r, HistoryRow) else r for r in rows])
+
+    def learning_curve(self) -> list[CurvePoint]:
+        """The run's learning curve, one point per generation trained (`learning_curve`); [] before the first."""
+        return learning_curve(self.read_history())
 
     def read_lineage(self) -> list[LineageEntry]:
         return parse_lineage(read_json(self.lineage_path)) if self.lineage_path.exists() else []

@@ -2,7 +2,8 @@
 
     RUN_DIR/tensorboard/member-<i>/events.out.tfevents.*   scalars per epoch (1-based step, as people count):
         loss/train_total, loss/train_reconstruction, loss/train_kl_z1, loss/train_kl_z2, loss/val, loss/selection,
-        tau/used, tau/next, patience, best (1 when it won the epoch)
+        tau/used, tau/next, patience, best (1 when it won the epoch), curve/mse and curve/mse_hard (the learning
+        curve: reconstruction MSE on the run's validation subset, relaxed and hard codes)
     RUN_DIR/tensorboard/member-<i>/train_step/events.out.tfevents.*   loss/train_step, the training loss every
         `log_every_steps` optimizer steps, its step the member's optimizer steps so far (a file of its own: one file
         whose steps mean epochs for some tags and optimizer steps for others reads to TensorBoard as out of order)
@@ -27,7 +28,7 @@ from popvae.population.contract import HistoryRow
 _SCALARS = {
     "loss/train_total": "loss_total", "loss/train_reconstruction": "loss_reconstruction", "loss/train_kl_z1": "loss_kl_z1",
     "loss/train_kl_z2": "loss_kl_z2", "loss/val": "val_loss", "loss/selection": "score", "tau/used": "tau",
-    "tau/next": "tau_next", "patience": "patience",
+    "tau/next": "tau_next", "patience": "patience", "curve/mse": "curve_mse", "curve/mse_hard": "curve_mse_hard",
 }
 
 

@@ -206,35 +206,39 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images: np.n
 
 @torch.no_grad()
 def per_image_mse(model: nn.Module, images: np.ndarray, device: str | torch.device, batch_size: int = 500,
-                  progress: Callable[[int], None] | None = None) -> np.ndarray:
+                  progress: Callable[[int], None] | None = None, hard: bool = False) -> np.ndarray:
     """Each image's per-pixel mean squared error of its deterministic reconstruction, on [0,1] pixels (the spread
-    gives a test MSE its confidence interval). `progress(images_done)` is called after each batch."""
+    gives a test MSE its confidence interval); `hard`: reconstructed from a GS-VAE's hard codes (one-hot argmax).
+    `progress(images_done)` is called after each batch."""
     out = []
+    rebuild = (lambda x: model.reconstruct(x, sample=False, hard=True)) if hard else \
+        (lambda x: model.reconstruct(x, sample=False))
     with eval_mode(model):
         for start in range(0, len(images), batch_size):
             x = to_float(images[start : start + batch_size], device)
-            out.append((model.reconstruct(x, sample=False) - x).pow(2).flatten(1).mean(1).double().cpu().numpy())
+            out.append((rebuild(x) - x).pow(2).flatten(1).mean(1).double().cpu().numpy())
             if progress is not None:
                 progress(start + len(x))
     return np.concatenate(out)
 
 
 def reconstruction_mse(model: nn.Module, images: np.ndarray, device: str | torch.device, batch_size: int = 500,
-                       progress: Callable[[int], None] | None = None) -> float:
-    """Per-pixel mean squared error of deterministic reconstructions on [0,1] pixels over every image."""
-    return float(per_image_mse(model, images, device, batch_size, progress).mean())
+                       progress: Callable[[int], None] | None = None, hard: bool = False) -> float:
+    """Per-pixel mean squared error of deterministic reconstructions on [0,1] pixels over every image (`hard`: from
+    hard codes, see per_image_mse)."""
+    return float(per_image_mse(model, images, device, batch_size, progress, hard).mean())
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images: np.ndarray, batch_size: int, device: str | torch.device,
-             progress: Callable[[int], None] | None = None) -> dict[str, float]:
-    """Loss parts in eval mode (no Gumbel noise unless the model's config asks), averaged over every image.
-    `progress(images_done)` is called after each batch."""
+             progress: Callable[[int], None] | None = None, hard: bool = False) -> dict[str, float]:
+    """Loss parts in eval mode (no Gumbel noise unless the model's config asks), averaged over every image (`hard`: a
+    GS-VAE's loss with hard codes, what `select_on: val_hard` scores). `progress(images_done)` is called after each batch."""
     sums: dict[str, float] = {}
     with eval_mode(model):
         for start in range(0, len(images), batch_size):
             x = to_float(images[start : start + batch_size], device)
-            for k, v in model.loss(x).items():
+            for k, v in (model.loss(x, hard=True) if hard else model.loss(x)).items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(x)
             if progress is not None:
                 progress(start + len(x))

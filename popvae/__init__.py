@@ -2,7 +2,7 @@
 
 The Python API (`popvae.api`) is exported here lazily: `import popvae` imports neither torch nor Ray.
 
-    popvae.RunConfig, popvae.train, popvae.resume, popvae.load_best, popvae.evaluate, popvae.ConfigError
+    popvae.RunConfig, popvae.train, popvae.resume, popvae.load_best, popvae.prepare, popvae.evaluate, popvae.ConfigError
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ _CHECKOUT = Path(__file__).resolve().parent.parent
 if not (Path(__file__).parent / "population").is_dir() and (_CHECKOUT / "population" / "__init__.py").is_file():
     __path__.append(str(_CHECKOUT))  # noqa: F821  (a package's own __path__)
 
-__all__ = ["ConfigError", "DatasetError", "RunConfig", "evaluate", "load_best", "resume", "train"]
+__all__ = ["ConfigError", "DatasetError", "RunConfig", "evaluate", "load_best", "prepare", "resume", "train"]
 
 
 def __getattr__(name: str) -> Any:

@@ -28,6 +28,9 @@ BASE = ("train", "--dataset", "synthetic", "--epochs", "1")
         (("--select-on", "best"), "select_on"),
         (("--scale", "other"), "scale"),
         (("--batch-size", "-1"), "batch_size"),
+        (("--stop-plateau", "0"), "stop.plateau_generations"),
+        (("--stop-plateau", "2", "--stop-min-delta", "1.5"), "stop.min_delta"),
+        (("--stop-min-delta", "0.01"), "--stop-min-delta needs --stop-plateau"),
     ],
 )
 def test_invalid_settings_are_rejected_before_anything_is_written(capsys, tmp_path, extra, message):

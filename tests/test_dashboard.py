@@ -126,6 +126,7 @@ def test_dashboard_shows_a_live_run(ray_session, service, browser, tmp_path: Pat
         assert "→" in rows[0]  # tau used -> next
         assert len(browser.find_elements(By.CSS_SELECTOR, "#lineage tbody tr")) == PAUSE_AFTER
         assert len(browser.find_elements(By.CSS_SELECTOR, "#loss-chart circle.best-point")) == PAUSE_AFTER  # one best per epoch
+        assert points(browser, "curve-chart") == 2 * PAUSE_AFTER  # the best's learning curve: relaxed and hard codes
         running = shot(browser, tmp_path, "dashboard-running.png")
     finally:
         release.set()

@@ -68,6 +68,9 @@ def _assert_losses(a: dict, b: dict, tol: dict[str, float] = LOSS_TOL) -> None:
     for k in a["loss"]:
         assert a["loss"][k] == pytest.approx(b["loss"][k], rel=tol["rtol"], abs=tol["atol"]), k
     assert a["val_loss"] == pytest.approx(b["val_loss"], rel=tol["rtol"], abs=tol["atol"])
+    assert a["steps"] == b["steps"]
+    for k in ("curve_mse", "curve_mse_hard"):  # the learning curve, scored as reconstruction_mse scores it
+        assert a[k] == pytest.approx(b[k], rel=tol["rtol"], abs=tol["atol"] / 100), k
     assert [s for s, _ in a["step_losses"]] == [s for s, _ in b["step_losses"]]  # TensorBoard's per-step loss
     assert [v for _, v in a["step_losses"]] == pytest.approx([v for _, v in b["step_losses"]], rel=tol["rtol"],
                                                               abs=tol["atol"])

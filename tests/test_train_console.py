@@ -94,3 +94,64 @@ def test_a_console_writing_to_a_log_file_is_wide_enough_for_the_table(monkeypatc
     assert stderr_console().width == LOG_WIDTH  # pytest's stderr is not a terminal
     monkeypatch.setenv("COLUMNS", "100")
     assert stderr_console().width == 100
+
+
+def test_a_log_gets_one_flushed_line_per_generation_while_the_run_goes_on(tmp_path):
+    """stderr a pipe, as in `ray job submit` logs or nohup (issue 21, item 1): each generation is a plain line the
+    moment it is done, not one frame at the end; a SIGTERM then leaves those lines and the resume command."""
+    run = tmp_path / "runs" / "logged"
+    env = {k: v for k, v in _env().items() if k != "COLUMNS"}
+    proc = subprocess.Popen([POPVAE, "train", "--run-dir", str(run), "--epochs", "400", "--dataset", "synthetic",
+                             "--members", "2", "--steps-per-epoch", "1", "--num-cpus", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:  # read while it runs: a line that was not flushed would not arrive before the end
+        while not any(line.startswith("epoch 2/400") for line in lines):
+            assert proc.poll() is None and _epoch(run) < 4, "".join(lines)  # two more generations done, no line yet
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(timeout=5)
+    log = "".join(lines)
+    assert proc.returncode == 143, log
+    generations = [ln for ln in lines if ln.startswith("epoch ")]
+    assert re.match(r"epoch 1/400  best member [12]  loss \d+\.\d\d  tau \d\.\d{3} -> \d\.\d{3}  generation \d+\.\d s  "
+                    r"ETA \d+:\d\d", generations[0]), log
+    assert generations[1].startswith("epoch 2/400"), log
+    assert not ANSI.search(log) and f"continue with: popvae train --resume {run}" in log, log
+
+
+def test_a_feedback_move_is_flagged_and_the_fixed_members_is_named():
+    from popvae.cluster.train_console import feedback_flag, generation_line
+
+    assert feedback_flag("fixed") == "feedback (fixed tau moved)" and feedback_flag("exp_increase") == "feedback"
+    entry = {"epoch": 4, "best": 2, "best_loss": 101.5, "tau_before": {"2": 1.1}, "tau_after": {"2": 1.2}, "feedback": [1]}
+    line = generation_line(entry, {"generation_seconds": 3.04}, 5, 9, "0:12")
+    assert line == "epoch 5/9  best member 2  loss 101.50  tau 1.100 -> 1.200  generation 3.0 s  ETA 0:12  feedback [1]"
+
+
+def test_the_console_says_why_training_ended_and_shows_the_hard_code_mse(monkeypatch, capsys, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from popvae.cluster.train_console import TrainConsole, print_results
+
+    live = TrainConsole(Console(file=io.StringIO(), width=200), tmp_path / "run", 10, "2 members")
+    live.status = {"stop_reason": None, "since_improvement": 2, "generation_seconds": 1.0, "members": []}
+    live.done = 4
+    assert "no improvement for 2 generation(s)" in live._headline().plain
+    live.status = {**live.status, "stop_reason": "plateau", "since_improvement": 3}
+    live.scoring = ("test MSE", 10, 100)
+    assert "training ended: plateau (no improvement); scoring" in live._headline().plain
+    monkeypatch.setenv("COLUMNS", "200")
+    summary = {"best_member": 2, "best_tau": 1.5, "test_mse": 0.0201, "test_mse_hard": 0.0457, "test_loss": 250.0,
+               "test_images": 100, "evaluation": "deterministic", "stop_reason": "plateau", "epochs_done": 4}
+    print_results([("population", summary), ("old", {**summary, "test_mse_hard": None, "stop_reason": None})])
+    out = capsys.readouterr().out
+    assert "MSE hard" in out and "0.04570" in out and "plateau (no improvement) (4 epochs)" in out, out

@@ -61,7 +61,8 @@ function skeleton() {
   return `<section id="head"></section>
     <section id="members-box"><h3>Members</h3><div id="members"></div></section>
     <section class="charts"><div class="chart-box"><h3 id="tau-title">tau per member</h3><div id="tau-chart" class="chart"></div></div>
-      <div class="chart-box"><h3 id="loss-title">loss per member</h3><div id="loss-chart" class="chart"></div></div></section>
+      <div class="chart-box"><h3 id="loss-title">loss per member</h3><div id="loss-chart" class="chart"></div></div>
+      <div class="chart-box"><h3 id="curve-title">learning curve</h3><div id="curve-chart" class="chart"></div></div></section>
     <section id="lineage-box"><h3>Lineage <span class="muted">(newest first: who received whose weights)</span></h3><div id="lineage"></div></section>
     <section id="jobs-box"><h3>Jobs</h3><div id="jobs"></div></section>
     <section id="summary-box"><h3>Summary</h3><div id="summary"></div></section>
@@ -127,7 +128,8 @@ function niceTicks(lo, hi, n = 5) {
   return { lo: Math.min(lo, ticks[0]), hi: Math.max(hi, ticks[ticks.length - 1]), ticks };
 }
 
-function lineChart(el, rows, column, ylabel) {
+// names (optional): a label per series in place of "member m" (a series is the rows of one `member` value)
+function lineChart(el, rows, column, ylabel, names = null) {
   const W = 520, H = 260, L = 58, R = 12, T = 10, B = 40;
   const pts = rows.filter((r) => r[column] !== null && Number.isFinite(r[column]));
   if (!pts.length) { el.innerHTML = '<p class="muted">no epoch done yet</p>'; return; }
@@ -145,16 +147,18 @@ function lineChart(el, rows, column, ylabel) {
   for (const m of members) {
     const mine = pts.filter((r) => r.member === m).sort((a, b) => a.epoch - b.epoch);
     const d = mine.map((r, i) => `${i ? "L" : "M"}${sx(r.epoch + 1).toFixed(1)},${sy(r[column]).toFixed(1)}`).join("");
-    svg += `<path class="line" d="${d}" stroke="${color(m)}"><title>member ${m}</title></path>`;
+    const name = names ? names[m] : `member ${m}`;
+    svg += `<path class="line" d="${d}" stroke="${color(m)}"><title>${esc(name)}</title></path>`;
     for (const r of mine) {
-      svg += `<circle cx="${sx(r.epoch + 1)}" cy="${sy(r[column])}" r="${r.is_best ? 6 : 2.5}" class="${r.is_best ? "best-point" : "pt"}" stroke="${color(m)}" fill="${r.is_best ? "none" : color(m)}"><title>member ${m}, epoch ${r.epoch + 1}: ${num(r[column], 4)}${r.is_best ? " (best)" : ""}</title></circle>`;
+      svg += `<circle cx="${sx(r.epoch + 1)}" cy="${sy(r[column])}" r="${r.is_best ? 6 : 2.5}" class="${r.is_best ? "best-point" : "pt"}" stroke="${color(m)}" fill="${r.is_best ? "none" : color(m)}"><title>${esc(name)}, epoch ${r.epoch + 1}: ${num(r[column], 4)}${r.is_best ? " (best)" : ""}</title></circle>`;
     }
   }
   svg += "</svg>";
-  const legend = members.map((m) => {
-    const s = pts.find((r) => r.member === m).strategy;
-    return `<span><span class="swatch" style="background:${color(m)}"></span>${m} ${esc(s)}</span>`;
-  }).join("") + '<span><span class="ring"></span>best of the epoch</span>';
+  const legend = names ? members.map((m) => `<span><span class="swatch" style="background:${color(m)}"></span>${esc(names[m])}</span>`).join("")
+    : members.map((m) => {
+      const s = pts.find((r) => r.member === m).strategy;
+      return `<span><span class="swatch" style="background:${color(m)}"></span>${m} ${esc(s)}</span>`;
+    }).join("") + '<span><span class="ring"></span>best of the epoch</span>';
   el.innerHTML = svg + `<div class="legend">${legend}</div>`;
 }
 
@@ -164,6 +168,11 @@ function renderCharts(cfg) {
   $("#loss-title").textContent = `selection loss (${sel}: summed BCE per image + KL)`;
   lineChart($("#tau-chart"), state.history, "tau", "tau");
   lineChart($("#loss-chart"), state.history, "score", "loss");
+  // the best member's reconstruction MSE on the run's fixed validation subset, from relaxed and from hard codes
+  $("#curve-title").textContent = "learning curve: the best member's validation MSE";
+  const curve = state.history.filter((r) => r.is_best).flatMap((r) => [
+    { epoch: r.epoch, member: 1, mse: r.curve_mse }, { epoch: r.epoch, member: 2, mse: r.curve_mse_hard }]);
+  lineChart($("#curve-chart"), curve, "mse", "MSE", { 1: "relaxed codes (at its tau)", 2: "hard codes (one-hot argmax)" });
 }
 
 async function loadHistory(run, epochDone) {
