@@ -21,7 +21,7 @@ from popvae.population.flags import PACK_SIZE, TRAIN_FLAGS, check_resume_flags, 
 from popvae.population.methods import METHODS
 
 EXIT_BAD_INPUT = 2
-STOP_BUDGET_S = 8.0  # from a stop signal to the exit: population.run's clean-up (at most 4 s), then Ray's shutdown
+STOP_BUDGET_S = 8.0  # from a stop signal to the exit: population.driver's clean-up (at most 4 s), then Ray's shutdown
 
 
 def _int(text: str) -> int:
@@ -208,7 +208,7 @@ def _train(args: argparse.Namespace) -> int:
         return _fail(str(err))
     except ClusterUnreachable as err:
         return _unreachable(err)
-    except (RayError, RuntimeError, NoSpaceLeft) as err:  # RuntimeError: the coordinator kept dying (population.run)
+    except (RayError, RuntimeError, NoSpaceLeft) as err:  # RuntimeError: the coordinator kept dying (population.driver)
         print(f"popvae: run failed: {driver.failure_cause(err)}; {preflight.ended_run_hint(current[0].run_dir)}", file=sys.stderr)
         return 1
     from popvae.cluster.train_console import look_hints, print_results

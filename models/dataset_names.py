@@ -1,5 +1,5 @@
 """Dataset names and image shapes, and the error for a bad one: no torch, no numpy, so that a config naming
-an unknown dataset is rejected before anything heavy is imported. Loading lives in `models.data`."""
+an unknown dataset is rejected before anything heavy is imported. Loading lives in `models.dataset_loading`."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The coordinator: a named Ray actor that carries out the population's generations.
 
 Members live in packs (docs/PACKING.md): a worker hosts k members as one stacked model, and a member is
-(pack, slot); `worker.plan_packs` decides which members share a worker (`pack_size`). Per generation (docs/ALGORITHMS.md
+(pack, slot); `pack_planning.plan_packs` decides which members share a worker (`pack_size`). Per generation (docs/ALGORITHMS.md
 §2): every pack trains one epoch of all its members; scores are gathered behind a barrier with a timeout; the
 generation policy (`population/generation.py`) picks the best, every next tau and patience, the receivers and the
 resets; the best weights are fetched once into the object store and that one ObjectRef is handed, as a top-level
@@ -231,7 +231,7 @@ class PopulationCoordinator:
             ray.get([self.workers[self.pack_of[i]].set_weights.remote(ray.put(w), [i]) for i, w in own.items()])
         ray.get([w.set_optimizer_state.remote({i: optimizers[i] for i in self.packs[p]}) for p, w in self.workers.items()])
 
-    # --- the actor's interface (population.run, the status service, tests) ---
+    # --- the actor's interface (population.driver, the status service, tests) ---
     def member_handles(self) -> dict[int, Any]:
         """{member: the worker hosting its pack} (pack mates share one handle)."""
         return {i: self.workers[p] for i, p in self.pack_of.items()}

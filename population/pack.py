@@ -124,7 +124,7 @@ class Pack:
         return torch.from_numpy(np.stack(per_member, axis=1)).to(self.device)  # one small copy per epoch, not per step
 
     def gather(self, idx: Tensor) -> Tensor:
-        """(k, batch) indices -> (k, batch, C, H, W) float [0,1] images, gathered on the device (as models.data.to_float)."""
+        """(k, batch) indices -> (k, batch, C, H, W) float [0,1] images on the device (as models.dataset_loading.to_float)."""
         return self.train_images[idx].float().div_(255.0)
 
     def train_epoch(self, epoch: int, taus: dict[int, float]) -> dict[int, dict[str, Any]]:

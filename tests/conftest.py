@@ -1,10 +1,12 @@
-"""Shared fixtures: one real local Ray per test session (2 CPUs), torch on one thread."""
+"""Shared fixtures: one real local Ray per test session (2 CPUs), one real run folder per session, torch on one
+thread."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +27,19 @@ def ray_session():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace=NAMESPACE)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def pristine(ray_session, tmp_path_factory) -> Path:
+    """A population run trained once per session (2 members, 1 epoch) for the tests that read it or change a copy of
+    it (tests/test_damaged_files.py's `copy`): none may write to it."""
+    from popvae.population.driver import load_run_data, run_population
+    from tests.test_population import small_config
+
+    run = tmp_path_factory.mktemp("runs") / "pristine"
+    cfg = small_config(epochs=1, members=2)
+    run_population(cfg, run, load_run_data(cfg))
+    return run
 
 
 @contextlib.contextmanager

@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_probe import probe
 
 from popvae.cluster.cli import main
 from popvae.population.config import MAX_CONFIG_BYTES, ConfigError, load_config_file
 from popvae.population.flags import check_resume_flags, train_config
 from popvae.population.temperature import REFERENCE_DYNAMICS
-from tests.test_damaged_files import pristine  # noqa: F401  (a fixture: a run trained once per module)
 
 # Runs one `popvae` command as a grandchild and reports its exit code, stderr, peak memory and CPU time: measured
 # from a small intermediate process, because Linux counts the memory a child had when it was forked into its peak,
@@ -176,20 +176,25 @@ def closed_port() -> int:
         return s.getsockname()[1]  # nothing listens on it once the socket is closed
 
 
-@pytest.mark.parametrize("command", ["train", "robust"])
-def test_an_address_nobody_answers_is_given_up_within_the_bound(tmp_path, command):
-    """Ray itself kept retrying a closed port (still waiting after 560 s, SIGTERM ignored), leaving a folder with a lock."""
+def test_an_address_nobody_answers_is_given_up_within_the_bound_before_anything_is_written(pristine, tmp_path):
+    """Ray itself kept retrying a closed port (still waiting after 560 s, SIGTERM ignored), leaving a folder with a lock:
+    `train`, `robust` and `evaluate` (which would make its job folder) each give up, in a process of their own."""
+    from tests.test_damaged_files import copy
+
     address = f"127.0.0.1:{closed_port()}"
-    run_dir = tmp_path / "run"
-    extra = ("--members", "2", "--epochs", "1") if command == "train" else ("--methods", "vae-kl", "--epochs", "1")
-    done = subprocess.run([sys.executable, "-m", "popvae.cluster.cli", command, "--dataset", "synthetic", *extra,
-                           "--run-dir", str(run_dir), "--address", address], capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "POPVAE_CONNECT_TIMEOUT_S": "2", "POPVAE_CACHE": str(tmp_path / "cache")})
-    err = done.stderr.strip()
-    assert done.returncode == 1, err
-    assert err == f"popvae: error: no Ray cluster answered at {address} within 2 s (connection refused); check the " \
-                  "address, or set $POPVAE_CONNECT_TIMEOUT_S to wait longer"
-    assert not run_dir.exists()
+    run = copy(pristine, tmp_path)
+    argvs = [("train", "--dataset", "synthetic", "--members", "2", "--epochs", "1"),
+             ("robust", "--dataset", "synthetic", "--methods", "vae-kl", "--epochs", "1"),
+             ("evaluate", str(run), "--experiments", "purification", "--subset", "4", "--quick")]
+    argvs = [(*argv, "--address", address) + (() if argv[0] == "evaluate" else ("--run-dir", str(tmp_path / argv[0])))
+             for argv in argvs]
+    results = probe(*argvs, env={"POPVAE_CONNECT_TIMEOUT_S": "2", "POPVAE_CACHE": str(tmp_path / "cache")})
+    for argv, (code, _, err) in zip(argvs, results, strict=True):
+        assert code == 1, (argv, err)
+        assert err == f"popvae: error: no Ray cluster answered at {address} within 2 s (connection refused); check " \
+                      "the address, or set $POPVAE_CONNECT_TIMEOUT_S to wait longer", (argv, err)
+    assert not (tmp_path / "train").exists() and not (tmp_path / "robust").exists()
+    assert not (run / "jobs").exists() and not (run / "report.json").exists()
 
 
 def test_flags_map_onto_the_config_with_the_reference_dynamics_under_the_file(tmp_path):
@@ -235,15 +240,3 @@ def test_reproduce_gives_up_an_address_nobody_answers_before_writing_its_folder(
     code, err = run_cli(capsys, *argv)
     assert code == 1 and err.startswith(f"popvae: error: no Ray cluster answered at {address} within 1 s")
     assert not (tmp_path / "out").exists()
-
-
-def test_evaluate_gives_up_an_address_nobody_answers_before_making_its_job_folder(pristine, tmp_path):  # noqa: F811
-    from tests.test_damaged_files import copy
-
-    run = copy(pristine, tmp_path)
-    address = f"127.0.0.1:{closed_port()}"
-    done = subprocess.run([sys.executable, "-m", "popvae.cluster.cli", "evaluate", str(run), "--experiments", "purification",
-                           "--subset", "4", "--quick", "--address", address], capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "POPVAE_CONNECT_TIMEOUT_S": "1"})
-    assert done.returncode == 1 and done.stderr.strip().startswith(f"popvae: error: no Ray cluster answered at {address}")
-    assert not (run / "jobs").exists() and not (run / "report.json").exists()

@@ -16,16 +16,6 @@ from fastapi.testclient import TestClient
 from popvae.cluster.cli import main
 from popvae.cluster.service import create_app
 from popvae.models.checkpoint import atomic_torch_save
-from popvae.population.driver import load_run_data, run_population
-from tests.test_population import small_config
-
-
-@pytest.fixture(scope="module")
-def pristine(ray_session, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "pristine"
-    cfg = small_config(epochs=1, members=2)
-    run_population(cfg, run, load_run_data(cfg))
-    return run
 
 
 def copy(pristine: Path, tmp_path: Path) -> Path:

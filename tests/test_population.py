@@ -89,21 +89,29 @@ def test_one_member_follows_another_members_schedule(ray_session, tmp_path):
     from popvae.population.temperature import REFERENCE_DYNAMICS
 
     cfg = small_config(members=1, schedule_of=2, temperature=REFERENCE_DYNAMICS)  # member 2: linear increase, +0.5
-    run_population(cfg, tmp_path / "solo", load_run_data(cfg))
+    coord = start_coordinator(cfg, tmp_path / "solo")  # the generations alone: no scoring, no plots
+    for epoch in range(cfg.epochs):
+        ray_session.get(coord.run_generation.remote(epoch))
     rows = sorted(folder_io.read_rows(tmp_path / "solo" / "history.parquet"), key=lambda r: r["epoch"])
     assert [r["strategy"] for r in rows] == ["linear_increase"] * 3
     assert [r["tau"] for r in rows] == [1.0, 1.5, 2.0] and rows[-1]["tau_next"] == 2.5
+    for h in ray_session.get(coord.member_handles.remote()).values():
+        ray_session.kill(h)
+    ray_session.kill(coord)
 
 
 BF16_RESUME = ("known bug: on this CPU a bf16 run resumed through Ray sometimes differs from the uninterrupted run from "
                "epoch 1 on (training loss by ~1e-7 relative; a pack's own resume is exact, tests/test_pack.py): "
                "bf16 is opt-in on a CPU until it is found")
+# Not run by default: a non-strict xfail passes whatever happens, so its three runs would assert nothing; `pytest
+# --runxfail -k bf16` runs them as ordinary tests when the bug is worked on.
+KNOWN_BF16_BUG = pytest.mark.xfail(reason=BF16_RESUME, run=False)
 
 
-@pytest.mark.parametrize("over", [pytest.param({"precision": "bf16"}, marks=pytest.mark.xfail(reason=BF16_RESUME)),
+@pytest.mark.parametrize("over", [pytest.param({"precision": "bf16"}, marks=KNOWN_BF16_BUG),
                                   {"pack_mode": "vmap", "precision": "fp32"},
                                   pytest.param({"pack_mode": "loop", "precision": "bf16"},
-                                               marks=pytest.mark.xfail(reason=BF16_RESUME)),
+                                               marks=KNOWN_BF16_BUG),
                                   {"pack_size": 1}, {"broadcast": False}],
                          ids=["packed-bf16", "vmap-fp32", "loop-bf16", "unpacked", "no-broadcast"])
 def test_stopped_and_resumed_run_equals_uninterrupted_run(ray_session, tmp_path, over):

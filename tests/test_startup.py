@@ -8,32 +8,7 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("torch", "ray", "torchmetrics", "torchvision", "pyarrow")
-
-# Runs the command line in-process once per argv (one interpreter for all of them: the heavy modules a case imports
-# stay imported, so each case is checked for what it added), and reports every exit code, the heavy modules imported
-# so far and what the case wrote to stderr.
-PROBE = """
-import contextlib, io, json, sys
-from popvae.cluster.cli import main
-results = []
-for argv in json.loads(sys.argv[1]):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exit_:
-            code = exit_.code
-    results.append({"code": code, "heavy": sorted(m for m in HEAVY if m in sys.modules), "err": err.getvalue()})
-print(json.dumps(results))
-""".replace("HEAVY", repr(HEAVY))
-
-
-def probe(*argvs: tuple[str, ...]) -> list[tuple[int, list[str], str]]:
-    """(exit code, heavy modules imported so far, stderr) of each command line, in one fresh interpreter."""
-    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(argvs)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return [(r["code"], r["heavy"], r["err"]) for r in json.loads(done.stdout.strip().splitlines()[-1])]
+from cli_probe import HEAVY, probe
 
 
 def test_help_imports_neither_torch_nor_ray():
