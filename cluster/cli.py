@@ -231,14 +231,20 @@ def _train_with_progress(run: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def _robust_parser(sub: Any) -> None:
     p = sub.add_parser("robust", help="train robust autoencoders as jobs on the worker pool")
-    p.add_argument("--methods", required=True, help=f"comma-separated, from {', '.join(METHODS)}")
-    p.add_argument("--dataset", default="fashion-mnist", help=f"one of {', '.join(DATASETS)}")
+    p.add_argument("--methods", help=f"comma-separated, from {', '.join(METHODS)}")
+    p.add_argument("--preset", choices=("paper", "smoke"),
+                   help="instead of --methods: every method at its paper's settings and budget (or to a plateau), "
+                        "seeds, attacks and the report beside the papers (smoke: synthetic data, about a minute); the same "
+                        "command again continues")
+    p.add_argument("--dataset", help="one of " + ", ".join(DATASETS) + " (default fashion-mnist; the smoke preset: synthetic)")
     p.add_argument("--data-root", help="folder holding the dataset files")
-    p.add_argument("--epochs", type=_int, default=5, help="epochs per job")
-    p.add_argument("--batch-size", type=_int, default=128, help="images per step")
+    p.add_argument("--epochs", type=_int, help="epochs per job, default 5 (a preset sets its own)")
+    p.add_argument("--batch-size", type=_int, help="images per step, default 128 (a preset sets its own)")
     p.add_argument("--steps-per-epoch", type=_int, help="cap the batches per epoch (default: a full pass)")
-    p.add_argument("--seed", type=_int, default=0, help="seeds weights, batches and noise")
-    p.add_argument("--run-dir", type=Path, required=True, help="jobs go to RUN_DIR/jobs/<method>/")
+    p.add_argument("--seed", type=_int, help="seeds weights, batches and noise, default 0 (a preset sets its own seeds)")
+    p.add_argument("--run-dir", type=Path, required=True, help="jobs go to RUN_DIR/jobs/<method>/ (a preset's: <method>-s<seed>)")
+    p.add_argument("--report-dir", type=Path, help="a preset's robust-converged.md, .json and plot (default: RUN_DIR)")
+    p.add_argument("--report-only", action="store_true", help="a preset's report from what is finished; train nothing")
     p.add_argument("--workers", type=_int, help="jobs running at once (default: one per method, at most the CPUs)")
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 (auto: bf16 on a GPU with it, else fp32)")
     _cluster_flags(p)
@@ -248,14 +254,22 @@ def cmd_robust(args: argparse.Namespace) -> int:
     from popvae.population.bounds import ClusterUnreachable, check_cluster_flags
     from popvae.population.plans import plan_robust
 
+    if args.preset:
+        return _robust_preset(args)
+    if not args.methods:
+        return _fail("give --methods, or --preset paper for every method at its paper's settings")
+    if args.report_dir or args.report_only:
+        return _fail("--report-dir and --report-only go with --preset")
     try:
         check_cluster_flags(args.address, args.num_cpus)
-        plan = plan_robust(args.methods, args.run_dir, dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
-                           batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
+        plan = plan_robust(args.methods, args.run_dir, dataset=args.dataset or "fashion-mnist", data_root=args.data_root,
+                           epochs=5 if args.epochs is None else args.epochs,
+                           batch_size=128 if args.batch_size is None else args.batch_size,
+                           steps_per_epoch=args.steps_per_epoch, seed=args.seed or 0,
                            workers=args.workers, precision=args.precision)
         from popvae.models.dataset_loading import load_split
 
-        train, test = (load_split(args.dataset, split, args.data_root) for split in ("train", "test"))
+        train, test = (load_split(plan["config"]["dataset"], split, args.data_root) for split in ("train", "test"))
     except (ValueError, DatasetError) as err:  # ConfigError and pydantic's ValidationError are ValueErrors
         return _fail(str(err).splitlines()[0])
     from popvae.cluster.train_console import print_job_table
@@ -273,6 +287,50 @@ def cmd_robust(args: argparse.Namespace) -> int:
         return _unreachable(err)
     print_job_table(results)
     return 0 if all(r["state"] == "done" for r in results.values()) else 1
+
+
+def _robust_preset(args: argparse.Namespace) -> int:
+    """`popvae robust --preset`: the section of `population.robust_converged`, continued when run again."""
+    from popvae.population.bounds import ClusterUnreachable, check_cluster_flags, check_reachable
+    from popvae.population.config import PRECISIONS, validated
+    from popvae.population.plans import JobSettings
+    from popvae.population.robust_converged import PRESETS, check_out
+
+    given = [f"--{name.replace('_', '-')}" for name in ("methods", "epochs", "batch_size", "steps_per_epoch", "seed")
+             if getattr(args, name) is not None]
+    if given:
+        return _fail(f"{', '.join(given)} cannot go with --preset (the preset sets them)")
+    section = PRESETS[args.preset]
+    try:
+        if args.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
+        section = section.model_copy(update={"dataset": check_dataset_name(args.dataset or section.dataset),
+                                             "precision": args.precision})
+        validated(JobSettings, {"workers": args.workers}, flags=True)
+        check_out(args.run_dir, section)
+        check_cluster_flags(args.address, args.num_cpus)
+        check_reachable(args.address)  # before --run-dir is written
+    except (ConfigError, DatasetError) as err:
+        return _fail(str(err))
+    except ClusterUnreachable as err:
+        return _unreachable(err)
+    from popvae.population.robust_converged import run_section
+    from popvae.population.stop_signals import as_interrupted, stop_on_signals
+
+    stop_on_signals()
+    again = f"popvae robust --preset {args.preset} --dataset {section.dataset} --run-dir {args.run_dir}"
+    try:
+        report = run_section(section, args.run_dir, args.report_dir, data_root=args.data_root, address=args.address,
+                             num_cpus=args.num_cpus, workers=args.workers, report_only=args.report_only,
+                             say=lambda line: print(line, file=sys.stderr, flush=True))
+    except KeyboardInterrupt as stop:
+        return _interrupted(as_interrupted(stop), f"finished epochs are kept in {args.run_dir}; continue with: {again}")
+    except (ConfigError, DatasetError) as err:
+        return _fail(str(err))
+    except ClusterUnreachable as err:
+        return _unreachable(err)
+    print(f"report: {report}")
+    return 0
 
 
 def _evaluate_parser(sub: Any) -> None:

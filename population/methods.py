@@ -22,6 +22,9 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "vae-tc": ("vae", {"regulariser": "kl", "tc": True}),
     "vae-kl-lat": ("vae", {"regulariser": "kl", "latent_adv": True}),
     "dae-mmd-lat": ("dae", {"regulariser": "mmd", "latent_adv": True}),
+    "vae-mmd-lat": ("vae", {"regulariser": "mmd", "latent_adv": True}),
+    "vae-swt-lat": ("vae", {"regulariser": "swt", "latent_adv": True}),
+    "dae-swt-lat": ("dae", {"regulariser": "swt", "latent_adv": True}),
 }
 
 

@@ -403,6 +403,21 @@ class RunFolder:
 
         save_model(self.model_path, model, meta)
 
+    def write_job_resume(self, state: dict[str, Any]) -> None:
+        """A robust job's checkpoints/latest.pt: what resuming it needs (`population.robust.train_job` writes it)."""
+        from popvae.models.checkpoint import atomic_torch_save
+
+        atomic_torch_save(state, self.latest_path)
+
+    def read_job_resume(self) -> dict[str, Any]:
+        """A robust job's checkpoints/latest.pt, its sha256 verified before torch reads it (DamagedFile, a ValueError)."""
+        from popvae.models.integrity import verify
+
+        verify(self.latest_path)
+        import torch
+
+        return torch.load(self.latest_path, weights_only=True)
+
     # --- what the folder is ---
     def kind(self) -> RunKind | None:
         try:

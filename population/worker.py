@@ -99,7 +99,8 @@ class Worker:
     # --- running a job ---
     def run_job(self, job: dict[str, Any], train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
                 classes: tuple[str, ...]) -> dict[str, Any]:
-        """`job["kind"]` is "robust" (train one method into job["dir"]) or "evaluation"."""
+        """`job["kind"]` is "robust" (train one method into job["dir"], then run the evaluation job it may carry as
+        job["evaluation"] on the model it trained, in the same process) or "evaluation"."""
         import torch
 
         from popvae.models.dataset_loading import ImageSet
@@ -110,8 +111,12 @@ class Worker:
         if job["kind"] == "robust":
             from popvae.population.robust import train_job
 
-            return train_job(job["method"], train_set, test_set, Path(job["dir"]), job["epochs"], job["batch_size"],
-                             job["steps_per_epoch"], job["seed"], device, precision=job.get("precision", "fp32"))
+            metrics = train_job(job["method"], train_set, test_set, Path(job["dir"]), job["epochs"], job["batch_size"],
+                                job["steps_per_epoch"], job["seed"], device, precision=job.get("precision", "fp32"),
+                                overrides=job.get("overrides"), schedule=job.get("schedule"))
+            if job.get("evaluation") is None:
+                return metrics
+            job = job["evaluation"]
         from popvae.population.evaluation import run_evaluation_job
 
         return run_evaluation_job(job, train_set, test_set, device)
