@@ -52,10 +52,12 @@ run: install
 test: install
 	$(PY) -m pytest
 
-# The papers' protocol and the ablations (`popvae reproduce`); the runs go to runs/, the report to benchmarks/results/.
-# Run it again to continue an interrupted one. PRESET=smoke|cpu|paper, DATASET=fashion-mnist|mnist.
+# The papers' protocol and the ablations (`popvae reproduce`); the runs go to $(REPRO_RUNS) (runs/ by default: give a
+# folder outside the checkout for cpu-long, which spans sessions), the report to benchmarks/results/.
+# Run it again to continue an interrupted one. PRESET=smoke|cpu|cpu-long|paper, DATASET=fashion-mnist|mnist.
+REPRO_RUNS ?= runs
 reproduce: install
-	$(VENV)/bin/popvae reproduce --preset $(PRESET) --dataset $(DATASET) --out runs/reproduction-$(DATASET)-$(PRESET) \
+	$(VENV)/bin/popvae reproduce --preset $(PRESET) --dataset $(DATASET) --out $(REPRO_RUNS)/reproduction-$(DATASET)-$(PRESET) \
 	  --report-dir benchmarks/results/reproduction-$(DATASET)-$(PRESET)
 
 lint: $(STAMP)

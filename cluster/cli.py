@@ -386,8 +386,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _reproduce_parser(sub: Any) -> None:
     p = sub.add_parser("reproduce", help="the papers' protocol and the ablations end to end, into one report")
-    p.add_argument("--preset", default="cpu", choices=("smoke", "cpu", "paper"),
-                   help="budget: smoke (synthetic data, seconds), cpu (about an hour on 2 cores), paper (for GPUs)")
+    p.add_argument("--preset", default="cpu", choices=("smoke", "cpu", "cpu-long", "paper"),
+                   help="budget: smoke (synthetic data, minutes), cpu (73 min with one seed on 2 cores), cpu-long (the "
+                        "core arms to 10 full epochs: many hours, continued across sessions), paper (for GPUs)")
+    p.add_argument("--seeds", type=_int, metavar="K",
+                   help="training seeds of the population and the annealed baseline, each its own run (default: the "
+                        "preset's: smoke 2, cpu 3, cpu-long 3, paper 1); the other core arms take at most as many")
     p.add_argument("--dataset", help="default fashion-mnist (smoke: synthetic)")
     p.add_argument("--data-root", help="folder holding the dataset files")
     p.add_argument("--out", type=Path, help="folder of every run it trains (default runs/reproduction-DATASET-PRESET); "
@@ -400,12 +404,14 @@ def _reproduce_parser(sub: Any) -> None:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from popvae.population.bounds import ClusterUnreachable, check_cluster_flags, check_reachable
-    from popvae.population.reproduce import PRESETS, check_out_dir
+    from popvae.population.reproduce import PRESETS, check_out_dir, with_seeds
 
     protocol = PRESETS[args.preset]
     try:
         if args.dataset:
             protocol = protocol.model_copy(update={"dataset": check_dataset_name(args.dataset)})
+        if args.seeds is not None:
+            protocol = with_seeds(protocol, args.seeds)
         out = args.out or Path("runs") / f"reproduction-{protocol.dataset}-{protocol.preset}"
         check_out_dir(out, protocol)
         check_cluster_flags(args.address, args.num_cpus)
@@ -414,11 +420,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         return _fail(str(err))
     except ClusterUnreachable as err:
         return _unreachable(err)
-    from popvae.population.reproduce import reproduce
+    from popvae.population.reproduce import again_command, reproduce
     from popvae.population.stop_signals import as_interrupted, stop_on_signals
 
     stop_on_signals()
-    again = f"popvae reproduce --preset {args.preset} --dataset {protocol.dataset} --out {out}"
+    again = again_command(protocol, out, args.report_dir)
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     try:
         report = reproduce(protocol, out, args.report_dir, data_root=args.data_root, address=args.address,

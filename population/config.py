@@ -78,6 +78,9 @@ class RunConfig(BaseModel):
     # k = one member following member k's schedule of Algorithm 2 (the winning schedule, without a population).
     broadcast: bool = True
     schedule_of: int | None = Field(None, ge=1, le=MAX_MEMBERS)
+    # The fixed-tau grid (the reproduction's random search at equal compute): member i trains at fixed_taus[i-1] for the
+    # whole run, no schedule, no feedback, no broadcast; the best on the selection loss is kept.
+    fixed_taus: list[Annotated[float, Field(gt=0)]] | None = None
     model: GSVAEConfig = GSVAEConfig()
     temperature: TemperatureConfig = TemperatureConfig()
     member_timeout_s: Duration = 1800.0  # the generation barrier's limit per member
@@ -112,6 +115,10 @@ class RunConfig(BaseModel):
         if self.schedule_of is not None and (self.members != 1 or self.baseline):
             raise ValueError(f"schedule_of trains member {self.schedule_of}'s schedule alone: members must be 1 and "
                              f"baseline false, got members {self.members}, baseline {str(self.baseline).lower()}")
+        if self.fixed_taus is not None and (len(self.fixed_taus) != self.members or self.broadcast or self.baseline
+                                            or self.schedule_of is not None):
+            raise ValueError(f"fixed_taus trains each member at its own fixed tau: give one tau per member ({self.members}) "
+                             f"with broadcast false, baseline false and no schedule_of; got {len(self.fixed_taus)} taus")
         # The image shape comes from the dataset; a shape the user set must agree with it rather than be replaced.
         channels, side, _ = IMAGE_SHAPE[self.dataset]
         shape = {"in_channels": channels, "image_size": side}
@@ -122,7 +129,7 @@ class RunConfig(BaseModel):
         if (self.model.in_channels, self.model.image_size) != (channels, side):
             self.model = type(self.model).model_validate({**self.model.model_dump(exclude_unset=True), **shape})
         t = self.temperature
-        if max(t.tau0, t.tau_min, t.tau_max) > TAU_LIMIT:
+        if max(t.tau0, t.tau_min, t.tau_max, *(self.fixed_taus or ())) > TAU_LIMIT:
             raise ValueError(f"temperatures must be at most {TAU_LIMIT:g}; got tau0 {t.tau0:g}, tau_min {t.tau_min:g}, "
                              f"tau_max {t.tau_max:g}")
         if any(c < 0 for c in self.exclude_classes):

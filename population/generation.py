@@ -16,11 +16,12 @@ from typing import Literal
 
 from popvae.population.config import RunConfig
 from popvae.population.contract import MemberEvent, StopReason
-from popvae.population.temperature import MemberTau, annealed_tau, next_taus, scheduled_tau
+from popvae.population.temperature import MemberTau, annealed_tau, next_taus, scheduled_tau, select_best
 
-RunMode = Literal["population", "baseline", "solo"]
+RunMode = Literal["population", "baseline", "solo", "grid"]
 """population: Algorithms 1-3; baseline: one member, tau annealed; solo: one member following another member's
-schedule (`schedule_of`, the reproduction's "winning schedule alone")."""
+schedule (`schedule_of`, the reproduction's "winning schedule alone"); grid: every member at its own fixed tau
+(`fixed_taus`, the reproduction's fixed-tau grid)."""
 PackFault = Literal["failed", "late"]
 """A pack's call raised (its process died), or it had not reported when the barrier's deadline passed."""
 FaultAction = Literal["retry", "drop"]
@@ -31,12 +32,15 @@ TRIES_PER_GENERATION = 2  # a pack is trained at most twice in one generation: o
 def run_mode(cfg: RunConfig) -> RunMode:
     if cfg.baseline:
         return "baseline"
+    if cfg.fixed_taus is not None:
+        return "grid"
     return "solo" if cfg.schedule_of is not None else "population"
 
 
 def first_taus(cfg: RunConfig) -> dict[int, MemberTau]:
     """Every member's tau and patience before the first generation."""
-    return {i: MemberTau(cfg.temperature.tau0, 0, False) for i in range(1, cfg.members + 1)}
+    taus = cfg.fixed_taus or [cfg.temperature.tau0] * cfg.members
+    return {i: MemberTau(tau, 0, False) for i, tau in enumerate(taus, start=1)}
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ def decide(epoch: int, scores: Mapping[int, float], taus: Mapping[int, MemberTau
         best, next_ = 1, {1: MemberTau(annealed_tau(epoch + 1, cfg.temperature), 0, False)}
     elif mode == "solo" and cfg.schedule_of is not None:
         best, next_ = 1, {1: MemberTau(scheduled_tau(taus[1].tau, cfg.schedule_of, cfg.temperature), 0, False)}
+    elif mode == "grid":
+        best, next_ = select_best(dict(scores)), {i: MemberTau(t.tau, 0, False) for i, t in taus.items()}
     else:
         best, next_ = next_taus({i: t.tau for i, t in taus.items()}, {i: t.patience for i, t in taus.items()},
                                 dict(scores), cfg.temperature)

@@ -247,6 +247,8 @@ class Recorder:
 def _strategy(config: RunConfig, i: int) -> Strategy:
     if config.baseline:
         return "anneal"
+    if config.fixed_taus is not None:
+        return "fixed"
     return strategy_for(config.schedule_of if config.schedule_of is not None else i)
 
 

@@ -3,10 +3,15 @@
 Every training it starts is a normal run folder (OUT/runs/<step>) or robust job (OUT/robust/jobs/<method>), every
 attack an evaluation report (OUT/evaluations/<step>); a step whose result is on disk is never redone, a population
 run that was interrupted is resumed from its checkpoint, so running the same command again continues. The report
-(`population.reproduction`) is rewritten after every step from whatever is finished.
+(`population.repro_report`) is rewritten after every step from whatever is finished.
 
-Presets fix the budget: `smoke` (synthetic data, seconds: the tests), `cpu` (Fashion-MNIST on a 2-core machine in
-about an hour), `paper` (the papers' budgets, for GPUs).
+The core arms (`CORE`: the population with the authors' dynamics, the annealed baseline, the baseline with n x the
+steps, the fixed-tau grid's best, the winning schedule alone, popvae's defaults) run once per training seed, each
+seed its own run folder (`seeded`); the report gives their mean with a t-interval over seeds.
+
+Presets fix the budget: `smoke` (synthetic data, minutes: the tests), `cpu` (Fashion-MNIST on a 2-core machine: 73 min
+with one seed), `cpu-long` (the core arms only, 10 full epochs, meant to run across sessions), `paper` (the
+papers' budgets, for GPUs).
 """
 
 from __future__ import annotations
@@ -17,10 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from popvae.population import folder_io
-from popvae.population.config import ConfigError
+from popvae.population.config import ConfigError, StopConfig
 from popvae.population.paper_numbers import FGSM_EPS, PGD_EPS
 from popvae.population.run_folder import RunFolder
 from popvae.population.temperature import REFERENCE_DYNAMICS
@@ -30,6 +35,14 @@ PAPER_EPS = tuple(sorted(set(FGSM_EPS + PGD_EPS) - {0.0}))  # both attacks on ev
 # twins with and without latent adversarial training, RAVEN against the plain VAE.
 ROBUST_METHODS = ("vae-kl", "gmm-dae", "robust-gmm-dae", "vae-mmd", "dae-mmd", "vae-swt", "dae-swt", "vae-kl-lat",
                   "dae-mmd-lat", "raven")
+HEADLINE = "population-reference"  # the run every ablation is compared with
+# The arms that run once per seed: `Protocol.seeds` of the first two, `Protocol.other_seeds` of the rest.
+CORE = ("population-reference", "baseline", "population-defaults", "baseline-equal-compute", "fixed-tau-grid",
+        "winning-schedule-alone")
+MOST_SEEDED = CORE[:2]
+ABLATIONS = ("population-reference", "population-defaults", "winning-schedule-alone", "fixed-tau-grid", "no-broadcast",
+             "no-feedback", "baseline", "baseline-equal-compute")
+MAX_SEEDS = 20
 
 
 class Protocol(BaseModel):
@@ -52,17 +65,35 @@ class Protocol(BaseModel):
     robust_epochs: int
     robust_steps: int | None
     robust_batch: int = 128
-    seed: int = 0
+    seed: int = 0  # the first training seed; seed k of an arm is seed + k
+    seeds: int = Field(1, ge=1, le=MAX_SEEDS)  # training seeds of the population and the annealed baseline
+    other_seeds: int | None = Field(None, ge=1)  # training seeds of the other core arms (None: `seeds`)
+    extras: bool = True  # also the ablations outside `CORE`, Figures 4 and 7, the attacks and the robust autoencoders
+    grid: tuple[float, float] = (0.25, 16.0)  # the fixed-tau grid's ends: n taus, geometric between them
+    stop: StopConfig | None = None  # every GS-VAE run's plateau stopper (RunConfig.stop); None: every epoch
+
+    def seeds_of(self, arm: str) -> list[int]:
+        """The training seeds an arm runs with (the ablations outside `CORE`: the first only)."""
+        k = self.seeds if arm in MOST_SEEDED else min(self.seeds, self.other_seeds or self.seeds) if arm in CORE else 1
+        return [self.seed + i for i in range(k)]
+
+    def grid_taus(self) -> list[float]:
+        """The fixed-tau grid: `members` taus, geometric from grid[0] to grid[1]."""
+        low, high = self.grid
+        n = self.members
+        return [low * (high / low) ** (i / (n - 1)) for i in range(n)] if n > 1 else [low]
 
 
 PRESETS: dict[str, Protocol] = {
     "smoke": Protocol(
         preset="smoke", dataset="synthetic", synthetic_size=128, members=4, generations=2, steps=2, batch_size=16,
-        sizes=(1, 2, 4), held_out=(0,), eval_subset=16,
+        sizes=(4,), held_out=(0,), eval_subset=16,  # Figure 4: the headline alone (a run fewer)
         eval_settings={"purification": {"eps_grid": (0.1, 0.3), "pgd_steps": 2, "eot_samples": 1},
                        "latent": {"n_images": 4, "trials": 1, "steps": 2}, "max-damage": {"n_images": 4, "trials": 1, "steps": 2},
                        "latent-pgd": {"eps_grid": (0.0, 1.0), "steps": 2}, "patches": {"sizes": (4,)}},
         robust_methods=("vae-kl", "robust-gmm-dae"), robust_epochs=1, robust_steps=2, robust_batch=16,
+        seeds=2, other_seeds=1,  # two seeds where the headline's interval over seeds needs them, one elsewhere
+        stop=StopConfig(plateau_generations=2, min_delta=0.0),  # the stopper's path (2 generations: the budget ends first)
     ),
     "cpu": Protocol(
         preset="cpu", generations=20, steps=30, batch_size=64, eval_subset=500,
@@ -70,7 +101,21 @@ PRESETS: dict[str, Protocol] = {
                        "latent": {"n_images": 50, "trials": 4, "steps": 20},
                        "max-damage": {"n_images": 50, "trials": 4, "steps": 20},
                        "latent-pgd": {"eps_grid": (0.0, 0.5, 1.0, 2.0, 3.0), "steps": 15}},
-        robust_epochs=3, robust_steps=100,
+        robust_epochs=3, robust_steps=100, seeds=3,
+    ),
+    # The core arms to 10 full passes (421 steps of batch 128 per member and epoch on Fashion-MNIST), 3 seeds of the
+    # population and the baseline, 1 of the rest: 10 runs, 218,920 member-steps (population, defaults, grid and
+    # equal-compute baseline 33,680 each per seed; baseline and winning schedule 4,210). A member step of batch 128 in
+    # fp32 costs ~0.17 s of one core here, so on both idle cores that is 218,920 x 0.17 / 2 = 18,600 s, about 5.2 h of
+    # training (if both cores are kept busy), about 6 h with each generation's validation scoring, less what the
+    # plateau stopper saves: several sessions, each continuing with the same command.
+    # Shared with other work it is slower: `nice -n 10 .venv/bin/python -m benchmarks.precision --members 1
+    # --batch-size 128 --steps 3 --repeats 2 --threads 1 --matmul-size 512 --skip amx profile generation` measured
+    # 1.4 s (loop) to 3.1 s (vmap) per fp32 step at load average 14-19, which would stretch it well past a day.
+    "cpu-long": Protocol(
+        preset="cpu-long", generations=10, steps=None, batch_size=128, eval_subset=None, eval_settings={},
+        robust_epochs=1, robust_steps=None, seeds=3, other_seeds=1, extras=False,
+        stop=StopConfig(plateau_generations=3, min_delta=0.001),  # 3 generations without a 0.1 % better best: converged
     ),
     "paper": Protocol(
         preset="paper", generations=100, steps=None, batch_size=128, eval_subset=None,
@@ -93,7 +138,7 @@ class Step(BaseModel):
 def _run(p: Protocol, **changes: Any) -> dict[str, Any]:
     base = {"dataset": p.dataset, "synthetic_size": p.synthetic_size, "epochs": p.generations, "steps_per_epoch": p.steps,
             "batch_size": p.batch_size, "seed": p.seed, "checkpoint_every": max(1, p.generations // 10)}
-    return base | changes
+    return base | ({"stop": p.stop.model_dump()} if p.stop else {}) | changes
 
 
 def _reference(p: Protocol, **changes: Any) -> dict[str, Any]:
@@ -101,36 +146,73 @@ def _reference(p: Protocol, **changes: Any) -> dict[str, Any]:
     return _run(p, members=p.members, select_on="train", temperature=dict(REFERENCE_DYNAMICS)) | changes
 
 
-def steps_of(p: Protocol, steps_per_pass: int, winner: int | None) -> list[Step]:
-    """Every step, in the order they run (the headline comparison first). `steps_per_pass`: a full pass's optimizer
-    steps (for the equal-compute baseline when the preset trains full passes); `winner`: the member whose schedule won
-    most generations of the reference population (None until that run is done)."""
+def seeded(arm: str, seed: int, p: Protocol) -> str:
+    """The run folder name of an arm's seed: the arm's own name for the first seed, `ARM-seedS` for the others."""
+    return arm if seed == p.seed else f"{arm}-seed{seed}"
+
+
+def _core(p: Protocol, arm: str, seed: int, per_generation: int, winner: int | None) -> Step | None:
+    """One core arm at one seed (None: the winning schedule before its seed's reference population is done)."""
+    n = p.members
+    baseline = {"baseline": True, "members": 1, "seed": seed}
+    arms = {
+        "population-reference": lambda: (_reference(p, seed=seed),
+                                         f"population, n = {n}, the authors' dynamics (docs/ALGORITHMS.md §3), selection "
+                                         "on training loss"),
+        "baseline": lambda: (_run(p, **baseline), "standard GS-VAE: one member, tau annealed"),
+        "population-defaults": lambda: (_run(p, members=n, seed=seed),
+                                        f"population, n = {n}, popvae's defaults (tau clipped to [0.1, 2], selection on "
+                                        "validation loss)"),
+        "baseline-equal-compute": lambda: (_run(p, **baseline, steps_per_epoch=n * per_generation),
+                                           f"the baseline given {n}x the steps per epoch (the population's compute)"),
+        "fixed-tau-grid": lambda: (_run(p, members=n, seed=seed, broadcast=False, fixed_taus=p.grid_taus(),
+                                        temperature={"tau_min": min(0.1, p.grid[0]), "tau_max": p.grid[1]}),
+                                   f"{n} single members at fixed taus {p.grid[0]:g} to {p.grid[1]:g} (geometric), trained "
+                                   "independently; the best on validation loss (random search at equal compute)"),
+        "winning-schedule-alone": lambda: (_run(p, members=1, seed=seed, select_on="train", schedule_of=winner,
+                                                temperature=dict(REFERENCE_DYNAMICS)),
+                                           f"member {winner}'s schedule (the reference population's most frequent winner "
+                                           "at this seed), trained alone"),
+    }
+    if arm == "winning-schedule-alone" and winner is None:
+        return None
+    config, what = arms[arm]()
+    return Step(name=seeded(arm, seed, p), kind="run", config=config, what=what + ("" if seed == p.seed else f"; seed {seed}"))
+
+
+def steps_of(p: Protocol, steps_per_pass: int, winners: dict[int, int | None]) -> list[Step]:
+    """Every step, in the order they run: the headline comparison first, then the other core arms, their further
+    seeds, and the extras. `steps_per_pass`: a full pass's optimizer steps (for the equal-compute baseline when the
+    preset trains full passes); `winners`: per seed, the member whose schedule won most generations of that seed's
+    reference population (missing or None until that run is done: its winning-schedule step is left out until then)."""
     per_generation = p.steps or steps_per_pass
-    baseline = {"baseline": True, "members": 1}
-    steps = [
-        Step(name="population-reference", kind="run", config=_reference(p),
-             what=f"population, n = {p.members}, the authors' dynamics (docs/ALGORITHMS.md §3), selection on training loss"),
-        Step(name="baseline", kind="run", config=_run(p, **baseline), what="standard GS-VAE: one member, tau annealed"),
-        Step(name="population-reference", kind="evaluation", config={"experiments": ["purification", "patches"]},
-             what="Tables 2-3 and Figure 9 on the population"),
-        Step(name="baseline", kind="evaluation", config={"experiments": ["purification", "patches"]},
-             what="Tables 2-3 and Figure 9 on the baseline"),
-        Step(name="population-defaults", kind="run", config=_run(p, members=p.members),
-             what=f"population, n = {p.members}, popvae's defaults (tau clipped to [0.1, 2], selection on validation loss)"),
-        Step(name="no-broadcast", kind="run", config=_reference(p, broadcast=False),
-             what="the reference population without the broadcast: members independent, best picked at the end"),
-        Step(name="no-feedback", kind="run", config=_reference(p, temperature=REFERENCE_DYNAMICS | {"lr_tau": 0.0}),
-             what="the reference population without feedback (lr_tau = 0)"),
-        Step(name="baseline-equal-compute", kind="run", config=_run(p, **baseline, steps_per_epoch=p.members * per_generation),
-             what=f"the baseline given {p.members}x the steps per epoch (the population's compute)"),
-    ]
-    if winner is not None:
-        steps.append(Step(name="winning-schedule-alone", kind="run",
-                          config=_run(p, members=1, select_on="train", schedule_of=winner, temperature=dict(REFERENCE_DYNAMICS)),
-                          what=f"member {winner}'s schedule (the reference population's most frequent winner), trained alone"))
+
+    def core(arms: tuple[str, ...], first: bool) -> list[Step]:  # the first seed, or every further seed in turn
+        seeds = [p.seed] if first else sorted({s for arm in arms for s in p.seeds_of(arm)} - {p.seed})
+        found = [_core(p, arm, seed, per_generation, winners.get(seed)) for seed in seeds for arm in arms
+                 if seed in p.seeds_of(arm)]
+        return [step for step in found if step is not None]
+
+    steps = core(MOST_SEEDED, first=True)
+    if p.extras:
+        steps += [Step(name=name, kind="evaluation", config={"experiments": ["purification", "patches"]},
+                       what=f"Tables 2-3 and Figure 9 on the {label}") for name, label in ((HEADLINE, "population"),
+                                                                                          ("baseline", "baseline"))]
+    steps += core(CORE[2:], first=True)
+    if p.extras:
+        steps += [
+            Step(name="no-broadcast", kind="run", config=_reference(p, broadcast=False),
+                 what="the reference population without the broadcast: members independent, best picked at the end"),
+            Step(name="no-feedback", kind="run", config=_reference(p, temperature=REFERENCE_DYNAMICS | {"lr_tau": 0.0}),
+                 what="the reference population without feedback (lr_tau = 0)"),
+        ]
+    steps += core(CORE, first=False)
+    if not p.extras:
+        return steps
     steps += [Step(name=f"population-n{n}", kind="run", config=_reference(p, members=n),
                    what=f"Figure 4: the reference population with n = {n}") for n in p.sizes if n != p.members]
     held = list(p.held_out)
+    baseline = {"baseline": True, "members": 1}
     steps += [
         Step(name="unseen-population", kind="run", config=_reference(p, exclude_classes=held),
              what=f"Figure 7: the reference population trained without classes {held}"),
@@ -147,6 +229,11 @@ def steps_of(p: Protocol, steps_per_pass: int, winner: int | None) -> list[Step]
                                                                   "target": f"robust/jobs/{m}"},
                    what=f"latent, maximum-damage and latent PGD attacks on {m}") for m in p.robust_methods]
     return steps
+
+
+def planned(p: Protocol, steps_per_pass: int) -> int:
+    """How many steps the protocol has in all, the winning schedules included before their winners are known."""
+    return len(steps_of(p, steps_per_pass, {seed: 1 for seed in p.seeds_of(HEADLINE)}))
 
 
 # --- where each step leaves its result ---
@@ -207,11 +294,32 @@ def check_out_dir(out: Path, protocol: Protocol) -> None:
             previous = Protocol.model_validate(folder_io.read_json(saved))
         except Exception as err:
             raise ConfigError(f"{saved} is unreadable: {str(err).splitlines()[0]}") from None
-        if previous.model_dump(mode="json") != protocol.model_dump(mode="json"):  # JSON turned tuples into lists
-            raise ConfigError(f"{out} holds the {previous.preset!r} preset on {previous.dataset}; give another --out "
-                              f"to run {protocol.preset!r} on {protocol.dataset}")
+        before, now = previous.model_dump(mode="json"), protocol.model_dump(mode="json")  # JSON turned tuples into lists
+        if before != now:
+            if (previous.preset, previous.dataset) != (protocol.preset, protocol.dataset):
+                raise ConfigError(f"{out} holds the {previous.preset!r} preset on {previous.dataset}; give another --out "
+                                  f"to run {protocol.preset!r} on {protocol.dataset}")
+            changed = ", ".join(f"{k} {before[k]} (now {now[k]})" for k in sorted(now) if before.get(k) != now[k])
+            raise ConfigError(f"{out} holds the {protocol.preset!r} preset with other settings: {changed}; continue it "
+                              "with the settings it started with, or give another --out")
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out} is not empty and holds no reproduction; give a new folder")
+
+
+def with_seeds(protocol: Protocol, seeds: int) -> Protocol:
+    """The protocol with `seeds` training seeds of the population and the baseline (`--seeds`); ConfigError when out
+    of range. The other core arms keep their own count, at most `seeds`."""
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(f"--seeds must be between 1 and {MAX_SEEDS}, got {seeds}")
+    return protocol.model_copy(update={"seeds": seeds})
+
+
+def again_command(protocol: Protocol, out: Path, report_dir: Path | None) -> str:
+    """The command that continues this reproduction (printed on an interruption and in the report)."""
+    preset = PRESETS.get(protocol.preset)
+    seeds = "" if preset is not None and preset.seeds == protocol.seeds else f" --seeds {protocol.seeds}"
+    report = "" if report_dir is None or Path(report_dir) == Path(out) else f" --report-dir {report_dir}"
+    return f"popvae reproduce --preset {protocol.preset} --dataset {protocol.dataset}{seeds} --out {out}{report}"
 
 
 def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, data_root: str | None = None,
@@ -225,7 +333,7 @@ def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, 
     rewrites the report from what is finished and trains nothing.
     """
     from popvae.population.folder_lock import holding
-    from popvae.population.reproduction import write_report
+    from popvae.population.repro_report import write_report
 
     out, report_dir = Path(out), Path(report_dir or out)
     say = say or (lambda line: None)
@@ -234,11 +342,12 @@ def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, 
         folder_io.write_json(out / "protocol.json", protocol.model_dump(mode="json"))
         data = _Data(protocol, data_root)
 
-        def current_steps() -> list[Step]:  # the winning schedule's step appears once the reference run is done
-            return steps_of(protocol, data.steps_per_pass(), winning_member(run_dir(out, "population-reference")))
+        def current_steps() -> list[Step]:  # a winning schedule's step appears once its seed's reference run is done
+            winners = {s: winning_member(run_dir(out, seeded(HEADLINE, s, protocol))) for s in protocol.seeds_of(HEADLINE)}
+            return steps_of(protocol, data.steps_per_pass(), winners)
 
         if report_only:
-            write_report(out, report_dir, protocol, current_steps(), data.split("test"))
+            write_report(out, report_dir, protocol, current_steps(), data.split("test"), data.steps_per_pass())
             return report_dir / "reproduction.md"
         progress = folder_io.read_json(out / "progress.json") if (out / "progress.json").is_file() else {"seconds": {}}
         started = time.perf_counter()
@@ -249,7 +358,8 @@ def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, 
                 break
             step = todo[0]
             key = f"{step.kind}:{step.name}"
-            say(f"[{len(steps) - len(todo) + 1}/{len(steps)}] {step.kind} {step.name}: {step.what}")
+            say(f"[{len(steps) - len(todo) + 1}/{planned(protocol, data.steps_per_pass())}] {step.kind} {step.name}: "
+                f"{step.what}")
             began = time.perf_counter()
             try:
                 finished = _execute(step, out, protocol, data, address, num_cpus, on_generation)
@@ -259,7 +369,7 @@ def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, 
                 started = time.perf_counter()
                 folder_io.write_json(out / "progress.json", progress)
             say(f"    {'done' if finished else 'stopped'} in {time.perf_counter() - began:.0f} s")
-            write_report(out, report_dir, protocol, steps, data.split("test"))
+            write_report(out, report_dir, protocol, current_steps(), data.split("test"), data.steps_per_pass())
             if not finished:
                 break
         return report_dir / "reproduction.md"

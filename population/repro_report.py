@@ -1,9 +1,10 @@
 """The reproduction's report: reproduction.json, reproduction.md and its plots, from whatever steps are finished.
 
 Each number is read back from the run folders and evaluation reports `population.reproduce` left, printed beside
-the paper's (`population.paper_numbers`, with its table) and with a 95 % interval: over test images for MSE
-(paired per image for a difference between two models), Wilson for accuracies. One training seed per run: the
-intervals say how sure a number is about the test set, not how much another seed would move it.
+the paper's (`population.paper_numbers`, with its table) and with a 95 % interval (`population.repro_stats`): an arm
+run with several seeds gives its mean over seeds with a t-interval, and its difference from the reference population
+is paired by seed; an arm with one seed gives the interval over test images (paired per image for a difference),
+labelled within-seed; Wilson for accuracies. A partial run writes the same report, the missing arms "not yet run".
 """
 
 from __future__ import annotations
@@ -14,36 +15,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
-from popvae.attacks.figures import write_figure
 from popvae.models.atomic import atomic_write
 from popvae.population import folder_io
 from popvae.population import paper_numbers as paper
-from popvae.population.plots import member_lines
+from popvae.population.repro_plots import plots
+from popvae.population.repro_stats import mean_ci, over_seeds, t_interval
 from popvae.population.reproduce import (
+    ABLATIONS,
+    HEADLINE,
     Protocol,
     Step,
+    again_command,
     evaluation_dir,
     generation_wins,
+    planned,
     robust_done,
     robust_job_dir,
     run_dir,
     run_done,
+    seeded,
     step_done,
 )
 from popvae.population.run_folder import RunFolder
-
-HEADLINE = "population-reference"
-ABLATIONS = ("population-reference", "population-defaults", "winning-schedule-alone", "no-broadcast", "no-feedback",
-             "baseline", "baseline-equal-compute")
-
-
-def mean_ci(values: Any) -> tuple[float, float, float]:
-    """(mean, low, high): a normal 95 % interval over the values (test images; n in the hundreds or more)."""
-    v = np.asarray(values, dtype=float)
-    half = 1.96 * float(v.std(ddof=1)) / math.sqrt(len(v)) if len(v) > 1 else math.nan
-    return float(v.mean()), float(v.mean()) - half, float(v.mean()) + half
 
 
 def per_image_scores(out: Path, name: str, test: Any) -> np.ndarray:
@@ -59,19 +53,21 @@ def per_image_scores(out: Path, name: str, test: Any) -> np.ndarray:
     return scores
 
 
-def _run_facts(out: Path, step: Step, test: Any) -> dict[str, Any]:
+def _run_facts(out: Path, step: Step, test: Any, steps_per_pass: int) -> dict[str, Any]:
     folder = run_dir(out, step.name)
     run = RunFolder(folder)
     summary = run.read_summary()
     rows = run.read_history_rows()
     lineage = [g.model_dump() for g in run.read_lineage()]
     cfg = step.config
-    steps = cfg.get("steps_per_epoch") or 0
+    steps = cfg.get("steps_per_epoch") or steps_per_pass
     mse, low, high = mean_ci(per_image_scores(out, step.name, test))
     wins = generation_wins(folder)
     return {
-        "what": step.what, "members": cfg["members"], "epochs": cfg["epochs"], "steps_per_epoch": steps or None,
-        "member_steps": cfg["members"] * cfg["epochs"] * steps if steps else None,
+        "what": step.what, "seed": cfg["seed"], "members": cfg["members"], "epochs": cfg["epochs"],
+        "epochs_trained": len(lineage), "steps_per_epoch": steps,
+        # every member's optimizer steps together: the run's compute
+        "member_steps": cfg["members"] * len(lineage) * steps,
         "test_mse": mse, "test_mse_ci95": [low, high], "test_images": summary.test_images,
         "best_member": summary.best_member, "best_tau": summary.best_tau,
         "max_tau": max(r["tau"] for r in rows), "wins": {str(k): v for k, v in sorted(wins.items())},
@@ -79,6 +75,9 @@ def _run_facts(out: Path, step: Step, test: Any) -> dict[str, Any]:
         # the median generation: robust to a few generations slowed by other work on the machine
         "generation_seconds_median": float(np.median([_generation_seconds(g) for g in lineage])),
         "events": summary.events,
+        "test_mse_hard": summary.test_mse_hard, "stop_reason": summary.stop_reason,
+        # the learning curve: per generation, the best member's MSE on the fixed validation subset against compute
+        "curve": [point.model_dump() for point in run.learning_curve()],
         "precision": summary.precision,
     }
 
@@ -87,18 +86,37 @@ def _generation_seconds(entry: dict[str, Any]) -> float:
     return entry["seconds"].get("train", 0.0) + entry["seconds"].get("coordination", 0.0)
 
 
-def collect(out: Path, protocol: Protocol, steps: list[Step], test: Any) -> dict[str, Any]:
+def _arms(out: Path, protocol: Protocol, runs: dict[str, Any], test: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each ablation's mean over the seeds done (`repro_stats.over_seeds`), and its difference from the reference
+    population paired by seed (the seeds both have done; per test image within that seed when there is one)."""
+    arms, differences = {}, {}
+    for arm in ABLATIONS:
+        done = {s: seeded(arm, s, protocol) for s in protocol.seeds_of(arm) if seeded(arm, s, protocol) in runs}
+        if not done:
+            continue
+        first = next(iter(done.values()))
+        hard = [runs[n]["test_mse_hard"] for n in done.values()]
+        arms[arm] = over_seeds([runs[n]["test_mse"] for n in done.values()], per_image_scores(out, first, test)) | {
+            "runs": list(done.values()), "per_seed": {str(s): runs[n]["test_mse"] for s, n in done.items()},
+            # hard codes: the summary's test MSE per seed; a t-interval over seeds (none with one seed)
+            "hard": None if None in hard else dict(zip(("mean", "low", "high"), t_interval(hard), strict=True))}
+        if arm == HEADLINE:
+            continue
+        paired = {s: (n, seeded(HEADLINE, s, protocol)) for s, n in done.items() if seeded(HEADLINE, s, protocol) in runs}
+        if not paired:
+            continue
+        per_image = {s: per_image_scores(out, n, test) - per_image_scores(out, ref, test) for s, (n, ref) in paired.items()}
+        stats = over_seeds([float(d.mean()) for d in per_image.values()], next(iter(per_image.values())))
+        differences[arm] = {"minus_reference": stats.pop("mean"), **stats, "paired_seeds": sorted(paired)}
+    return arms, differences
+
+
+def collect(out: Path, protocol: Protocol, steps: list[Step], test: Any, steps_per_pass: int) -> dict[str, Any]:
     """Everything finished so far, as plain data (reproduction.json)."""
     progress = folder_io.read_json(out / "progress.json") if (out / "progress.json").is_file() else {"seconds": {}}
     done_runs = {s.name: s for s in steps if s.kind == "run" and run_done(run_dir(out, s.name))}
-    runs = {name: _run_facts(out, s, test) for name, s in done_runs.items()}
-    differences = {}
-    if HEADLINE in runs:
-        base = per_image_scores(out, HEADLINE, test)
-        for name in runs:
-            if name != HEADLINE and not name.startswith("unseen"):
-                d, low, high = mean_ci(per_image_scores(out, name, test) - base)
-                differences[name] = {"minus_reference": d, "ci95": [low, high]}
+    runs = {name: _run_facts(out, s, test, steps_per_pass) for name, s in done_runs.items()}
+    arms, differences = _arms(out, protocol, runs, test)
     evaluations = {}
     for s in steps:
         if s.kind == "evaluation" and (evaluation_dir(out, s.name) / "report.json").is_file():
@@ -114,8 +132,9 @@ def collect(out: Path, protocol: Protocol, steps: list[Step], test: Any) -> dict
         "machine": {"cpus": _cpus(), "platform": platform.machine(), "torch": torch.__version__,
                     "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"},
         "wall_seconds": progress.get("wall_seconds", 0.0), "step_seconds": progress["seconds"],
-        "steps_done": sum(1 for s in steps if step_done(out, s)), "steps_total": len(steps),
-        "runs": runs, "differences": differences, "evaluations": evaluations, "robust": robust,
+        "steps_done": sum(1 for s in steps if step_done(out, s)), "steps_total": planned(protocol, steps_per_pass),
+        "runs": runs, "arms": arms, "differences": differences,
+        "evaluations": evaluations, "robust": robust,
     }
 
 
@@ -125,12 +144,15 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def write_report(out: Path, report_dir: Path, protocol: Protocol, steps: list[Step], test: Any) -> dict[str, Any]:
+def write_report(out: Path, report_dir: Path, protocol: Protocol, steps: list[Step], test: Any,
+                 steps_per_pass: int) -> dict[str, Any]:
     """reproduction.json, reproduction.md and the plots into `report_dir` (`test`: the test split the runs are scored
-    on); returns the JSON's content."""
-    facts = collect(out, protocol, steps, test)
+    on; `steps_per_pass`: a full pass's optimizer steps, the compute of a run without steps_per_epoch); returns the
+    JSON's content."""
+    facts = collect(out, protocol, steps, test, steps_per_pass)
+    facts["command"] = again_command(protocol, out, report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    figures = _plots(out, facts, report_dir)
+    figures = plots(out, facts, report_dir)
     text = "\n".join(_markdown(facts, figures)) + "\n"
     atomic_write(report_dir / "reproduction.json", lambda fh: fh.write(_json(facts).encode()))
     atomic_write(report_dir / "reproduction.md", lambda fh: fh.write(text.encode()))
@@ -153,8 +175,21 @@ def _json(facts: dict[str, Any]) -> str:
 
 
 # --- markdown ---
-def _ci(mean: float, ci: list[float], digits: int = 4) -> str:
+def _ci(mean: float, ci: list[float | None], digits: int = 4) -> str:
+    if ci[0] is None or not math.isfinite(ci[0]):
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def _hard(arm: dict[str, Any]) -> str:
+    """An arm's test MSE with hard codes (one-hot argmax), mean over seeds [t-interval when there are several]."""
+    h = arm.get("hard")
+    return "n/a" if h is None else _ci(h["mean"], [h["low"], h["high"]])
+
+
+def _interval(stats: dict[str, Any]) -> str:
+    """What an interval is over, for a reader."""
+    return f"t over {stats['seeds']} seeds" if stats["interval"] == "seeds" else "within-seed (test images)"
 
 
 def _acc(cell: dict[str, Any] | None) -> str:
@@ -169,65 +204,89 @@ def _markdown(f: dict[str, Any], figures: dict[str, str]) -> list[str]:
     steps = f"{p['steps']} steps" if p["steps"] else "one pass over the training split"
     lines = [
         f"# Reproduction of the papers on {p['dataset']}, preset `{p['preset']}`", "",
-        f"Command: `popvae reproduce --preset {p['preset']} --dataset {p['dataset']}` (run again to continue an "
-        f"interrupted one). Measured on {f['machine']['cpus']} CPU cores, device {f['machine']['device']}, torch "
+        f"Command: `{f['command']}` (run it again to continue an interrupted or partial one). Measured on "
+        f"{f['machine']['cpus']} CPU cores, device {f['machine']['device']}, torch "
         f"{f['machine']['torch']}. Steps finished: {f['steps_done']} of {f['steps_total']}; wall time"
         f"{'' if f['steps_done'] == f['steps_total'] else ' so far'} {f['wall_seconds'] / 60:.1f} min (start-up, training, "
         "scoring and attacks).", "",
         f"Budget of every GS-VAE run: {p['generations']} generations (epochs) of {steps} per member at batch "
-        f"{p['batch_size']}, seed {p['seed']}; populations of n = {p['members']}; precision "
+        f"{p['batch_size']}{_stopper(p)}; training seeds {_seeds(p)}; populations of n = {p['members']}; precision "
         f"{', '.join(sorted({r.get('precision', 'fp32') for r in runs.values()})) or 'not yet known'}. "
         "The paper trained 100+ full epochs: "
         "numbers from a smaller budget say how the methods compare early in training, not where they end.",
-        "Test MSE: per pixel on [0,1] pixels, deterministic reconstructions, over the full test split, with a 95 % "
-        "interval over test images (one training seed: seed-to-seed spread is not in the interval).", "",
+        "Test MSE: per pixel on [0,1] pixels, deterministic reconstructions, over the full test split. An arm trained "
+        "with several seeds shows its mean over seeds with a 95 % t-interval over seeds; an arm with one seed shows "
+        "a 95 % interval over test images, labelled within-seed (seed-to-seed spread is not in it).", "",
     ]
     lines += _table1(f, runs)
-    lines += _ablations(runs, diffs, figures)
-    lines += _figure4(p, runs, figures)
-    lines += _purification(f, evals, figures)
-    lines += _unseen(evals)
-    lines += _patches(evals, figures)
-    lines += _robust(f)
+    lines += _ablations(runs, f["arms"], diffs, figures)
+    if p["extras"]:
+        lines += _figure4(p, runs, figures)
+        lines += _purification(f, evals, figures)
+        lines += _unseen(evals)
+        lines += _patches(evals, figures)
+        lines += _robust(f)
     lines += [
         "## Not reproduced", "",
+        *([] if p["extras"] else ["- This preset runs the core arms only: Figures 4, 7 and 9, Tables 2-3, the ablations "
+                                  "without broadcast or feedback and the robust autoencoders are in the `cpu` preset's "
+                                  "report."]),
         "- LPIPS and Inception-FID need pretrained weights that cannot be downloaded here; the AADDC above uses SSIM only.",
         "- The papers' other datasets (CIFAR-10, CelebA-HD) and models (beta-TCVAE, Soft-Intro-VAE, smooth encoders).",
-        "- Seeds: one per run; the paper reports one run too.", "",
+        f"- Seeds: {_seeds(p)}; the paper reports one run.", "",
     ]
     return lines
 
 
+def _stopper(p: dict[str, Any]) -> str:
+    stop = p.get("stop")
+    return "" if not stop else (f", or fewer where the plateau stopper ended a run ({stop['plateau_generations']} "
+                                f"generations without a best {100 * stop['min_delta']:g} % better)")
+
+
+def _seeds(p: dict[str, Any]) -> str:
+    first = p["seed"]
+    most = f"{p['seeds']} ({', '.join(str(first + k) for k in range(p['seeds']))})"
+    other = min(p["seeds"], p["other_seeds"] or p["seeds"])
+    return f"{most} for every core arm" if other == p["seeds"] else \
+        f"{most} for the population and the annealed baseline, {other} for the other arms"
+
+
 def _table1(f: dict[str, Any], runs: dict[str, Any]) -> list[str]:
     pop_paper, base_paper = paper.TEST_MSE.get(f["protocol"]["dataset"], (None, None))
-    lines = [f"## Table 1: test MSE ({paper.GSVAE}, Table 1)", "", "| model | paper | popvae [95 % CI] | budget (member-steps) |",
-             "|---|---|---|---|"]
+    lines = [f"## Table 1: test MSE ({paper.GSVAE}, Table 1)", "",
+             "| model | paper | popvae, mean [95 % CI] | interval | hard codes, mean [95 % CI over seeds] | "
+             "budget (member-steps per seed) |", "|---|---|---|---|---|---|"]
     n = f["protocol"]["members"]
     for name, label, number in ((HEADLINE, f"population, n = {n} (the paper's model{'' if n == 8 else ', n = 8'})", pop_paper),
                                 ("baseline", "standard GS-VAE (annealed baseline)", base_paper)):
-        r = runs.get(name)
-        lines.append(f"| {label} | {number if number is not None else 'n/a'} | "
-                     f"{_ci(r['test_mse'], r['test_mse_ci95']) if r else 'not run yet'} | {r['member_steps'] if r else ''} |")
+        a = f["arms"].get(name)
+        cells = f"{_ci(a['mean'], a['ci95'])} | {_interval(a)} | {_hard(a)} | {runs[a['runs'][0]]['member_steps']}" \
+            if a else "not yet run | | |"
+        lines.append(f"| {label} | {number if number is not None else 'n/a'} | {cells} |")
     return lines + [""]
 
 
-def _ablations(runs: dict[str, Any], diffs: dict[str, Any], figures: dict[str, str]) -> list[str]:
+def _ablations(runs: dict[str, Any], arms: dict[str, Any], diffs: dict[str, Any], figures: dict[str, str]) -> list[str]:
     lines = ["## What the population adds: ablations (no paper ran these)", "",
-             "Difference = this run's test MSE minus the reference population's, paired per test image (negative: "
-             "this run reconstructs better).", "",
-             "| run | what | test MSE [95 % CI] | minus reference population [95 % CI] | best member's tau | highest tau | "
-             "member-steps | median generation s |", "|---|---|---|---|---|---|---|---|"]
+             "Difference = this arm's test MSE minus the reference population's (negative: this arm reconstructs "
+             "better), paired by seed: over the seeds both ran (t-interval), or per test image within the one seed. "
+             "Compute: every member's optimizer steps together, per seed. Taus and times: the first seed's run.", "",
+             "| arm | what | seeds | test MSE, mean [95 % CI] | minus reference population [95 % CI] | interval | "
+             "hard codes, mean [95 % CI over seeds] | best member's tau | highest tau | compute (member-steps) | "
+             "median generation s | ended by |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in ABLATIONS:
-        r = runs.get(name)
-        if r is None:
-            lines.append(f"| {name} | | not run yet | | | | | |")
+        a = arms.get(name)
+        if a is None:
+            lines.append(f"| {name} | | | not yet run | | | | | | | | |")
             continue
-        d = diffs.get(name)
-        lines.append(f"| {name} | {r['what']} | {_ci(r['test_mse'], r['test_mse_ci95'])} | "
-                     f"{_ci(d['minus_reference'], d['ci95']) if d else '(reference)'} | {r['best_tau']:.2f} | "
-                     f"{r['max_tau']:.2f} | {r['member_steps']} | {r['generation_seconds_median']:.1f} |")
-    lines += ["", *_reading(runs, diffs), ""]
-    for key in ("ablations", "tau"):
+        r, d = runs[a["runs"][0]], diffs.get(name)
+        lines.append(f"| {name} | {r['what']} | {a['seeds']} | {_ci(a['mean'], a['ci95'])} | "
+                     f"{_difference(d) if d else '(reference)' if name == HEADLINE else ''} | "
+                     f"{_interval(d or a)} | {_hard(a)} | {r['best_tau']:.2f} | {r['max_tau']:.2f} | "
+                     f"{r['member_steps']} | {r['generation_seconds_median']:.1f} | {r['stop_reason'] or ''} |")
+    lines += ["", *_reading(arms, diffs), ""]
+    for key in ("ablations", "tau", "curves"):
         if key in figures:
             lines += [figures[key], ""]
     return lines
@@ -238,6 +297,10 @@ def _verdict(diffs: dict[str, Any], name: str) -> str:
     if d is None:
         return "not measured yet"
     low, high = d["ci95"]
+    if low is None or not math.isfinite(low):
+        return f"{d['minus_reference']:+.4f}, no interval"
+    if _unresolved(d):
+        return "no difference at this precision (the difference and both bounds under 0.00005 in size)"
     if high < 0:
         return f"{name} is better than the reference population by {-d['minus_reference']:.4f} [{-high:.4f}, {-low:.4f}]"
     if low > 0:
@@ -245,20 +308,31 @@ def _verdict(diffs: dict[str, Any], name: str) -> str:
     return f"no difference the test set can resolve ({d['minus_reference']:+.4f} [{low:+.4f}, {high:+.4f}])"
 
 
-def _reading(runs: dict[str, Any], diffs: dict[str, Any]) -> list[str]:
+def _unresolved(d: dict[str, Any]) -> bool:
+    """Every number of a difference prints as 0.0000."""
+    return max(abs(d["minus_reference"]), *(abs(b) for b in d["ci95"] if b is not None)) < 5e-5
+
+
+def _difference(d: dict[str, Any]) -> str:
+    return "no difference at this precision" if _unresolved(d) else _ci(d["minus_reference"], d["ci95"])
+
+
+def _reading(arms: dict[str, Any], diffs: dict[str, Any]) -> list[str]:
     """The honest reading, in numbers, generated from the table (so that it never disagrees with it)."""
-    if HEADLINE not in runs:
+    if HEADLINE not in arms:
         return ["Reading: the reference population has not finished yet."]
-    out = ["Reading (each line from the paired differences above):"]
+    out = ["Reading (each line from the paired differences above; the interval is named after each):"]
     for name, question in (
         ("baseline", "the annealed baseline on the same per-member budget (the paper's Table 1 comparison)"),
         ("baseline-equal-compute", "the baseline given the population's whole compute"),
+        ("fixed-tau-grid", "the best of a fixed-tau grid at equal compute (random search)"),
         ("winning-schedule-alone", "high tau alone: the winning schedule without a population"),
         ("no-broadcast", "the broadcast: the same members trained independently"),
         ("no-feedback", "the feedback term: the same population with lr_tau = 0"),
         ("population-defaults", "popvae's defaults (tau clipped at 2) against the authors' dynamics"),
     ):
-        out.append(f"- Against {question}: {_verdict(diffs, name)}.")
+        d = diffs.get(name)
+        out.append(f"- Against {question}: {_verdict(diffs, name)}{f'; interval: {_interval(d)}' if d else ''}.")
     return out
 
 
@@ -270,7 +344,7 @@ def _figure4(p: dict[str, Any], runs: dict[str, Any], figures: dict[str, str]) -
     for n in p["sizes"]:
         r = runs.get(HEADLINE if n == p["members"] else f"population-n{n}")
         lines.append(f"| {n} | {_ci(r['test_mse'], r['test_mse_ci95'])} | {r['generation_seconds_median']:.1f} | "
-                     f"{r['train_seconds']:.0f} |" if r else f"| {n} | not run yet | | |")
+                     f"{r['train_seconds']:.0f} |" if r else f"| {n} | not yet run | | |")
     return lines + (["", figures["figure4"]] if "figure4" in figures else []) + [""]
 
 
@@ -288,7 +362,10 @@ def _purification(f: dict[str, Any], evals: dict[str, Any], figures: dict[str, s
         lines += [f"### {attack.upper()} ({table})", "",
                   "| eps | CNN alone (no purifier) | paper: population | popvae population: non-adaptive | adaptive | "
                   "paper: baseline | popvae baseline: non-adaptive | adaptive |", "|---|---|---|---|---|---|---|---|"]
-        for eps, (pp, pb) in sorted(published.get(attack, {}).items(), reverse=True):
+        ours = {r["eps"] for result in (pop, base) if result for r in result[attack]} | {0.0}
+        paper_rows = published.get(attack, {})
+        for eps in sorted(ours | set(paper_rows), reverse=True):  # every eps the paper reported or we measured
+            pp, pb = paper_rows.get(eps, ("n/a", "n/a"))
             cells = [_cell(r, attack, eps) for r in (pop, base)]
             lines.append(f"| {eps:g} | {_alone(pop or base, attack, eps)} | {pp} | {cells[0][0]} | {cells[0][1]} | {pb} | "
                          f"{cells[1][0]} | {cells[1][1]} |")
@@ -306,7 +383,7 @@ def _alone(result: dict[str, Any], attack: str, eps: float) -> str:
 
 def _cell(result: dict[str, Any] | None, attack: str, eps: float) -> tuple[str, str]:
     if not result:
-        return "not run yet", ""
+        return "not yet run", ""
     if eps == 0.0:
         return _acc(result["clean"]["purified"]), ""
     row = next((r for r in result[attack] if math.isclose(r["eps"], eps)), None)
@@ -319,7 +396,7 @@ def _unseen(evals: dict[str, Any]) -> list[str]:
     for name in ("unseen-population", "unseen-baseline"):
         u = evals.get(name, {}).get("unseen")
         if not u:
-            lines.append(f"| {name} | not run yet | | | |")
+            lines.append(f"| {name} | not yet run | | | |")
             continue
         held, seen = u["unseen"], u["seen"]
         classes = [k for k, v in u["per_class"].items() if v["held_out"]]
@@ -365,7 +442,7 @@ def _robust(f: dict[str, Any]) -> list[str]:
         rep = evals.get(f"robust-{m}")
         mse = metrics.get(m, {}).get("test_mse")
         if rep is None:
-            lines.append(f"| {m} | {'' if mse is None else f'{mse:.4f}'} | not run yet | | | | |")
+            lines.append(f"| {m} | {'' if mse is None else f'{mse:.4f}'} | not yet run | | | | |")
             continue
         lat, dmg = rep["latent"]["rows"], rep["max-damage"]["rows"]
         pub = published.get(m, (None,) * 4)
@@ -393,113 +470,3 @@ def _robust(f: dict[str, Any]) -> list[str]:
 def _triple(rows: list[dict[str, Any]], key: str, published: tuple[float, ...] | None) -> str:
     ours = " / ".join(f"{r[key]['mean']:.2f}" for r in rows)
     return ours if published is None else f"{ours} ({' / '.join(f'{v:.2f}' for v in published)})"
-
-
-# --- plots ---
-def _plots(out: Path, facts: dict[str, Any], report_dir: Path) -> dict[str, str]:
-    """Each plot that has data: {key: the markdown that shows it and says what it shows}."""
-    shown = {}
-    for key, draw in (("ablations", _plot_ablations), ("tau", _plot_tau), ("figure4", _plot_figure4),
-                      ("purification", _plot_purification), ("patches", _plot_patches)):
-        if (markdown := draw(out, facts, report_dir)) is not None:
-            shown[key] = markdown
-    return shown
-
-
-def _errors(runs: list[dict[str, Any]]) -> np.ndarray:
-    """matplotlib's yerr (2 x n) from each run's test MSE interval."""
-    return np.array([[r["test_mse"] - r["test_mse_ci95"][0], r["test_mse_ci95"][1] - r["test_mse"]] for r in runs]).T
-
-
-def _plot_ablations(out: Path, facts: dict[str, Any], report_dir: Path) -> str | None:
-    done = [n for n in ABLATIONS if n in facts["runs"]]
-    if not done:
-        return None
-    runs = [facts["runs"][n] for n in done]
-    fig = Figure(figsize=(8, 4), layout="constrained")
-    ax = fig.subplots()
-    ax.bar(range(len(done)), [r["test_mse"] for r in runs], yerr=_errors(runs), capsize=4, color="tab:blue")
-    ax.set_xticks(range(len(done)), done, rotation=25, ha="right", fontsize=8)
-    ax.set_ylabel("test MSE per pixel ([0,1] pixels)")
-    ax.set_title(f"ablations on {facts['protocol']['dataset']} (95 % CI over test images)", fontsize=10)
-    write_figure(fig, report_dir / "ablations.png", dpi=100)
-    return "![test MSE of each ablation with its 95 % interval](ablations.png)"
-
-
-def _plot_tau(out: Path, facts: dict[str, Any], report_dir: Path) -> str | None:
-    names = [n for n in (HEADLINE, "population-defaults") if n in facts["runs"]]
-    if not names:
-        return None
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    for ax, name in zip(fig.subplots(1, len(names), squeeze=False)[0], names, strict=True):
-        member_lines(ax, RunFolder(run_dir(out, name)).read_history_rows(), "tau")
-        ax.set_title(f"{name}: tau per member (circle: best)", fontsize=10)
-        ax.set_xlabel("epoch (generation)")
-        ax.set_ylabel("tau used in the epoch")
-        ax.legend(fontsize=6)
-    write_figure(fig, report_dir / "tau.png", dpi=100)
-    return ("![tau per member, the authors' dynamics against popvae's defaults](tau.png)\n\n"
-            "tau.png: each member's temperature per generation; a circle marks the generation's best.")
-
-
-def _plot_figure4(out: Path, facts: dict[str, Any], report_dir: Path) -> str | None:
-    p = facts["protocol"]
-    sizes = [(n, facts["runs"].get(HEADLINE if n == p["members"] else f"population-n{n}")) for n in p["sizes"]]
-    sizes = [(n, r) for n, r in sizes if r]
-    if not sizes:
-        return None
-    fig = Figure(figsize=(8, 3.5), layout="constrained")
-    left, right = fig.subplots(1, 2)
-    ns, runs = [n for n, _ in sizes], [r for _, r in sizes]
-    left.errorbar(ns, [r["test_mse"] for r in runs], yerr=_errors(runs), marker="o", capsize=4)
-    left.set(xlabel="members n", ylabel="test MSE per pixel")
-    right.plot(ns, [r["generation_seconds_median"] for r in runs], marker="o")
-    right.set(xlabel="members n", ylabel="median generation wall time (s)")
-    fig.suptitle("Figure 4: the reference population against n", fontsize=10)
-    write_figure(fig, report_dir / "figure4.png", dpi=100)
-    return "![Figure 4: test MSE and training time against n](figure4.png)"
-
-
-def _plot_purification(out: Path, facts: dict[str, Any], report_dir: Path) -> str | None:
-    results = {k: facts["evaluations"].get(k, {}).get("purification") for k in (HEADLINE, "baseline")}
-    if not any(results.values()):
-        return None
-    fig = Figure(figsize=(9, 3.5), layout="constrained")
-    for ax, attack in zip(fig.subplots(1, 2), ("fgsm", "pgd"), strict=True):
-        for (name, result), color in zip(results.items(), ("tab:blue", "tab:orange"), strict=True):
-            if not result:
-                continue
-            label = "population" if name == HEADLINE else name
-            rows = result[attack]
-            ax.plot([0.0] + [r["eps"] for r in rows],
-                    [100 * result["clean"]["purified"]["accuracy"]] + [100 * r["non_adaptive"]["accuracy"] for r in rows],
-                    marker="o", color=color, label=f"{label}: non-adaptive")
-            ax.plot([r["eps"] for r in rows], [100 * r["adaptive"]["accuracy"] for r in rows], marker="x", linestyle="--",
-                    color=color, label=f"{label}: adaptive")
-        published = paper.PURIFICATION.get(facts["protocol"]["dataset"], {}).get(attack, {})
-        for column, label, color in ((0, "paper: population", "tab:blue"), (1, "paper: baseline", "tab:orange")):
-            eps = sorted(published)
-            if eps:
-                ax.plot(eps, [published[e][column] for e in eps], ":", color=color, marker="s", label=label)
-        ax.set(title=f"{attack.upper()} (L-inf)", xlabel="eps", ylabel="accuracy on purified images (%)")
-        ax.legend(fontsize=6)
-    write_figure(fig, report_dir / "purification.png", dpi=100)
-    return ("![accuracy under FGSM and PGD, ours against the paper's](purification.png)\n\n"
-            "purification.png: solid, popvae non-adaptive; dashed, popvae adaptive; dotted squares, the paper's "
-            "(non-adaptive) numbers.")
-
-
-def _plot_patches(out: Path, facts: dict[str, Any], report_dir: Path) -> str | None:
-    rows = {k: facts["evaluations"].get(k, {}).get("patches", {}).get("rows", []) for k in (HEADLINE, "baseline")}
-    if not any(rows.values()):
-        return None
-    fig = Figure(figsize=(6, 3.5), layout="constrained")
-    ax = fig.subplots()
-    for name, found in rows.items():
-        for shape in sorted({r["shape"] for r in found}):
-            mine = sorted((r for r in found if r["shape"] == shape), key=lambda r: r["size"])
-            ax.plot([r["size"] for r in mine], [r["test"]["roc_auc"] for r in mine], marker="o", label=f"{name}: {shape}")
-    ax.set(xlabel="patch size (px)", ylabel="test ROC-AUC", title="Figure 9: patch detection by reconstruction error")
-    ax.legend(fontsize=6)
-    write_figure(fig, report_dir / "patches.png", dpi=100)
-    return "![Figure 9: patch detection ROC-AUC against patch size](patches.png)"
