@@ -33,7 +33,8 @@ def test_version_and_a_description_for_users(capsys):
                   "--patience PATIENCE feedback patience threshold (default 2)"]),
     (("serve",), ["(default runs)", "(default 127.0.0.1)", "port to listen on (default 8000)"]),
     (("status",), ["(default http://127.0.0.1:8000)"]),
-    (("robust",), ["epochs per job, default 5 (a preset sets its own)", "images per step, default 128 (a preset sets its own)", ", ".join(METHODS)]),
+    (("robust",), ["epochs per job, default 5 (a preset sets its own)",
+                   "images per step, default 128 (a preset sets its own)", ", ".join(METHODS)]),
     (("evaluate",), ["unseen (default: all)", "fits the purification CNN once", "~/.cache/popvae"]),
 ])
 def test_help_shows_the_defaults(capsys, argv, shown):
