@@ -7,6 +7,7 @@ once at the end. Imported only once a run starts (rich, no torch or Ray)."""
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 from typing import Any
@@ -276,7 +277,8 @@ def generation_line(entry: dict[str, Any], status: dict[str, Any], done: int, ep
 
 
 def look_hints(run_dirs: list[Path]) -> list[str]:
-    """How to look at finished runs: the folder, the dashboard command and URL, the TensorBoard command."""
+    """How to look at finished runs: the folder, the dashboard command and URL, the TensorBoard command (and the extra
+    that installs TensorBoard, where it is missing: popvae itself only writes the event files)."""
     root = run_dirs[0].parent
     if len(run_dirs) > 1:  # the population and its baseline side by side, nothing else under the root
         tensorboard = "--logdir_spec " + ",".join(f"{d.name}:{d / 'tensorboard'}" for d in run_dirs)
@@ -285,7 +287,8 @@ def look_hints(run_dirs: list[Path]) -> list[str]:
     lines = [f"run folder:  {d}" for d in run_dirs]
     lines += [
         f"dashboard:   popvae serve --runs-root {root}   then open http://127.0.0.1:8000/",
-        f"tensorboard: tensorboard {tensorboard}",
+        f"tensorboard: tensorboard {tensorboard}" + ("" if importlib.util.find_spec("tensorboard") else
+                                                     "   (after: pip install 'popvae[tensorboard]')"),
         f"pictures:    {run_dirs[0] / 'plots'}/",
     ]
     return lines

@@ -82,3 +82,18 @@ def test_every_train_flag_has_a_default_or_none_even_inside_an_optional_section(
     defaults = {flag: flag_default(path) for flag, (path, _, _) in TRAIN_FLAGS.items()}
     assert defaults["--tau0"] == 1.0 and defaults["--device"] == "auto" and defaults["--data-root"] is None
     assert all(flag_default((*path, "deeper")) is None for path, _, _ in TRAIN_FLAGS.values())  # never raises
+
+
+def test_the_tensorboard_hint_names_the_extra_only_where_tensorboard_is_missing(tmp_path, monkeypatch):
+    import importlib.util
+
+    from popvae.cluster.train_console import look_hints
+
+    installed = importlib.util.find_spec
+
+    def line() -> str:
+        return next(h for h in look_hints([tmp_path / "run"]) if h.startswith("tensorboard:"))
+
+    assert installed("tensorboard") is not None and "pip install" not in line()  # make install puts it in .venv
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else installed(name, *a))
+    assert line().endswith("(after: pip install 'popvae[tensorboard]')")
