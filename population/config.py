@@ -88,16 +88,17 @@ class RunConfig(BaseModel):
     checkpoint_every: int = Field(1, ge=1)
     log_every_steps: int = Field(10, ge=1)  # TensorBoard's per-step training loss (loss/train_step): every N steps
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # Members per worker process (docs/PACKING.md §4): "auto" = one pack per GPU (all the members it gets), or one per
-    # CPU node with torch threads = the node's CPUs; K = at most K members per pack (1: one member per process).
+    # Members per worker process (docs/PACKING.md §4): "auto" = one pack per GPU (all the members it gets); on CPUs
+    # one looped pack per CPU (one torch thread each), or one vmap pack per CPU node (torch threads = the node's CPUs);
+    # K = at most K members per pack (1: one member per process).
     pack_size: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
     # How a pack steps its members: "vmap" (one stacked model, the GPU's way), "loop" (one after another, the CPU's way:
-    # AMX runs plain convolutions, not vmap's grouped ones); "auto" = vmap (see pack.pack_mode_for). A new run records
-    # the resolved value.
+    # AMX runs plain convolutions, not vmap's grouped ones); "auto" = vmap on a GPU, loop on a CPU (pack.pack_mode_for).
+    # A new run records the resolved value.
     pack_mode: Literal["auto", "vmap", "loop"] = "auto"
     # "bf16": convolutions and linears under bfloat16 autocast (weights, Adam, sampling, KL and BCE stay float32);
-    # "auto" = bf16 on a CUDA device with bf16, else fp32 (training.resolve_precision says why). A new run records the resolved
-    # value; a run recorded before this option existed resumes in fp32, as it trained.
+    # "auto" = bf16 on a CUDA device with bf16 or a CPU with AMX / AVX512-BF16, else fp32 (training.resolve_precision). A
+    # new run records the resolved value; a run recorded before this option existed resumes in fp32, as it trained.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     synthetic_size: int = Field(512, ge=16)
 

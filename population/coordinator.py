@@ -60,8 +60,9 @@ class PopulationCoordinator:
         if restarts:
             self.record.coordinator_restarted(restarts)
         cpu_nodes = sum(1 for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0)
-        self.packs = plan_packs(list(self.record.members), config.pack_size, ray.cluster_resources().get("GPU", 0),
-                                cpu_nodes, config.device)
+        resources = ray.cluster_resources()
+        self.packs = plan_packs(list(self.record.members), config.pack_size, resources.get("GPU", 0), cpu_nodes,
+                                config.device, int(resources.get("CPU", 1)), config.pack_mode)
         self.pack_of = {i: p for p, pack in enumerate(self.packs) for i in pack}
         self.placement = Placement(len(self.packs), config.device, config.placement_timeout_s, share_gpus=True)
         spawned = {p: self._spawn(p) for p in range(len(self.packs))}

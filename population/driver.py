@@ -99,7 +99,7 @@ def run_population(
     """
     folder = RunFolder(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = resolve_speed(cfg, ray.cluster_resources().get("GPU", 0), resume)
+    cfg = resolve_speed(cfg, ray.cluster_resources().get("GPU", 0), folder.read_config() if resume else None)
     if not resume or folder.read_config() != cfg:  # a resume may have extended the epochs
         folder.write_config(cfg)
     if resume and folder.read_checkpoint(mmap=True).epochs_done >= cfg.epochs:  # every epoch trained: score it
@@ -180,19 +180,21 @@ def _end_recorded(run_dir: Path) -> Iterator[None]:
         raise
 
 
-def resolve_speed(cfg: RunConfig, gpus: float, resume: bool) -> RunConfig:
+def resolve_speed(cfg: RunConfig, gpus: float, recorded: RunConfig | None = None) -> RunConfig:
     """The run config with `precision` and `pack_mode` resolved for the device its packs get (a GPU when the cluster
-    has one and the device allows it), so config.json says what ran. A resumed config still saying `auto` was written
-    before these options existed: it trained in fp32 with vmap packs and resumes so. A GPU the driver cannot see is
-    taken to run bf16 (every CUDA card since Ampere does)."""
+    has one and the device allows it), so config.json says what ran. A resume (`recorded`: the folder's config.json)
+    keeps what the run trained with: an `auto` asked again takes the recorded value, and a recorded `auto` was written
+    before these options existed, when runs trained in fp32 with vmap packs. A GPU the driver cannot see is taken to
+    run bf16 (every CUDA card since Ampere does)."""
     import torch
 
     from popvae.population.pack import pack_mode_for
     from popvae.population.training import resolve_precision
 
-    if resume:
-        return cfg.model_copy(update={"precision": "fp32" if cfg.precision == "auto" else cfg.precision,
-                                      "pack_mode": "vmap" if cfg.pack_mode == "auto" else cfg.pack_mode})
+    if recorded is not None:
+        legacy = {"precision": "fp32", "pack_mode": "vmap"}
+        kept = {k: getattr(recorded, k) if getattr(recorded, k) != "auto" else legacy[k] for k in legacy}
+        return cfg.model_copy(update={k: kept[k] if getattr(cfg, k) == "auto" else getattr(cfg, k) for k in legacy})
     device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and gpus >= 1) else "cpu")
     precision = cfg.precision
     if precision == "auto" and device.type == "cuda" and not torch.cuda.is_available():

@@ -69,11 +69,12 @@ def _to_device_uint8(images: np.ndarray, device: torch.device) -> Tensor:
 
 
 def pack_mode_for(pack_mode: str, device: torch.device) -> str:
-    """`auto` -> vmap, on a GPU (one kernel launch for k members) and for now on a CPU too: the looped pack's promise
-    there (AMX runs plain convolutions, not grouped ones) was not confirmed by benchmarks/precision.py on this loaded
-    machine (slower at n = 5 and 8), and a looped run's resume through Ray is not yet bit for bit; vmap and loop are
-    kept as asked."""
-    return "vmap" if pack_mode == "auto" else pack_mode
+    """`auto` -> vmap on a GPU (one kernel launch for k members), loop on a CPU (oneDNN's AMX kernels run plain
+    convolutions, not vmap's grouped ones: benchmarks/precision.py and benchmarks/generation_speed.py); vmap and loop
+    are kept as asked."""
+    if pack_mode != "auto":
+        return pack_mode
+    return "vmap" if device.type == "cuda" else "loop"
 
 
 def make_pack(indices: list[int], config: RunConfig, train_images: np.ndarray, val_images: np.ndarray,

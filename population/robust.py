@@ -79,6 +79,8 @@ def train_job(method: str, train: ImageSet, test: ImageSet, job_dir: Path, epoch
         if "dataset_size" in type(config).model_fields and "dataset_size" not in (overrides or {}):
             config = config.model_copy(update={"dataset_size": len(train)})
         resolved = resolve_precision(precision, torch.device(device))
+        if precision == "auto" and folder.latest_path.is_file() and folder.config_path.is_file():
+            resolved = folder.read_config_data().get("precision", resolved)  # auto resolves once: a job resumes as it ran
         written = {
             "method": method, "family": family, "model": config.model_dump(mode="json"), "epochs": epochs,
             "batch_size": batch_size, "steps_per_epoch": steps_per_epoch, "seed": seed, "device": str(device),

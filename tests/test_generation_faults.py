@@ -31,7 +31,7 @@ def stop_everything(ray, coord) -> None:
 
 def test_a_lone_stalled_pack_is_restarted_and_retried_within_the_generation(ray_session, tmp_path):
     # The timeout must exceed a fresh worker's start-up and epoch (its retry); the stall waits it out, so it stays short.
-    coord = start_coordinator(small_config(members=2, member_timeout_s=20.0), tmp_path / "run")
+    coord = start_coordinator(small_config(members=2, pack_size=2, member_timeout_s=20.0), tmp_path / "run")
     assert ray_session.get(coord.pack_layout.remote()) == [[1, 2]]  # every member in one pack
     ray_session.get(coord.run_generation.remote(0))
     stalled = ray_session.get(coord.member_handles.remote())[1]

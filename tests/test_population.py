@@ -100,22 +100,11 @@ def test_one_member_follows_another_members_schedule(ray_session, tmp_path):
     ray_session.kill(coord)
 
 
-BF16_RESUME = ("known bug: on this CPU a bf16 run resumed through Ray sometimes differs from the uninterrupted run from "
-               "epoch 1 on (training loss by ~1e-7 relative; a pack's own resume is exact, tests/test_pack.py): "
-               "bf16 is opt-in on a CPU until it is found")
-# Not run by default: a non-strict xfail passes whatever happens, so its three runs would assert nothing; `pytest
-# --runxfail -k bf16` runs them as ordinary tests when the bug is worked on. benchmarks/bf16_determinism.py shows a
-# member's bf16 steps are bit for bit in one process, across processes and across a save/load: the cause is in the
-# Ray path (the bits do change with the thread count).
-KNOWN_BF16_BUG = pytest.mark.xfail(reason=BF16_RESUME, run=False)
-
-
-@pytest.mark.parametrize("over", [pytest.param({"precision": "bf16"}, marks=KNOWN_BF16_BUG),
-                                  {"pack_mode": "vmap", "precision": "fp32"},
-                                  pytest.param({"pack_mode": "loop", "precision": "bf16"},
-                                               marks=KNOWN_BF16_BUG),
+# The default (pack_size auto, precision auto: bf16 loop packs, one per CPU, on this machine) is what "unpacked" and
+# "no-broadcast" run, one member per process and two packs; one-pack-bf16 is a looped pack on two threads.
+@pytest.mark.parametrize("over", [{"precision": "bf16", "pack_size": 3}, {"pack_mode": "vmap", "precision": "fp32"},
                                   {"pack_size": 1}, {"broadcast": False}],
-                         ids=["packed-bf16", "vmap-fp32", "loop-bf16", "unpacked", "no-broadcast"])
+                         ids=["one-pack-bf16", "vmap-fp32", "unpacked", "no-broadcast"])
 def test_stopped_and_resumed_run_equals_uninterrupted_run(ray_session, tmp_path, over):
     cfg = small_config(**over)
     data = load_run_data(cfg)
@@ -180,10 +169,10 @@ def test_pack_killed_mid_epoch_is_restarted_and_the_run_goes_on(ray_session, tmp
     ray_session.kill(coord)
 
 
-@pytest.mark.parametrize(("pack_size", "precision"), [("auto", "bf16"), (1, "fp32")])
+@pytest.mark.parametrize(("pack_size", "precision"), [(3, "bf16"), (1, "fp32")])
 def test_injected_nan_member_is_reset_from_the_best_and_flagged(ray_session, tmp_path, pack_size, precision):
     coord = start_coordinator(small_config(pack_size=pack_size, precision=precision), tmp_path / "run")
-    assert len(ray_session.get(coord.pack_layout.remote())) == (1 if pack_size == "auto" else 3)
+    assert len(ray_session.get(coord.pack_layout.remote())) == (1 if pack_size == 3 else 3)
     ray_session.get(coord.run_generation.remote(0))
     handles = ray_session.get(coord.member_handles.remote())
     weights = ray_session.get(handles[3].get_weights.remote(3))
@@ -303,10 +292,15 @@ def test_cpu_share_never_asks_more_than_one_node_holds() -> None:
 
 def test_plan_packs_one_pack_per_device_or_at_most_k() -> None:
     members = list(range(1, 9))
-    assert plan_packs(members, "auto", gpus=0, cpu_nodes=1) == [members]  # one CPU node: one pack
-    assert plan_packs(members, "auto", gpus=1, cpu_nodes=1) == [members]  # n members on 1 GPU
+    # CPUs: a looped pack per CPU (auto resolves to loop there), a vmap pack per CPU node
+    assert plan_packs(members, "auto", gpus=0, cpu_nodes=1, cpus=2) == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    assert plan_packs(members, "auto", gpus=0, cpu_nodes=1, cpus=2, pack_mode="loop") == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    assert plan_packs(members, "auto", gpus=0, cpu_nodes=1, cpus=2, pack_mode="vmap") == [members]
+    assert plan_packs(members, "auto", gpus=0, cpu_nodes=2, cpus=64, pack_mode="loop") == [[i] for i in members]
+    assert plan_packs(members, "auto", gpus=1, cpu_nodes=1, cpus=2) == [members]  # n members on 1 GPU
     assert plan_packs(members, "auto", gpus=2, cpu_nodes=1) == [[1, 2, 3, 4], [5, 6, 7, 8]]
-    assert plan_packs(members, "auto", gpus=2, cpu_nodes=3, device="cpu") == [[1, 2, 3], [4, 5, 6], [7, 8]]
+    assert plan_packs(members, "auto", gpus=2, cpu_nodes=3, device="cpu", pack_mode="vmap") == [[1, 2, 3], [4, 5, 6],
+                                                                                                [7, 8]]
     assert plan_packs(members, 1, gpus=0, cpu_nodes=1) == [[i] for i in members]  # today's one member per process
     assert plan_packs(members, 3, gpus=0, cpu_nodes=1) == [[1, 2, 3], [4, 5, 6], [7, 8]]
     assert plan_packs([1, 2], "auto", gpus=4, cpu_nodes=1) == [[1], [2]]

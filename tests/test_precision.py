@@ -34,22 +34,26 @@ def test_the_cpu_flags_are_read_and_auto_precision_keeps_an_explicit_choice():
     assert cpu_runs_bf16_fast("flags : avx512_bf16\n") and not cpu_runs_bf16_fast("model name : amx_bf16 lookalike\n")
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
-    assert resolve_precision("auto", cpu) == "fp32"  # bf16 is opt-in on a CPU, AMX or not (resume not bit for bit)
-    assert pack_mode_for("auto", cpu) == "vmap" and pack_mode_for("auto", torch.device("cuda")) == "vmap"
+    assert resolve_precision("auto", cpu) == ("bf16" if cpu_runs_bf16_fast() else "fp32")  # this machine's flags
+    assert pack_mode_for("auto", cpu) == "loop" and pack_mode_for("auto", torch.device("cuda")) == "vmap"
     assert pack_mode_for("loop", cpu) == "loop"
 
 
-def test_a_new_run_records_what_auto_resolved_to_and_an_old_run_resumes_as_it_trained():
+def test_a_new_run_records_what_auto_resolved_to_and_a_resume_keeps_what_the_run_trained_with():
     cfg = parse_config({"dataset": "synthetic"})
     assert (cfg.precision, cfg.pack_mode) == ("auto", "auto")
-    new = resolve_speed(cfg, gpus=0, resume=False)
-    assert new.precision == resolve_precision("auto", torch.device("cpu")) and new.pack_mode == "vmap"
-    on_gpus = resolve_speed(cfg, gpus=1, resume=False)
+    new = resolve_speed(cfg, gpus=0)
+    assert new.precision == resolve_precision("auto", torch.device("cpu")) and new.pack_mode == "loop"
+    on_gpus = resolve_speed(cfg, gpus=1)
     assert on_gpus.pack_mode == "vmap" and on_gpus.precision in ("bf16", "fp32")
-    old = resolve_speed(cfg, gpus=0, resume=True)  # a config.json written before the options existed
+    old = resolve_speed(cfg, gpus=0, recorded=cfg)  # a config.json written before the options existed
     assert (old.precision, old.pack_mode) == ("fp32", "vmap")
-    kept = parse_config({"dataset": "synthetic", "precision": "bf16", "pack_mode": "loop"})
-    assert resolve_speed(kept, gpus=0, resume=True) == kept
+    recorded = parse_config({"dataset": "synthetic", "precision": "bf16", "pack_mode": "loop"})
+    assert resolve_speed(recorded, gpus=0, recorded=recorded) == recorded
+    assert resolve_speed(cfg, gpus=1, recorded=recorded) == recorded  # auto asked again: what the run trained with
+    fp32 = cfg.model_copy(update={"precision": "fp32"})
+    assert (resolve_speed(fp32, gpus=0, recorded=recorded).precision, resolve_speed(fp32, gpus=0, recorded=recorded)
+            .pack_mode) == ("fp32", "loop")  # an explicit choice is kept
 
 
 def test_bf16_keeps_logits_pixels_and_the_loss_in_float32_while_the_convolutions_run_in_bf16():
@@ -77,7 +81,7 @@ def test_a_bf16_run_reaches_the_test_mse_of_an_fp32_run_from_the_same_seed(ray_s
     fp32, bf16 = _run(ray_session, tmp_path, "fp32", "fp32"), _run(ray_session, tmp_path, "bf16", "bf16")
     assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")  # the summary says which
     assert folder_io.read_json(tmp_path / "bf16" / "config.json")["precision"] == "bf16"
-    assert folder_io.read_json(tmp_path / "bf16" / "config.json")["pack_mode"] == "vmap"  # auto
+    assert folder_io.read_json(tmp_path / "bf16" / "config.json")["pack_mode"] == "loop"  # auto, on a CPU
     start = 0.25  # a loose bound: both runs must have learnt something, not merely agree
     assert bf16["test_mse"] < start and fp32["test_mse"] < start
     assert bf16["test_mse"] == pytest.approx(fp32["test_mse"], rel=SCIENCE_RTOL)

@@ -62,17 +62,18 @@ def test_schedule_decays_the_lr_and_an_interrupted_job_resumes_as_if_uninterrupt
     schedule = Schedule(batch_size=16, epochs=3, steps_per_epoch=2, lr_decay="plateau", decay_patience=0,
                         decay_factor=0.5, stop_patience=None, min_delta=0.0)
     args = dict(epochs=3, batch_size=16, steps_per_epoch=2, seed=3, device="cpu", overrides=overrides, schedule=schedule)
-    whole = train_job("gmm-dae", train, test, tmp_path / "whole", **args)
+    whole = train_job("gmm-dae", train, test, tmp_path / "whole", **args, precision="fp32")
 
     def stop_after_two(status: dict) -> None:
         if status["epoch"] == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_job("gmm-dae", train, test, tmp_path / "cut", **args, on_epoch=stop_after_two)
+        train_job("gmm-dae", train, test, tmp_path / "cut", **args, on_epoch=stop_after_two, precision="fp32")
     assert [r["epoch"] for r in read_rows(tmp_path / "cut" / "history.parquet")] == [1, 2]
-    resumed = train_job("gmm-dae", train, test, tmp_path / "cut", **args)
+    resumed = train_job("gmm-dae", train, test, tmp_path / "cut", **args, precision="auto")  # auto: as the job began
     assert resumed["test_mse"] == whole["test_mse"] and resumed["epochs_trained"] == 3
+    assert read_json(tmp_path / "cut" / "config.json")["precision"] == "fp32"
     rows = read_rows(tmp_path / "whole" / "history.parquet")
     assert rows == [{**r, "seconds": rows[i]["seconds"]} for i, r in enumerate(read_rows(tmp_path / "cut" / "history.parquet"))]
     assert rows[0]["lr"] == 0.002 and all(math.isfinite(r["val_mse"]) for r in rows)
