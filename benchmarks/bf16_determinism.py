@@ -1,8 +1,10 @@
 """Where a bf16 run can lose bit-identity on a CPU: a member's training steps repeated, in fresh processes, at
 different thread counts, and across a save/load (a resume without Ray).
 
-A bf16 run resumed through Ray was, now and then, not bit for bit the uninterrupted run (tests/test_population.py,
-the cases marked with BF16_RESUME). This narrows down where: each case prints the sha256 (12 hex digits) of the
+A bf16 run resumed through Ray was once not bit for bit the uninterrupted run (tests/test_population.py). This
+benchmark narrowed down where: the steps themselves are reproducible, so the cause was elsewhere (it was the resume
+turning a recorded looped pack into a vmap one: population/driver.resolve_speed now keeps what the run recorded).
+Each case prints the sha256 (12 hex digits) of the
 weights after `--steps` steps of one member at batch --batch-size. Equal digests inside a case = reproducible.
 - `repeat`: the same steps --repeats times in one process, per precision, thread count and memory format;
 - `processes`: the same in --processes fresh interpreters (a new oneDNN state each time);

@@ -30,7 +30,7 @@ from popvae.population.config import RunConfig, parse_config
 from popvae.population.driver import ensure_ray, load_run_data
 
 TODAY = "fp32/vmap/auto"
-LAYOUTS = [TODAY, "fp32/loop/auto", "bf16/loop/auto", "fp32/loop/4", "bf16/loop/4", "bf16/vmap/4"]
+LAYOUTS = [TODAY, "fp32/loop/4", "bf16/loop/8", "bf16/loop/4", "auto/auto/auto"]
 
 
 def layout_config(layout: str, members: int, batch: int, steps: int, generations: int, dataset: str) -> RunConfig:
