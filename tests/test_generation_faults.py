@@ -31,7 +31,7 @@ def stop_everything(ray, coord) -> None:
 
 def test_a_lone_stalled_pack_is_restarted_and_retried_within_the_generation(ray_session, tmp_path):
     # The timeout must exceed a fresh worker's start-up and epoch (its retry); the stall waits it out, so it stays short.
-    coord = start_coordinator(small_config(members=2, pack_size=2, member_timeout_s=20.0), tmp_path / "run")
+    coord = start_coordinator(small_config(members=2, pack_size=2, member_timeout_s=12.0), tmp_path / "run")
     assert ray_session.get(coord.pack_layout.remote()) == [[1, 2]]  # every member in one pack
     ray_session.get(coord.run_generation.remote(0))
     stalled = ray_session.get(coord.member_handles.remote())[1]
@@ -78,7 +78,8 @@ def test_a_replacement_coordinator_that_finds_no_slot_keeps_the_runs_status(ray_
 
 
 def test_a_lone_pack_late_again_after_its_retry_fails_the_run_naming_the_timeout(ray_session, tmp_path):
-    coord = start_coordinator(small_config(members=2, steps_per_epoch=100, member_timeout_s=5.0), tmp_path / "run")
+    coord = start_coordinator(small_config(members=2, pack_size=2, steps_per_epoch=100, member_timeout_s=5.0),
+                              tmp_path / "run")
     first = ray_session.get(ray_session.get(coord.member_handles.remote())[1].pid.remote())
     known = {p for p in descendants(os.getpid()) if cmdline(p).startswith("ray::Worker")} - {first}
     stopped = [first]

@@ -25,7 +25,7 @@ SMALL_MODEL = {"widths": [8, 16, 16, 16], "z1_vars": 4, "z1_categories": 4, "z2_
 
 def small_config(**over):
     base = {"dataset": "synthetic", "synthetic_size": 256, "members": 3, "epochs": 2, "batch_size": 16,
-            "steps_per_epoch": 4, "model": SMALL_MODEL, "seed": 3}
+            "steps_per_epoch": 4, "model": SMALL_MODEL, "seed": 3, "pack_size": 4}  # one worker process
     return parse_config({**base, **over})
 
 
