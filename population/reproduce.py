@@ -105,13 +105,11 @@ PRESETS: dict[str, Protocol] = {
     ),
     # The core arms to 10 full passes (421 steps of batch 128 per member and epoch on Fashion-MNIST), 3 seeds of the
     # population and the baseline, 1 of the rest: 10 runs, 218,920 member-steps (population, defaults, grid and
-    # equal-compute baseline 33,680 each per seed; baseline and winning schedule 4,210). A member step of batch 128 in
-    # fp32 costs ~0.17 s of one core here, so on both idle cores that is 218,920 x 0.17 / 2 = 18,600 s, about 5.2 h of
-    # training (if both cores are kept busy), about 6 h with each generation's validation scoring, less what the
-    # plateau stopper saves: several sessions, each continuing with the same command.
-    # Shared with other work it is slower: `nice -n 10 .venv/bin/python -m benchmarks.precision --members 1
-    # --batch-size 128 --steps 3 --repeats 2 --threads 1 --matmul-size 512 --skip amx profile generation` measured
-    # 1.4 s (loop) to 3.1 s (vmap) per fp32 step at load average 14-19, which would stretch it well past a day.
+    # equal-compute baseline 33,680 each per seed; baseline and winning schedule 4,210). At the CPU defaults (bf16
+    # looped packs, one per core) a generation of 8 members x 20 steps of batch 128 took 13.7 s on both idle cores
+    # (benchmarks/generation_speed.py, learning curve included): 0.086 s of the machine per member-step, so about
+    # 218,920 x 0.086 = 18,800 s, about 5.2 h, less what the plateau stopper saves (in fp32 vmap packs, 33.4 s a
+    # generation: 12.7 h). Several sessions, each continuing with the same command; slower when shared.
     "cpu-long": Protocol(
         preset="cpu-long", generations=10, steps=None, batch_size=128, eval_subset=None, eval_settings={},
         robust_epochs=1, robust_steps=None, seeds=3, other_seeds=1, extras=False,
