@@ -42,7 +42,12 @@ def write_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a parquet file ([] when there is none), read through one open: Arrow given a path opens it again
+    for the pages after the footer, and a writer's rename in between would pair the old footer with the new file."""
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    return pq.read_table(path).to_pylist() if path.exists() else []
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    return pq.read_table(io.BytesIO(data)).to_pylist()
