@@ -20,7 +20,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -71,6 +71,7 @@ class Protocol(BaseModel):
     extras: bool = True  # also the ablations outside `CORE`, Figures 4 and 7, the attacks and the robust autoencoders
     grid: tuple[float, float] = (0.25, 16.0)  # the fixed-tau grid's ends: n taus, geometric between them
     stop: StopConfig | None = None  # every GS-VAE run's plateau stopper (RunConfig.stop); None: every epoch
+    pack_size: Literal["auto"] | int = "auto"  # every GS-VAE run's RunConfig.pack_size
 
     def seeds_of(self, arm: str) -> list[int]:
         """The training seeds an arm runs with (the ablations outside `CORE`: the first only)."""
@@ -94,6 +95,7 @@ PRESETS: dict[str, Protocol] = {
         robust_methods=("vae-kl", "robust-gmm-dae"), robust_epochs=1, robust_steps=2, robust_batch=16,
         seeds=2, other_seeds=1,  # two seeds where the headline's interval over seeds needs them, one elsewhere
         stop=StopConfig(plateau_generations=2, min_delta=0.0),  # the stopper's path (2 generations: the budget ends first)
+        pack_size=4,  # one worker per run: runs of seconds are start-up bound, and each worker process imports torch
     ),
     "cpu": Protocol(
         preset="cpu", generations=20, steps=30, batch_size=64, eval_subset=500,
@@ -135,7 +137,8 @@ class Step(BaseModel):
 
 def _run(p: Protocol, **changes: Any) -> dict[str, Any]:
     base = {"dataset": p.dataset, "synthetic_size": p.synthetic_size, "epochs": p.generations, "steps_per_epoch": p.steps,
-            "batch_size": p.batch_size, "seed": p.seed, "checkpoint_every": max(1, p.generations // 10)}
+            "batch_size": p.batch_size, "seed": p.seed, "checkpoint_every": max(1, p.generations // 10),
+            "pack_size": p.pack_size}
     return base | ({"stop": p.stop.model_dump()} if p.stop else {}) | changes
 
 
