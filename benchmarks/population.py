@@ -13,6 +13,7 @@ to "training"), packed and one per process. Ratios are within one run: absolute 
 
 Prints one JSON object (and writes it with --out). From the repository root:
     .venv/bin/python -m benchmarks.population --out benchmarks/results/population-cpu.json
+    .venv/bin/python -m benchmarks.population --startup-only --out benchmarks/results/startup-first-step-cpu.json
 """
 
 from __future__ import annotations
@@ -123,6 +124,21 @@ def startup(members: int, pack_size: str | int, dataset: str, cpus: int) -> dict
         return {"to_first_step_s": first_step, "to_exit_s": time.perf_counter() - started}
 
 
+def startup_layouts(dataset: str, cpus: int, repeats: int) -> dict:
+    """`popvae train` of 8 members (pack_size auto) to its first step, fp32 vmap packs (the CPU default before bf16)
+    against precision and pack mode auto, taking turns so that load drifts hit both."""
+    layouts = {"fp32_vmap": ("fp32", "vmap"), "auto": ("auto", "auto")}
+    runs: dict[str, list[dict]] = {label: [] for label in layouts}
+    load_before = os.getloadavg()
+    for _ in range(repeats):
+        for label, (precision, mode) in layouts.items():
+            SPEED.update(precision=precision, pack_mode=mode)
+            runs[label].append(startup(8, "auto", dataset, cpus))
+    return {"benchmark": "startup to the first step", "machine": {"cpus": cpus, "dataset": dataset,
+            "load_average_before": load_before, "load_average_after": os.getloadavg()}, "target": TARGETS["startup_s"],
+            "layouts": {label: {k: spread([r[k] for r in rs]) for k in rs[0]} for label, rs in runs.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=20, help="batches of 64 per generation")
@@ -131,11 +147,16 @@ def main() -> None:
     parser.add_argument("--members", type=int, nargs="+", default=[5, 8])
     parser.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--pack-mode", default="vmap", choices=["auto", "vmap", "loop"])
+    parser.add_argument("--startup-only", action="store_true",
+                        help="only the start-up of 8 members with pack_size auto, at each --precision/--pack-mode pair")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     SPEED.update(precision=args.precision, pack_mode=args.pack_mode)
     dataset = "fashion-mnist" if Path("/usr/share/datasets/fashion-mnist").exists() else "synthetic"
     cpus = os.cpu_count() or 1
+    if args.startup_only:
+        emit(startup_layouts(dataset, cpus, args.repeats), args.out)
+        return
     load_before = os.getloadavg()
     data = load_run_data(config(2, args.steps, args.generations, dataset))
     ensure_ray(num_cpus=cpus)
