@@ -1,6 +1,6 @@
 """The coordinator: a named Ray actor that carries out the population's generations.
 
-Members live in packs (docs/PACKING.md): a worker hosts k members as one stacked model, and a member is
+Members live in packs (docs/PACKING.md): a worker hosts k members (stacked under vmap, or stepped in a loop), and a member is
 (pack, slot); `pack_planning.plan_packs` decides which members share a worker (`pack_size`). Per generation (docs/ALGORITHMS.md
 §2): every pack trains one epoch of all its members; scores are gathered behind a barrier with a timeout; the
 generation policy (`population/generation.py`) picks the best, every next tau and patience, the receivers and the
