@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 from ray.exceptions import RayError
 
@@ -41,13 +42,17 @@ class PopulationCoordinator:
     """The generation protocol over packs (`packs[p]`: the members worker `workers[p]` hosts); `tau` holds every
     member's tau and patience; `record` keeps the books."""
 
-    def __init__(self, config: RunConfig, run_dir: str, data_refs: list[ray.ObjectRef], resume: bool = False,
+    def __init__(self, config: RunConfig, run_dir: str, images: tuple[np.ndarray, np.ndarray], resume: bool = False,
                  restarts: int = 0) -> None:
-        """`restarts` > 0: this coordinator replaces one whose process died (the run's `restarts`-th time)."""
+        """`images` (train, validation) come by value and are put in the object store here, so that this actor owns
+        them and the driver owns no stored object: when a SIGTERM to the whole process group takes Ray's processes
+        down, an owner's attempt to recover its lost objects ends the process with exit 1 from inside Ray, before the
+        driver can stop as interrupted. `restarts` > 0: this coordinator replaces one whose process died (the run's
+        `restarts`-th time)."""
         self.cfg = config
         self.tau = generation.first_taus(config)
         self.record = Recorder(config, Path(run_dir), taus=lambda: self.tau)
-        self.train_ref, self.val_ref = data_refs
+        self.train_ref, self.val_ref = (ray.put(a) for a in images)
         self.last_broadcast: ray.ObjectRef | None = None
         self.training: int | None = None  # the epoch (from 0) the packs train now
         self.steps: dict[int, tuple[int, int]] = {}  # member -> (steps done, steps) in that epoch, as its pack reported

@@ -105,8 +105,8 @@ def run_population(
     if resume and folder.read_checkpoint(mmap=True).epochs_done >= cfg.epochs:  # every epoch trained: score it
         folder.set_state("scoring")
         return _score(folder, data, cfg, on_scoring)
-    refs = [ray.put(data.train.images), ray.put(data.val.images)]  # once per run; workers read zero-copy
-    coord = _start_coordinator(cfg, run_dir, refs, resume, 0)
+    images = (data.train.images, data.val.images)  # the coordinator stores them once; workers read them zero-copy
+    coord = _start_coordinator(cfg, run_dir, images, resume, 0)
     state: RunState = "scoring"
     restarts = restarts_so_far(run_dir) if resume else 0
     try:
@@ -133,7 +133,7 @@ def run_population(
                                        f"{MAX_COORDINATOR_RESTARTS}); see the Ray logs of its process") from None
                 restarts += 1
                 ray.kill(coord)
-                coord = _start_coordinator(cfg, run_dir, refs, folder.has_checkpoint(), restarts)
+                coord = _start_coordinator(cfg, run_dir, images, folder.has_checkpoint(), restarts)
     except BaseException as err:
         stop = err if isinstance(err, KeyboardInterrupt) else stop_requested()  # Ray's failure may come before the signal's
         ended = "interrupted" if stop is not None else "failed"
@@ -215,14 +215,14 @@ def restarts_so_far(run_dir: Path) -> int:
         return 0
 
 
-def _start_coordinator(cfg: RunConfig, run_dir: Path, refs: list[Any], resume: bool, restarts: int) -> Any:
+def _start_coordinator(cfg: RunConfig, run_dir: Path, images: tuple[Any, Any], resume: bool, restarts: int) -> Any:
     """The run's coordinator, beside the run folder; `restarts` > 0: a replacement for one that died, which says so in
     the run's status and its next lineage entry."""
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     for attempt in range(50):  # the dead one's name is freed a moment after its death is known
         try:
             coord = Coordinator.options(name=coordinator_name(run_dir.name), namespace=NAMESPACE,
-                                        scheduling_strategy=here).remote(cfg, str(run_dir), refs, resume, restarts)
+                                        scheduling_strategy=here).remote(cfg, str(run_dir), images, resume, restarts)
             break
         except ValueError:
             if attempt == 49:

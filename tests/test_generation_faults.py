@@ -65,10 +65,9 @@ def test_a_replacement_coordinator_that_finds_no_slot_keeps_the_runs_status(ray_
     before = folder_io.read_json(run / "status.json")
     stop_everything(ray_session, coord)
     data = load_run_data(cfg)
-    refs = [ray_session.put(data.train.images), ray_session.put(data.val.images)]
     with cpus_taken(ray_session):  # the node is gone: the new coordinator's members find no slot
         replacement = Coordinator.options(namespace=NAMESPACE).remote(
-            cfg.model_copy(update={"placement_timeout_s": 2.0}), str(run), refs, True, 1)
+            cfg.model_copy(update={"placement_timeout_s": 2.0}), str(run), (data.train.images, data.val.images), True, 1)
         with pytest.raises(ray_session.exceptions.RayActorError, match="found no slot on the cluster within 2 s"):
             ray_session.get(replacement.status.remote())
     status = folder_io.read_json(run / "status.json")

@@ -47,11 +47,8 @@ def small_config(**over):
 
 
 def start_coordinator(cfg, run_dir):
-    import ray
-
     data = load_run_data(cfg)
-    refs = [ray.put(data.train.images), ray.put(data.val.images)]
-    return Coordinator.options(namespace=NAMESPACE).remote(cfg, str(run_dir), refs, False)
+    return Coordinator.options(namespace=NAMESPACE).remote(cfg, str(run_dir), (data.train.images, data.val.images), False)
 
 
 @pytest.mark.parametrize(("pack_mode", "precision"), [("loop", "bf16"), ("vmap", "fp32")])

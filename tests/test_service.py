@@ -282,7 +282,7 @@ def test_a_real_coordinator_is_served_live_while_it_lives_then_from_its_folder(r
     data = load_run_data(cfg)
     root = tmp_path / "runs"
     coord = Coordinator.options(name=coordinator_name("real"), namespace=NAMESPACE).remote(
-        cfg, str(root / "real"), [ray.put(data.train.images), ray.put(data.val.images)], False)
+        cfg, str(root / "real"), (data.train.images, data.val.images), False)
     try:
         entry = ray.get(coord.run_generation.remote(0))
         client = TestClient(create_app(root, ray_address="auto"), raise_server_exceptions=False)
