@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -65,6 +66,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, verbose:
     from popvae.population.bounds import check_reachable
 
     check_reachable(address)
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        address = "local"  # start one, as promised: Ray alone would join a cluster `ray start` left on this machine
     if verbose:
         ray.init(address=address, num_cpus=num_cpus, namespace=NAMESPACE, include_dashboard=False,
                  log_to_driver=False, configure_logging=True, logging_level=logging.INFO)

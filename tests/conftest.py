@@ -18,15 +18,22 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """A real `ray.init(num_cpus=2)`, started once and shared by every test that asks for it."""
+    """A real local Ray on 2 CPUs, started once and shared by every test that asks for it. It is Ray's own test
+    cluster rather than `ray.init(num_cpus=2)` only so that its dashboard agent listens on a free port:
+    `ray.init` always takes port 52365 (ray-project/ray#14763), and every `popvae` the tests start beside it would
+    then wait about 3.4 s for its own agent to give up on that port."""
     import ray
+    from ray.cluster_utils import Cluster
 
     from popvae.population.contract import NAMESPACE
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace=NAMESPACE)
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "include_dashboard": False, "dashboard_agent_listen_port": None,
+        "object_store_memory": 1 << 30})
+    ray.init(address=cluster.address, log_to_driver=False, namespace=NAMESPACE)
     yield ray
     ray.shutdown()
+    cluster.shutdown()
 
 
 @pytest.fixture(scope="session")

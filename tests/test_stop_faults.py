@@ -1,7 +1,7 @@
 """Stops at the OS level, on real `popvae train` processes (each starts its own Ray): SIGTERM to the whole process
 group (as `timeout`, `kill -TERM -PGID` and systemd send it) exits 143 in bounded time although Ray's own processes
 die with the driver; and a new run started while a kill -9'd driver's Ray processes linger neither collides with
-them nor kills anything it did not start."""
+them nor kills anything it did not start; nor does a run started beside a live cluster join it uninvited."""
 
 from __future__ import annotations
 
@@ -104,3 +104,18 @@ def test_a_stop_signal_is_remembered_when_ray_fails_first(monkeypatch):
     stop = stop_signals.stop_requested()
     assert stop is not None and stop.exit_code == 143
     assert stop_signals.stop_time_left(8.0) <= 8.0
+
+
+def test_train_without_an_address_starts_its_own_ray_beside_a_cluster_left_on_the_machine(ray_session, tmp_path):
+    """Ray alone joins the cluster this machine's address file names (one `ray start` left, or this suite's own), and
+    refuses --num-cpus there with a traceback; `popvae train` without --address starts its own, as its help says."""
+    from popvae.population import folder_io
+
+    config = tmp_path / "small.json"
+    config.write_text(json.dumps(SMALL))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(popvae("train", "--config", str(config), "--run-dir", str(tmp_path / "run"), "--epochs", "1",
+                                 "--num-cpus", "1", "--quiet"), capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    nodes = {row["node_id"] for row in folder_io.read_rows(tmp_path / "run" / "history.parquet")}
+    assert nodes and ray_session.get_runtime_context().get_node_id() not in nodes
