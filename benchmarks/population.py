@@ -124,18 +124,32 @@ def startup(members: int, pack_size: str | int, dataset: str, cpus: int) -> dict
         return {"to_first_step_s": first_step, "to_exit_s": time.perf_counter() - started}
 
 
+def raylets_running() -> int:
+    """Ray nodes already running on this machine: a local Ray started beside one (even a stopped one) waits about
+    3.4 s for its dashboard agent to give up on the port the first one holds (52365), so start-up is only comparable
+    with none."""
+    count = 0
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            count += comm.read_text().strip() == "raylet"
+        except OSError:
+            pass
+    return count
+
+
 def startup_layouts(dataset: str, cpus: int, repeats: int) -> dict:
     """`popvae train` of 8 members (pack_size auto) to its first step, fp32 vmap packs (the CPU default before bf16)
     against precision and pack mode auto, taking turns so that load drifts hit both."""
     layouts = {"fp32_vmap": ("fp32", "vmap"), "auto": ("auto", "auto")}
     runs: dict[str, list[dict]] = {label: [] for label in layouts}
-    load_before = os.getloadavg()
+    load_before, raylets = os.getloadavg(), raylets_running()
     for _ in range(repeats):
         for label, (precision, mode) in layouts.items():
             SPEED.update(precision=precision, pack_mode=mode)
             runs[label].append(startup(8, "auto", dataset, cpus))
     return {"benchmark": "startup to the first step", "machine": {"cpus": cpus, "dataset": dataset,
-            "load_average_before": load_before, "load_average_after": os.getloadavg()}, "target": TARGETS["startup_s"],
+            "load_average_before": load_before, "load_average_after": os.getloadavg(),
+            "other_ray_nodes_on_this_machine": raylets}, "target": TARGETS["startup_s"],
             "layouts": {label: {k: spread([r[k] for r in rs]) for k in rs[0]} for label, rs in runs.items()}}
 
 

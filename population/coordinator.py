@@ -122,12 +122,15 @@ class PopulationCoordinator:
                 lost.update(self._restart(self.pack_of[decision.best]))
                 candidates.update({i: math.nan for i in lost})
         lost.update(self._broadcast(decision, best_ref))
+        gathered = None
+        if self.record.checkpoint_due(epoch):
+            gathered, restarted = self._gather(best_ref)
+            lost.update(restarted)
         events = generation.member_events(self.pack_of, retried=barrier.retried, dropped=barrier.dropped, lost=lost,
                                           non_finite=non_finite)
         before, self.tau = self.tau, {**self.tau, **decision.taus}
         seconds = {"train": trained - started, "coordination": time.perf_counter() - trained}
-        entry = self.record.record_generation(epoch, results, scores, decision, before, events, seconds,
-                                              gather=lambda: self._gather(best_ref))
+        entry = self.record.record_generation(epoch, results, scores, decision, before, events, seconds, gathered)
         self.record.set_stop(*self._plateau())
         return dump(entry)
 
@@ -222,15 +225,23 @@ class PopulationCoordinator:
             ray.get(self.workers[p].set_weights.remote(self.last_broadcast))
         return list(members)
 
-    def _gather(self, best_ref: ray.ObjectRef) -> Gathered:
+    def _gather(self, best_ref: ray.ObjectRef) -> tuple[Gathered, list[int]]:
         """What a checkpoint needs (members are idle between generations); each member's own weights only when
-        there is no broadcast (after one, every member holds the best's)."""
+        there is no broadcast (after one, every member holds the best's). A pack that died since the broadcast is
+        restarted from it, its members' optimizer state begun afresh, like any pack lost after it reported: a
+        pack's death must never read as the coordinator's. Returns those members too."""
+        asked = {p: w.get_optimizer_state.remote() for p, w in self.workers.items()}
         optimizers: dict[int, dict[str, Any]] = {}
-        for states in ray.get([w.get_optimizer_state.remote() for w in self.workers.values()]):
-            optimizers.update(states)
+        restarted: list[int] = []
+        for p, ref in asked.items():
+            try:
+                optimizers.update(ray.get(ref))
+            except RayError:
+                restarted += self._restart(p)
+                optimizers.update(ray.get(self.workers[p].get_optimizer_state.remote()))
         own = None if self.cfg.broadcast else \
             {i: ray.get(self.workers[p].get_weights.remote(i)) for i, p in sorted(self.pack_of.items())}
-        return ray.get(best_ref), {i: optimizers[i] for i in sorted(optimizers)}, own
+        return (ray.get(best_ref), {i: optimizers[i] for i in sorted(optimizers)}, own), restarted
 
     def _load(self, restored: Gathered) -> None:
         """Every member back to the checkpoint the recorder read: weights, optimizer states, own weights."""

@@ -113,11 +113,15 @@ class Recorder:
         self.set_state(state)
 
     # --- one generation ---
+    def checkpoint_due(self, epoch: int) -> bool:
+        """Generation `epoch` (from 0) ends with a checkpoint: every `checkpoint_every` generations, and the last."""
+        return epoch + 1 == self.cfg.epochs or (epoch + 1) % self.cfg.checkpoint_every == 0
+
     def record_generation(self, epoch: int, results: dict[int, dict[str, Any] | None], scores: dict[int, float],
                           decision: Decision, before: Mapping[int, MemberTau], events: dict[int, MemberEvent],
-                          seconds: dict[str, float], gather: Callable[[], Gathered]) -> LineageEntry:
+                          seconds: dict[str, float], gathered: Gathered | None) -> LineageEntry:
         """Book the generation's outcome (`before`: the taus it trained at; `taus()` already the next ones), write
-        history and lineage, then (when due) a checkpoint, then the status."""
+        history and lineage, then the checkpoint (`gathered`, when `checkpoint_due`), then the status."""
         writing = time.perf_counter()
         best = decision.best  # `epoch` counts from 0 here; every file counts from 1
         self.best, self.epochs_done = best, epoch + 1
@@ -143,8 +147,8 @@ class Recorder:
         self._write_lineage()
         self.logs.generation(self.history[-len(self.members):], self.history,
                              {i: r.get("step_losses", []) for i, r in results.items() if r})
-        if epoch + 1 == self.cfg.epochs or (epoch + 1) % self.cfg.checkpoint_every == 0:
-            self._checkpoint(*gather(), best_tau=before[best].tau, best_score=scores[best])
+        if gathered is not None:
+            self._checkpoint(*gathered, best_tau=before[best].tau, best_score=scores[best])
         entry.seconds["checkpoint"] = time.perf_counter() - writing
         self._write_lineage()
         self.write_status()

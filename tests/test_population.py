@@ -126,6 +126,41 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(ray_session, tmp_path,
     assert whole["test_mse"] == resumed["test_mse"]
 
 
+def test_a_pack_that_dies_before_the_checkpoint_is_restarted_and_the_coordinator_goes_on(ray_session, tmp_path):
+    """A pack lost between the broadcast and the checkpoint's gather (here: killed right after the broadcast) is
+    restarted from the broadcast weights like any pack lost after it reported; its death used to escape the
+    coordinator's method and read, to the driver, as the coordinator's own."""
+    from popvae.population.coordinator import PopulationCoordinator
+    from popvae.population.run_folder import RunFolder
+
+    victim = 2
+
+    class KillsAPackAfterTheSecondBroadcast(PopulationCoordinator):  # pickled by value: workers cannot import tests
+        def _broadcast(self, decision, best_ref):
+            lost = super()._broadcast(decision, best_ref)
+            if self.record.epochs_done == 1:
+                pack = self.workers[self.pack_of[victim]]
+                ray_session.kill(pack)
+                with contextlib.suppress(ray_session.exceptions.RayError):
+                    ray_session.get(pack.pid.remote())  # returns once Ray knows it is dead
+            return lost
+
+    cfg = small_config(pack_size=1)  # one member per process: the victim dies alone; a checkpoint every epoch
+    data = load_run_data(cfg)
+    coord = ray_session.remote(KillsAPackAfterTheSecondBroadcast).options(namespace=NAMESPACE).remote(
+        cfg, str(tmp_path / "run"), (data.train.images, data.val.images), False)
+    assert ray_session.get(coord.run_generation.remote(0))["events"] == {}
+    assert ray_session.get(coord.run_generation.remote(1))["events"] == {str(victim): "restarted"}
+    assert ray_session.get(coord.run_generation.remote(2))["events"] == {}
+    checkpoint = RunFolder(tmp_path / "run").read_checkpoint()
+    assert checkpoint.epochs_done == 3 and sorted(checkpoint.optimizers) == [1, 2, 3]
+    handles = ray_session.get(coord.member_handles.remote())
+    assert member_weights_equal(handles)
+    for h in handles.values():
+        ray_session.kill(h)
+    ray_session.kill(coord)
+
+
 def wait_until_trained(ray_session, worker, member, before):
     """Until `member`'s weights differ from `before`: a worker runs one call at a time, so an answer with new weights
     comes after the whole train_epoch that changed them (and its result), not from inside it."""
