@@ -23,22 +23,13 @@ from pathlib import Path
 
 from popvae.population import folder_io
 from tests.test_faults import epoch, process_of, start, status, wait_for
-from tests.test_stop_faults import start_in_own_group
+from tests.test_stop_faults import sigterm_to_the_whole_group
 
 
 def sigterm_group(tmp: Path) -> dict:
-    run = tmp / "run"
-    proc = start_in_own_group(tmp, run, "--epochs", "400")
-    try:
-        wait_for(lambda: epoch(run) >= 1, proc=proc)
-        os.killpg(proc.pid, signal.SIGTERM)
-        _, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    code, err, run = sigterm_to_the_whole_group(tmp)
     state = status(run)["state"]
-    return {"right": proc.returncode == 143 and state == "interrupted", "exit": proc.returncode, "state": state,
-            "stderr_tail": err[-300:]}
+    return {"right": code == 143 and state == "interrupted", "exit": code, "state": state, "stderr_tail": err[-300:]}
 
 
 def kill_pack(tmp: Path) -> dict:

@@ -36,7 +36,9 @@ def state(pid: int) -> str | None:
         return None
 
 
-def test_sigterm_to_the_whole_process_group_exits_143_within_seconds(tmp_path):
+def sigterm_to_the_whole_group(tmp_path: Path) -> tuple[int, str, Path]:
+    """A training run's process group sent SIGTERM once it trains: its exit code, its stderr and its run folder
+    (also repeated by benchmarks/fault_races.py)."""
     run = tmp_path / "run"
     proc = start_in_own_group(tmp_path, run, "--epochs", "400")
     try:
@@ -46,7 +48,12 @@ def test_sigterm_to_the_whole_process_group_exits_143_within_seconds(tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 143, (proc.returncode, err)
+    return proc.returncode, err, run
+
+
+def test_sigterm_to_the_whole_process_group_exits_143_within_seconds(tmp_path):
+    code, err, run = sigterm_to_the_whole_group(tmp_path)
+    assert code == 143, (code, err)
     lines = [ln for ln in err.splitlines() if ln.startswith("popvae")]
     assert "SIGTERM" in lines[-1] and f"--resume {run}" in lines[-1], err
     assert status(run)["state"] == "interrupted"
