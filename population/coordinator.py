@@ -18,7 +18,9 @@ reset from the best and flagged (its slot only: weights and Adam state).
 
 from __future__ import annotations
 
+import importlib
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,9 @@ class PopulationCoordinator:
         down, an owner's attempt to recover its lost objects ends the process with exit 1 from inside Ray, before the
         driver can stop as interrupted. `restarts` > 0: this coordinator replaces one whose process died (the run's
         `restarts`-th time)."""
+        # The first checkpoint's optimizer states arrive as torch tensors: import torch while the packs start
+        # (seconds this actor spends waiting anyway) rather than inside the first generation.
+        threading.Thread(target=importlib.import_module, args=("torch",), name="import-torch", daemon=True).start()
         self.cfg = config
         self.tau = generation.first_taus(config)
         self.record = Recorder(config, Path(run_dir), taus=lambda: self.tau)

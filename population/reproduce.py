@@ -3,7 +3,8 @@
 Every training it starts is a normal run folder (OUT/runs/<step>) or robust job (OUT/robust/jobs/<method>), every
 attack an evaluation report (OUT/evaluations/<step>); a step whose result is on disk is never redone, a population
 run that was interrupted is resumed from its checkpoint, so running the same command again continues. The report
-(`population.repro_report`) is rewritten after every step from whatever is finished.
+(`population.repro_report`) is rewritten from whatever is finished after a step (at most once a minute, so that short
+steps do not wait on its plots) and whenever the command ends, finished, stopped or failed.
 
 The core arms (`CORE`: the population with the authors' dynamics, the annealed baseline, the baseline with n x the
 steps, the fixed-tau grid's best, the winning schedule alone, popvae's defaults) run once per training seed, each
@@ -16,6 +17,7 @@ papers' budgets, for GPUs).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Callable
@@ -352,28 +354,44 @@ def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, 
             return report_dir / "reproduction.md"
         progress = folder_io.read_json(out / "progress.json") if (out / "progress.json").is_file() else {"seconds": {}}
         started = time.perf_counter()
-        while True:
-            steps = current_steps()
-            todo = [s for s in steps if not step_done(out, s)]
-            if not todo:
-                break
-            step = todo[0]
-            key = f"{step.kind}:{step.name}"
-            say(f"[{len(steps) - len(todo) + 1}/{planned(protocol, data.steps_per_pass())}] {step.kind} {step.name}: "
-                f"{step.what}")
-            began = time.perf_counter()
-            try:
-                finished = _execute(step, out, protocol, data, address, num_cpus, on_generation)
-            finally:
-                progress["seconds"][key] = progress["seconds"].get(key, 0.0) + time.perf_counter() - began
-                progress["wall_seconds"] = progress.get("wall_seconds", 0.0) + time.perf_counter() - started
-                started = time.perf_counter()
-                folder_io.write_json(out / "progress.json", progress)
-            say(f"    {'done' if finished else 'stopped'} in {time.perf_counter() - began:.0f} s")
+
+        def report() -> None:
             write_report(out, report_dir, protocol, current_steps(), data.split("test"), data.steps_per_pass())
-            if not finished:
-                break
+
+        reported = time.monotonic()
+        try:
+            while True:
+                steps = current_steps()
+                todo = [s for s in steps if not step_done(out, s)]
+                if not todo:
+                    break
+                step = todo[0]
+                key = f"{step.kind}:{step.name}"
+                say(f"[{len(steps) - len(todo) + 1}/{planned(protocol, data.steps_per_pass())}] {step.kind} "
+                    f"{step.name}: {step.what}")
+                began = time.perf_counter()
+                try:
+                    finished = _execute(step, out, protocol, data, address, num_cpus, on_generation)
+                finally:
+                    progress["seconds"][key] = progress["seconds"].get(key, 0.0) + time.perf_counter() - began
+                    progress["wall_seconds"] = progress.get("wall_seconds", 0.0) + time.perf_counter() - started
+                    started = time.perf_counter()
+                    folder_io.write_json(out / "progress.json", progress)
+                say(f"    {'done' if finished else 'stopped'} in {time.perf_counter() - began:.0f} s")
+                if not finished:
+                    break
+                if time.monotonic() - reported >= REPORT_EVERY_S:
+                    report()
+                    reported = time.monotonic()
+        except BaseException:
+            with contextlib.suppress(Exception):  # the steps finished so far, reported before the error goes on
+                report()
+            raise
+        report()
         return report_dir / "reproduction.md"
+
+
+REPORT_EVERY_S = 60.0  # while steps run, the report is rewritten after a step at most this often (and always at the end)
 
 
 class _Data:

@@ -100,10 +100,11 @@ def test_one_member_follows_another_members_schedule(ray_session, tmp_path):
     ray_session.kill(coord)
 
 
-# precision and pack mode auto (bf16 looped packs on this machine) in one pack on two threads ("one-pack"), one
-# member per process ("unpacked") and without the broadcast; fp32 under vmap.
-@pytest.mark.parametrize("over", [{}, {"pack_mode": "vmap", "precision": "fp32"}, {"pack_size": 1}, {"broadcast": False}],
-                         ids=["one-pack", "vmap-fp32", "unpacked", "no-broadcast"])
+# precision and pack mode auto (bf16 looped packs on this machine) in one pack on two threads ("one-pack"); fp32
+# under vmap; one member per process without the broadcast, where each member's own weights and Adam state come back
+# from the checkpoint into its own process ("unpacked-no-broadcast").
+@pytest.mark.parametrize("over", [{}, {"pack_mode": "vmap", "precision": "fp32"}, {"pack_size": 1, "broadcast": False}],
+                         ids=["one-pack", "vmap-fp32", "unpacked-no-broadcast"])
 def test_stopped_and_resumed_run_equals_uninterrupted_run(ray_session, tmp_path, over):
     cfg = small_config(**over)
     data = load_run_data(cfg)

@@ -245,3 +245,18 @@ def test_a_core_only_preset_reports_from_nothing_yet_naming_every_missing_arm():
     assert "## Tables 2-3" not in text and "core arms only" in text
     assert "or fewer where the plateau stopper ended a run (3 generations without a best 0.1 % better)" in text
     assert "training seeds 3 (0, 1, 2) for the population and the annealed baseline, 1 for the other arms" in text
+
+
+def test_a_step_that_fails_still_leaves_the_report_of_what_finished(tmp_path, monkeypatch):
+    """The report is drawn at most once a minute while steps run, so a failure must draw it on the way out."""
+    import popvae.population.reproduce as module
+
+    def fails(step, *args):
+        raise RuntimeError(f"{step.name} broke")
+
+    monkeypatch.setattr(module, "_execute", fails)
+    with pytest.raises(RuntimeError, match="population-reference broke"):
+        reproduce(PRESETS["smoke"], tmp_path / "repro")
+    text = (tmp_path / "repro" / "reproduction.md").read_text()
+    assert re.search(r"\| population-reference \| \| \| not yet run \|", text)
+    assert "Steps finished: 0 of" in text
