@@ -112,23 +112,29 @@ dashboard    http://127.0.0.1:$SERVICE_PORT/   (this cluster's status service, a
 EOF
 }
 
-stop() {
-  local pidfile pid name
-  # the service first (it is a Ray driver), then the workers, the head last
-  for name in service worker1 worker2 head; do
-    pidfile=$STATE/pids/$name.pid
-    [[ -f $pidfile ]] || continue
-    pid=$(cat "$pidfile")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid"
-      for _ in $(seq 30); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.5
-      done
-      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
-    fi
-    rm -f "$pidfile"
+# Sends SIGTERM to the recorded processes named "$@" together, waits up to 15 s for all of them to end (SIGKILL
+# after that), and forgets their PIDs.
+end_together() {
+  local name pid pids=()
+  for name in "$@"; do
+    [[ -f $STATE/pids/$name.pid ]] || continue
+    pid=$(cat "$STATE/pids/$name.pid")
+    kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" && pids+=("$pid")
   done
+  for _ in $(seq 30); do
+    local left=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && left=1; done
+    ((left)) || break
+    sleep 0.5
+  done
+  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"; done
+  for name in "$@"; do rm -f "$STATE/pids/$name.pid"; done
+}
+
+stop() {
+  # the service (a Ray driver) and the workers together, the head once they are gone
+  end_together service worker1 worker2
+  end_together head
   # Ray's session files (its logs, sockets, per-session scratch) are the bulk of $STATE and of no use once the nodes
   # are gone; the runs, the nodes' and the service's own logs and the token stay
   local ray_size

@@ -25,7 +25,12 @@ def ray_session():
     """A real local Ray on 2 CPUs, started once and shared by every test that asks for it. It is Ray's own test
     cluster rather than `ray.init(num_cpus=2)` only so that its dashboard agent listens on a free port:
     `ray.init` always takes port 52365 (ray-project/ray#14763), and every `popvae` the tests start beside it would
-    then wait about 3.4 s for its own agent to give up on that port."""
+    then wait about 3.4 s for its own agent to give up on that port.
+
+    Ray's test-only `_system_config` shortens one wait: the fault tests make a pack late by SIGSTOPping its process,
+    and a stopped process cannot take Ray's request to exit, so the raylet waits `kill_worker_timeout_milliseconds`
+    (5 s by default) before it SIGKILLs it and frees its CPUs for the replacement. The tests check what happens, not
+    how long Ray waits."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -33,7 +38,7 @@ def ray_session():
 
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "include_dashboard": False, "dashboard_agent_listen_port": None,
-        "object_store_memory": 1 << 30})
+        "object_store_memory": 1 << 30, "_system_config": {"kill_worker_timeout_milliseconds": 500}})
     ray.init(address=cluster.address, log_to_driver=False, namespace=NAMESPACE)
     yield ray
     ray.shutdown()

@@ -277,7 +277,7 @@ def test_baseline_is_one_member_with_annealed_tau(ray_session, tmp_path):
 def test_member_past_the_timeout_is_dropped_from_the_generation_and_back_in_the_next(ray_session, tmp_path):
     # A pack of one whose process is stopped (SIGSTOP) cannot answer before any deadline, however loaded the machine;
     # member 1's two tiny steps fit in the deadline with a wide margin. The deadline is what the generation waits.
-    cfg = small_config(members=2, steps_per_epoch=2, pack_size=1, member_timeout_s=8.0)
+    cfg = small_config(members=2, steps_per_epoch=2, pack_size=1, member_timeout_s=5.0)
     coord = start_coordinator(cfg, tmp_path / "run")
     ray_session.get(coord.run_generation.remote(0))
     stuck = ray_session.get(coord.member_handles.remote())[2]
