@@ -16,7 +16,7 @@ from popvae.models.registry import build
 from popvae.population.folder_io import read_json, read_rows
 from popvae.population.methods import method_config
 from popvae.population.robust import make_trainer, train_job
-from popvae.population.robust_converged import PRESETS, arms, run_section, training_jobs
+from popvae.population.robust_converged import PRESETS, arms, queued, run_section, training_jobs
 from popvae.population.robust_converged_report import compare, markdown, t_interval
 from popvae.population.robust_presets import PAPER, PAPER_SEEDS, Schedule
 from popvae.population.run_folder import RunFolder
@@ -38,6 +38,9 @@ def test_paper_preset_reaches_the_optimizer_and_scheduler_as_stated() -> None:
     assert sorted(i for i in job if i.startswith("robust-gmm-dae")) == ["robust-gmm-dae-s0", "robust-gmm-dae-s1",
                                                                          "robust-gmm-dae-s2"]
     assert sum(1 for m, _ in arms(section) if m == "raven") == 1 and PAPER_SEEDS["vae-kl"] == 3
+    order = [j["id"] for j in queued(section, list(job.values()))]  # the MLP-encoder methods first, -lat twins last
+    assert order[:7] == [f"{m}-s{s}" for m in ("gmm-dae", "robust-gmm-dae") for s in range(3)] + ["vae-kl-s0"]
+    assert all(i.endswith("-lat-s0") for i in order[-4:]) and len(order) == len(job)
     robust = job["robust-gmm-dae-s0"]
     assert (robust["batch_size"], robust["epochs"]) == (100, 100)
     family, config = method_config("robust-gmm-dae", (1, 32, 32), robust["overrides"])
