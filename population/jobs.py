@@ -7,6 +7,7 @@ replaced in its slot.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,39 @@ def run_jobs(jobs: list[dict[str, Any]], train: ImageSet, test: ImageSet, worker
         RunFolder(job["dir"]).write_job_status(JobStatus.of_job(job))
     placement = Placement(workers, device, placement_timeout_s)
     slots = _started(placement, {k: placement.spawn(k) for k in range(workers)})
-    train_ref = ray.put((train.images, train.labels))  # once; every worker maps the same object
-    test_ref = ray.put((test.images, test.labels))
+    holder = DataHolder.remote((train.images, train.labels), (test.images, test.labels))
+    try:
+        return _run_queue(jobs, slots, placement, *ray.get(holder.refs.remote()), train.classes, on_done,
+                          placement_timeout_s)
+    finally:
+        with contextlib.suppress(Exception):  # after a process-group SIGTERM Ray is gone: the stop goes on
+            ray.kill(holder)
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class DataHolder:
+    """Puts the splits into the object store once (every worker maps the same objects), so that they are this
+    actor's and the driver owns no stored object: after a SIGTERM to the whole process group, an owner's attempt to
+    recover its lost objects ends the driver with exit 1 from inside Ray, before it can stop as interrupted (as the
+    population's coordinator does for its images, docs/PACKING.md §5)."""
+
+    def __init__(self, train: tuple[Any, Any], test: tuple[Any, Any]) -> None:
+        self._refs = [ray.put(train), ray.put(test)]
+
+    def refs(self) -> list[ray.ObjectRef]:
+        return self._refs
+
+
+def _run_queue(jobs: list[dict[str, Any]], slots: dict[int, Any], placement: Placement, train_ref: ray.ObjectRef,
+               test_ref: ray.ObjectRef, classes: tuple[str, ...], on_done: Any,
+               placement_timeout_s: float) -> dict[str, dict[str, Any]]:
+    """Each idle worker takes the next job; a worker that dies is replaced in its slot."""
     queue, running, results = list(jobs), {}, {}
     idle = list(slots)
     while queue or running:
         while idle and queue:
             slot, job = idle.pop(0), queue.pop(0)
-            running[slots[slot].run_job.remote(job, train_ref, test_ref, train.classes)] = (slot, job)
+            running[slots[slot].run_job.remote(job, train_ref, test_ref, classes)] = (slot, job)
         if not running:  # jobs left but no worker: every slot was lost and none could be replaced
             why = f"no worker found a slot on the cluster within {placement_timeout_s:g} s (each needs {placement.describe()})"
             for job in queue:
