@@ -28,10 +28,10 @@ def run_jobs(jobs: list[dict[str, Any]], train: ImageSet, test: ImageSet, worker
     the others, and if none is left the remaining jobs fail with the reason instead of waiting for ever."""
     for job in jobs:
         RunFolder(job["dir"]).write_job_status(JobStatus.of_job(job))
-    placement = Placement(workers, device, placement_timeout_s)
-    slots = _started(placement, {k: placement.spawn(k) for k in range(workers)})
-    holder = DataHolder.remote((train.images, train.labels), (test.images, test.labels))
+    holder = DataHolder.remote((train.images, train.labels), (test.images, test.labels))  # starts beside the workers
     try:
+        placement = Placement(workers, device, placement_timeout_s)
+        slots = _started(placement, {k: placement.spawn(k) for k in range(workers)})
         return _run_queue(jobs, slots, placement, *ray.get(holder.refs.remote()), train.classes, on_done,
                           placement_timeout_s)
     finally:
