@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -59,7 +58,6 @@ def main() -> None:
         "run_wall_s": spread([r["wall_s"] for r in later]),
         "first_generation_s": {part: spread(v) for part, v in first_gen.items()},
         "later_generations_s": {part: spread(v) for part, v in other_gens.items()},
-        "median_run_wall_s": statistics.median(r["wall_s"] for r in later),
     }, args.out)
 
 
