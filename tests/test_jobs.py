@@ -61,4 +61,3 @@ def test_jobs_fail_with_the_reason_when_no_worker_finds_a_slot(ray_session, tmp_
         assert results[method]["state"] == "failed"
         assert results[method]["error"].startswith("no worker found a slot on the cluster within 2 s")
         assert folder_io.read_json(tmp_path / "jobs" / method / "status.json")["state"] == "failed"
-
