@@ -124,15 +124,17 @@ def _quality(f: dict[str, Any], dataset: str) -> list[str]:
              f"The {FRECHET_NAME} is measured in the feature space of popvae's own CNN trained on this dataset, between "
              "test images and their reconstructions: it is not the paper's FID (Inception features, samples), which is "
              "printed beside it for reference only.", "",
-             "| method | seeds | epochs trained | best epoch | test MSE | Fréchet (popvae CNN) | paper FID |",
-             "|---|---|---|---|---|---|---|"]
+             "| method | seeds | epochs trained | best epoch | training wall h | test MSE | Fréchet (popvae CNN) | "
+             "paper FID |", "|---|---|---|---|---|---|---|---|"]
     for m, entry in f["methods"].items():
         seeds = list(entry["seeds"].values())
         mse = [s["metrics"]["test_mse"] for s in seeds]
         fd = [e["reconstruction"]["frechet_distance"]["value"] for e in _evals(entry)]
         epochs = "/".join(str(s["metrics"].get("epochs_trained", "")) for s in seeds)
         best = "/".join(str(s["metrics"].get("best_epoch", "")) for s in seeds)
-        lines.append(f"| {m} | {len(seeds)} | {epochs} | {best} | {_fmt(mse, 4)} | {_fmt(fd, 2)} | {fid.get(m, '')} |")
+        hours = "/".join(f"{s['metrics']['train_seconds'] / 3600:.2f}" for s in seeds)
+        lines.append(f"| {m} | {len(seeds)} | {epochs} | {best} | {hours} | {_fmt(mse, 4)} | {_fmt(fd, 2)} | "
+                     f"{fid.get(m, '')} |")
     return lines + [""]
 
 
@@ -243,11 +245,20 @@ def _settings(f: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _train_hours(f: dict[str, Any]) -> float:
+    return sum(seed["metrics"]["train_seconds"] for entry in f["methods"].values()
+               for seed in entry["seeds"].values()) / 3600
+
+
 def markdown(f: dict[str, Any]) -> list[str]:
     s = f["section"]
     missing = [x for entry in f["methods"].values() for x in entry["missing"]]
     lines = [f"# Robust autoencoders at their papers' budgets ({s['dataset']}, preset {s['preset']})", "",
              "Complete." if f["complete"] else f"PARTIAL: missing {', '.join(missing)}.", "",
+             f"Command: `popvae robust --preset {s['preset']} --dataset {s['dataset']} --run-dir RUN --report-dir "
+             "REPORT`; run again, it continues where it stopped; with `--report-only` it rewrites this report from the "
+             f"finished jobs. Training so far: {_train_hours(f):.1f} h of worker wall time, summed over the trainings "
+             "(which run side by side, one per worker; per seed in the reconstruction table).", "",
              "Validation loss = reconstruction MSE per pixel on a held-out 10 % of the training split (at most 2,000 "
              "images): the learning-rate decay, the stopper and model.pt's epoch (the best on it) all read it.", ""]
     dataset = s["dataset"]

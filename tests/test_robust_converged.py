@@ -105,9 +105,12 @@ def test_smoke_section_runs_end_to_end_and_continues(ray_session, tmp_path) -> N
     assert "Complete." in text and "## Table 1" in text and "## Table 3" in text and "AADDC" in text
     assert "Fréchet distance (popvae CNN features)" in text and "RAVEN beats the VAE" in text
     assert "| vae-kl | 2 | 1 |" in text  # two seeds of the VAE in Table 1
+    assert "Command: `popvae robust --preset smoke" in text
     assert (report_dir / "learning_curves.png").stat().st_size > 0
     facts = json.loads((report_dir / "robust-converged.json").read_text())
     assert facts["complete"] and len(facts["methods"]["vae-kl"]["seeds"]) == 2
+    seconds = [s["metrics"]["train_seconds"] for s in facts["methods"]["vae-kl"]["seeds"].values()]
+    assert f"| {'/'.join(f'{x / 3600:.2f}' for x in seconds)} |" in text  # each seed's training wall time
     on_fashion = "\n".join(markdown(facts | {"section": facts["section"] | {"dataset": "fashion-mnist"}}))
     assert " (0.22) |" in on_fashion  # the paper's Table 1 beside ours (Robust GMM-DAE, latent attack, L2 1)
     assert "| 64.89 |" in on_fashion and "80.65 / 59.15" in on_fashion  # its FID and Table 3
