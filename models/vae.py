@@ -4,8 +4,8 @@ The VAE regularises its posterior (KL, optionally split beta-TCVAE style) or its
 Shapiro-Wilk); the DAE twin outputs z directly and regularises the batch of codes the same way
 (there is no posterior for a KL). Latent adversarial training (their Algorithm 1) is a config
 switch: the trainer runs latent PGD on `latent_attack_objective` (attacks/ lives above models/)
-and hands the result to `adversarial_decoder_step`, which updates the decoder alone with its own
-optimizer.
+and updates the decoder alone on `adversarial_decoder_loss` with `decoder_optimizer()`, the decoder's
+own Adam (the trainer checkpoints its state beside the main optimizer's).
 """
 
 from __future__ import annotations
@@ -55,15 +55,16 @@ class _LuChenAE(TrainableAE):
         z0 = self.encode(x).detach()
         return z0, lambda z: pixel_sse(self.decode(z), x)
 
-    def adversarial_decoder_step(self, x: Tensor, z_adv: Tensor) -> Tensor:
-        """One update of the decoder only, on the reconstruction error of its output at the attacked latents."""
+    def adversarial_decoder_loss(self, x: Tensor, z_adv: Tensor) -> Tensor:
+        """The reconstruction error of the decoder's output at the attacked latents: what the decoder-only update
+        minimises."""
+        return pixel_sse(self.decode(z_adv.detach()), x).mean()
+
+    def decoder_optimizer(self) -> torch.optim.Optimizer:
+        """The decoder's own Adam for the adversarial updates, made on first use."""
         if self._decoder_opt is None:
             self._decoder_opt = torch.optim.Adam(self.decoder.parameters(), lr=self.config.adv_lr)
-        loss = pixel_sse(self.decode(z_adv.detach()), x).mean()
-        self._decoder_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self._decoder_opt.step()
-        return loss.detach()
+        return self._decoder_opt
 
 
 @register("vae", VAEConfig)

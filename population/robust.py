@@ -95,6 +95,7 @@ def train_job(method: str, train: ImageSet, test: ImageSet, job_dir: Path, epoch
         torch.manual_seed(seed)
         model = build(family, config).to(device)
         optimizer, scheduler = make_trainer(model, schedule)
+        adversarial = model.decoder_optimizer() if getattr(config, "latent_adv", False) else None
         history: list[dict[str, Any]] = []
         best: tuple[float, dict[str, Any] | None] = (math.inf, None)
         if resume is not None:
@@ -102,6 +103,8 @@ def train_job(method: str, train: ImageSet, test: ImageSet, job_dir: Path, epoch
             optimizer.load_state_dict(resume["optimizer"])
             if scheduler is not None:
                 scheduler.load_state_dict(resume["scheduler"])
+            if adversarial is not None and resume.get("decoder_optimizer") is not None:
+                adversarial.load_state_dict(resume["decoder_optimizer"])
             history, best = resume["history"], (resume["best_val"], resume["best"])
         steps = steps_per_epoch or max(len(train) // batch_size, 1)
         while len(history) < epochs and not (val is not None and _stalled(history, schedule)):
@@ -126,6 +129,7 @@ def train_job(method: str, train: ImageSet, test: ImageSet, job_dir: Path, epoch
                 folder.write_job_resume({
                     "config": json.dumps({**written, "device": None, "epochs": None}), "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": None if scheduler is None else scheduler.state_dict(),
+                    "decoder_optimizer": None if adversarial is None else adversarial.state_dict(),
                     "history": history, "best_val": best[0], "best": best[1]})
             publish(epoch=epoch, metrics={**parts, "seconds": history[-1]["seconds"]})
             if on_epoch is not None:

@@ -122,18 +122,36 @@ def craft_adversarial(model: nn.Module, x: Tensor, generator: torch.Generator | 
         return pgd(objective, x, c.eps, c.pgd_steps, generator=generator)
 
 
-def latent_adversarial_rounds(model: nn.Module, x: Tensor, generator: torch.Generator | None = None) -> float:
+def _forward_in(precision: Precision, device: torch.device, fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """`fn` run under the precision's autocast; a gradient taken of its output is computed outside it."""
+    def forward(z: Tensor) -> Tensor:
+        with autocast(precision, device):
+            return fn(z)
+    return forward
+
+
+def latent_adversarial_rounds(model: nn.Module, x: Tensor, generator: torch.Generator | None = None,
+                              precision: Precision = "fp32") -> float:
     """Lu & Chen Algorithm 1's inner loop: M rounds of K-step latent L2 PGD from E(x), each followed by a decoder update.
 
+    Forwards run in the step's precision, gradients outside autocast as in `train_step`: the decoder update is training,
+    and an attack whose gradients come through bf16 forwards is as strong as in fp32 (benchmarks/attack_precision.py).
     Returns the mean adversarial reconstruction error the decoder was updated on.
     """
     c = model.config
+    optimizer = model.decoder_optimizer()
     losses = []
     for _ in range(c.adv_rounds):
         with eval_mode(model):
             z0, objective = model.latent_attack_objective(x)
-            z_adv = pgd(objective, z0, c.adv_eps, c.adv_steps, norm="l2", clamp=None, generator=generator)
-        losses.append(float(model.adversarial_decoder_step(x, z_adv)))
+            z_adv = pgd(_forward_in(precision, x.device, objective), z0, c.adv_eps, c.adv_steps, norm="l2",
+                        clamp=None, generator=generator)
+        with autocast(precision, x.device):
+            loss = model.adversarial_decoder_loss(x, z_adv)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
     return float(np.mean(losses))
 
 
@@ -159,7 +177,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor,
     parts["total"].backward()
     optimizer.step()
     if getattr(model.config, "latent_adv", False):
-        out["adv_decoder"] = latent_adversarial_rounds(model, x, generator)
+        out["adv_decoder"] = latent_adversarial_rounds(model, x, generator, precision)
     return out
 
 

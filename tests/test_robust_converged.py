@@ -59,22 +59,23 @@ def test_paper_preset_reaches_the_optimizer_and_scheduler_as_stated() -> None:
     assert isinstance(make_trainer(build(family, config), PAPER["raven"][1])[0], torch.optim.RAdam)
 
 
-def test_schedule_decays_the_lr_and_an_interrupted_job_resumes_as_if_uninterrupted(tmp_path) -> None:
+@pytest.mark.parametrize("method", ["gmm-dae", "dae-mmd-lat"])  # -lat: its decoder's own Adam resumes too
+def test_schedule_decays_the_lr_and_an_interrupted_job_resumes_as_if_uninterrupted(method: str, tmp_path) -> None:
     train, test = load_split("synthetic", "train", synthetic_size=64), load_split("synthetic", "test", synthetic_size=64)
-    overrides, _ = PAPER["gmm-dae"]
+    overrides = {**PAPER[method][0], "lr": 0.002}
     schedule = Schedule(batch_size=16, epochs=3, steps_per_epoch=2, lr_decay="plateau", decay_patience=0,
                         decay_factor=0.5, stop_patience=None, min_delta=0.0)
     args = dict(epochs=3, batch_size=16, steps_per_epoch=2, seed=3, device="cpu", overrides=overrides, schedule=schedule)
-    whole = train_job("gmm-dae", train, test, tmp_path / "whole", **args, precision="fp32")
+    whole = train_job(method, train, test, tmp_path / "whole", **args, precision="fp32")
 
     def stop_after_two(status: dict) -> None:
         if status["epoch"] == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_job("gmm-dae", train, test, tmp_path / "cut", **args, on_epoch=stop_after_two, precision="fp32")
+        train_job(method, train, test, tmp_path / "cut", **args, on_epoch=stop_after_two, precision="fp32")
     assert [r["epoch"] for r in read_rows(tmp_path / "cut" / "history.parquet")] == [1, 2]
-    resumed = train_job("gmm-dae", train, test, tmp_path / "cut", **args, precision="auto")  # auto: as the job began
+    resumed = train_job(method, train, test, tmp_path / "cut", **args, precision="auto")  # auto: as the job began
     assert resumed["test_mse"] == whole["test_mse"] and resumed["epochs_trained"] == 3
     assert read_json(tmp_path / "cut" / "config.json")["precision"] == "fp32"
     rows = read_rows(tmp_path / "whole" / "history.parquet")
