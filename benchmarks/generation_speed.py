@@ -28,6 +28,7 @@ from benchmarks.common import emit, spread
 from benchmarks.population import ray_population
 from popvae.population.config import RunConfig, parse_config
 from popvae.population.driver import ensure_ray, load_run_data
+from popvae.population.training import cpu_model
 
 TODAY = "fp32/vmap/auto"
 LAYOUTS = [TODAY, "fp32/loop/4", "bf16/loop/8", "bf16/loop/4", "auto/auto/auto"]
@@ -58,7 +59,7 @@ def main() -> None:
     load_before = os.getloadavg()
     data = load_run_data(layout_config(TODAY, 2, 64, args.steps, args.generations, dataset))
     ensure_ray(num_cpus=cpus)
-    refs = [ray.put(data.train.images), ray.put(data.val.images)]
+    images = (data.train.images, data.val.images)  # by value: the coordinator puts them in the object store
     base = args.layouts[0]
     batches = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,7 +69,7 @@ def main() -> None:
             for r in range(args.repeats):
                 for layout in args.layouts:
                     cfg = layout_config(layout, args.members, batch, args.steps, args.generations, dataset)
-                    out = ray_population(cfg, refs, Path(tmp) / f"{batch}-{layout.replace('/', '-')}-{r}")
+                    out = ray_population(cfg, images, Path(tmp) / f"{batch}-{layout.replace('/', '-')}-{r}")
                     seconds[layout].append(statistics.median(out["seconds"][1:]))
                     workers[layout] = out["workers"]
             batches[str(batch)] = {
@@ -81,8 +82,8 @@ def main() -> None:
     ray.shutdown()
     emit({
         "benchmark": "generation_speed",
-        "machine": {"cpus": cpus, "platform": platform.machine(), "torch": torch.__version__, "ray": ray.__version__,
-                    "device": "cpu", "dataset": dataset, "load_average_before": load_before,
+        "machine": {"cpus": cpus, "cpu": cpu_model(), "platform": platform.machine(), "torch": torch.__version__,
+                    "ray": ray.__version__, "device": "cpu", "dataset": dataset, "load_average_before": load_before,
                     "load_average_after": os.getloadavg()},
         "config": {"members": args.members, "steps_per_generation": args.steps, "generations": args.generations,
                    "generations_counted": args.generations - 1, "repeats": args.repeats, "select_on": "train",

@@ -59,9 +59,9 @@ def _proc_kb(pid: int, path: str, field: str) -> int:
     return 0
 
 
-def ray_population(cfg, refs, run_dir: Path) -> dict:
+def ray_population(cfg, images, run_dir: Path) -> dict:
     """Seconds of every generation (status' generation_seconds) and the memory of every worker process after them."""
-    coord = Coordinator.options(namespace=NAMESPACE).remote(cfg, str(run_dir), refs, False)
+    coord = Coordinator.options(namespace=NAMESPACE).remote(cfg, str(run_dir), images, False)
     seconds = []
     for epoch in range(cfg.epochs):
         ray.get(coord.run_generation.remote(epoch))
@@ -174,7 +174,7 @@ def main() -> None:
     load_before = os.getloadavg()
     data = load_run_data(config(2, args.steps, args.generations, dataset))
     ensure_ray(num_cpus=cpus)
-    refs = [ray.put(data.train.images), ray.put(data.val.images)]
+    images = (data.train.images, data.val.images)  # by value: the coordinator puts them in the object store
     counted = lambda xs: statistics.median(xs[1:])  # noqa: E731  (drop the warm-up generation)
     sizes = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -183,7 +183,7 @@ def main() -> None:
             memory: dict[str, dict] = {}
             for r in range(args.repeats):
                 for label, pack_size in (("packed", "auto"), ("one_per_process", 1)):
-                    out = ray_population(config(n, args.steps, args.generations, dataset, pack_size), refs,
+                    out = ray_population(config(n, args.steps, args.generations, dataset, pack_size), images,
                                          Path(tmp) / f"{n}-{label}-{r}")
                     runs[label].append(counted(out["seconds"]))
                     memory[label] = {"workers": out["workers"], "rss_mb_per_member": out["rss_mb"] / n,

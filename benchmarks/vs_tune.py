@@ -59,8 +59,8 @@ def popvae_run(cfg_dict: dict, data, cpus: int, tmp: Path) -> dict:
     started = time.perf_counter()
     _init(cpus)
     cfg = parse_config(cfg_dict)
-    refs = [ray.put(data.train.images), ray.put(data.val.images)]
-    coord = Coordinator.options(namespace=NAMESPACE).remote(cfg, str(tmp), refs, False)
+    images = (data.train.images, data.val.images)  # by value: the coordinator puts them in the object store
+    coord = Coordinator.options(namespace=NAMESPACE).remote(cfg, str(tmp), images, False)
     entries, first = [], None
     for epoch in range(cfg.epochs):
         entries.append(ray.get(coord.run_generation.remote(epoch)))

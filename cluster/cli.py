@@ -243,10 +243,12 @@ def _robust_parser(sub: Any) -> None:
     p.add_argument("--steps-per-epoch", type=_int, help="cap the batches per epoch (default: a full pass)")
     p.add_argument("--seed", type=_int, help="seeds weights, batches and noise, default 0 (a preset sets its own seeds)")
     p.add_argument("--run-dir", type=Path, required=True, help="jobs go to RUN_DIR/jobs/<method>/ (a preset's: <method>-s<seed>)")
-    p.add_argument("--report-dir", type=Path, help="a preset's robust-converged.md, .json and plot (default: RUN_DIR)")
+    p.add_argument("--report-dir", type=Path, help="a preset's robust-converged.md, .json and plot (default: RUN_DIR); "
+                   "a report there of the same preset carries its finished jobs into a new RUN_DIR, which trains the rest")
     p.add_argument("--report-only", action="store_true", help="a preset's report from what is finished; train nothing")
     p.add_argument("--workers", type=_int, help="jobs running at once (default: one per method, at most the CPUs)")
-    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 (auto: bf16 on a GPU with it, else fp32)")
+    p.add_argument("--precision", default="auto",
+                   help="auto | fp32 | bf16 (auto: bf16 on a GPU with it or a CPU with AMX or AVX512-BF16, else fp32)")
     _cluster_flags(p)
 
 
@@ -396,7 +398,9 @@ def _reproduce_parser(sub: Any) -> None:
     p.add_argument("--data-root", help="folder holding the dataset files")
     p.add_argument("--out", type=Path, help="folder of every run it trains (default runs/reproduction-DATASET-PRESET); "
                                             "the same command again continues an interrupted reproduction")
-    p.add_argument("--report-dir", type=Path, help="where reproduction.md, .json and the plots go (default: --out)")
+    p.add_argument("--report-dir", type=Path, help="where reproduction.md, .json, the plots and each run's per-image "
+                   "scores go (default: --out); a report there of the same protocol carries its finished steps into a "
+                   "new --out, which then runs only the rest")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from the finished steps; train nothing")
     _cluster_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -32,8 +32,9 @@ TRAIN_FLAGS: dict[str, tuple[tuple[str, ...], Any, str]] = {
                          "(default 0: any)"),
     "--device": (("device",), str, "auto | cpu | cuda"),
     "--pack-size": (("pack_size",), PACK_SIZE, "members per worker process: auto (one pack per GPU or CPU node) | K"),
-    "--pack-mode": (("pack_mode",), str, "auto | vmap | loop: how a pack steps its members (auto: vmap)"),
-    "--precision": (("precision",), str, "auto | fp32 | bf16 (auto: bf16 on a GPU with it, else fp32)"),
+    "--pack-mode": (("pack_mode",), str, "auto | vmap | loop: how a pack steps its members (auto: vmap on a GPU, loop on a CPU)"),
+    "--precision": (("precision",), str, "auto | fp32 | bf16 (auto: bf16 on a GPU with it or a CPU with AMX or "
+                    "AVX512-BF16, else fp32)"),
     "--timeout": (("member_timeout_s",), float, "seconds a member may take for one epoch before it is dropped"),
     "--tau0": (("temperature", "tau0"), float, "initial tau"),
     "--tau-min": (("temperature", "tau_min"), float, "lower clip of tau"),

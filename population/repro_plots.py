@@ -11,16 +11,15 @@ from matplotlib.figure import Figure
 from popvae.attacks.figures import write_figure
 from popvae.population import paper_numbers as paper
 from popvae.population.plots import member_lines
-from popvae.population.reproduce import ABLATIONS, HEADLINE, run_dir
-from popvae.population.run_folder import RunFolder
+from popvae.population.reproduce import ABLATIONS, HEADLINE
 
 
-def plots(out: Path, facts: dict[str, Any], report_dir: Path) -> dict[str, str]:
+def plots(facts: dict[str, Any], report_dir: Path) -> dict[str, str]:
     """Each plot that has data: {key: the markdown that shows it and says what it shows}."""
     shown = {}
     for key, draw in (("ablations", _plot_ablations), ("tau", _plot_tau), ("curves", _plot_curves), ("figure4", _plot_figure4),
                       ("purification", _plot_purification), ("patches", _plot_patches)):
-        if (markdown := draw(out, facts, report_dir)) is not None:
+        if (markdown := draw(facts, report_dir)) is not None:
             shown[key] = markdown
     return shown
 
@@ -30,7 +29,7 @@ def _errors(runs: list[dict[str, Any]]) -> np.ndarray:
     return np.array([[r["test_mse"] - r["test_mse_ci95"][0], r["test_mse_ci95"][1] - r["test_mse"]] for r in runs]).T
 
 
-def _plot_ablations(out: Path, facts: dict[str, Any], report_dir: Path) -> str | None:
+def _plot_ablations(facts: dict[str, Any], report_dir: Path) -> str | None:
     arms = {n: facts["arms"][n] for n in ABLATIONS if n in facts["arms"]}
     if not arms:
         return None
@@ -50,7 +49,7 @@ def _plot_ablations(out: Path, facts: dict[str, Any], report_dir: Path) -> str |
             "interval over test images within that seed.")
 
 
-def _plot_curves(out: Path, facts: dict[str, Any], report_dir: Path) -> str | None:
+def _plot_curves(facts: dict[str, Any], report_dir: Path) -> str | None:
     """Each arm's learning curve (its first seed's run): the generation's best member's MSE on the fixed validation
     subset against the steps one member took (left) and against all members' steps together (right, the compute)."""
     found = {n: facts["runs"][facts["arms"][n]["runs"][0]].get("curve", []) for n in ABLATIONS if n in facts["arms"]}
@@ -76,13 +75,13 @@ def _plot_curves(out: Path, facts: dict[str, Any], report_dir: Path) -> str | No
             "who is ahead at which budget reads off one figure. Solid: relaxed codes; dashed: hard codes.")
 
 
-def _plot_tau(out: Path, facts: dict[str, Any], report_dir: Path) -> str | None:
-    names = [n for n in (HEADLINE, "population-defaults") if n in facts["runs"]]
+def _plot_tau(facts: dict[str, Any], report_dir: Path) -> str | None:
+    names = [n for n in (HEADLINE, "population-defaults") if facts["runs"].get(n, {}).get("tau_rows")]
     if not names:
         return None
     fig = Figure(figsize=(10, 4), layout="constrained")
     for ax, name in zip(fig.subplots(1, len(names), squeeze=False)[0], names, strict=True):
-        member_lines(ax, RunFolder(run_dir(out, name)).read_history_rows(), "tau")
+        member_lines(ax, facts["runs"][name]["tau_rows"], "tau")
         ax.set_title(f"{name}: tau per member (circle: best)", fontsize=10)
         ax.set_xlabel("epoch (generation)")
         ax.set_ylabel("tau used in the epoch")
@@ -92,7 +91,7 @@ def _plot_tau(out: Path, facts: dict[str, Any], report_dir: Path) -> str | None:
             "tau.png: each member's temperature per generation; a circle marks the generation's best.")
 
 
-def _plot_figure4(out: Path, facts: dict[str, Any], report_dir: Path) -> str | None:
+def _plot_figure4(facts: dict[str, Any], report_dir: Path) -> str | None:
     p = facts["protocol"]
     sizes = [(n, facts["runs"].get(HEADLINE if n == p["members"] else f"population-n{n}")) for n in p["sizes"]]
     sizes = [(n, r) for n, r in sizes if r]
@@ -110,7 +109,7 @@ def _plot_figure4(out: Path, facts: dict[str, Any], report_dir: Path) -> str | N
     return "![Figure 4: test MSE and training time against n](figure4.png)"
 
 
-def _plot_purification(out: Path, facts: dict[str, Any], report_dir: Path) -> str | None:
+def _plot_purification(facts: dict[str, Any], report_dir: Path) -> str | None:
     results = {k: facts["evaluations"].get(k, {}).get("purification") for k in (HEADLINE, "baseline")}
     if not any(results.values()):
         return None
@@ -139,7 +138,7 @@ def _plot_purification(out: Path, facts: dict[str, Any], report_dir: Path) -> st
             "(non-adaptive) numbers.")
 
 
-def _plot_patches(out: Path, facts: dict[str, Any], report_dir: Path) -> str | None:
+def _plot_patches(facts: dict[str, Any], report_dir: Path) -> str | None:
     rows = {k: facts["evaluations"].get(k, {}).get("patches", {}).get("rows", []) for k in (HEADLINE, "baseline")}
     if not any(rows.values()):
         return None

@@ -27,6 +27,7 @@ from popvae.population.reproduce import (
     Protocol,
     Step,
     again_command,
+    carried,
     evaluation_dir,
     generation_wins,
     planned,
@@ -79,7 +80,11 @@ def _run_facts(out: Path, step: Step, test: Any, steps_per_pass: int) -> dict[st
         # the learning curve: per generation, the best member's MSE on the fixed validation subset against compute
         "curve": [point.model_dump() for point in run.learning_curve()],
         "precision": summary.precision,
-    }
+    } | ({"tau_rows": [{k: r[k] for k in TAU_COLUMNS} for r in rows]} if step.name in TAU_PLOTTED else {})
+
+
+TAU_PLOTTED = (HEADLINE, "population-defaults")  # the runs whose members' taus tau.png draws
+TAU_COLUMNS = ("epoch", "member", "strategy", "tau", "is_best")
 
 
 def _generation_seconds(entry: dict[str, Any]) -> float:
@@ -113,9 +118,15 @@ def _arms(out: Path, protocol: Protocol, runs: dict[str, Any], test: Any) -> tup
 
 def collect(out: Path, protocol: Protocol, steps: list[Step], test: Any, steps_per_pass: int) -> dict[str, Any]:
     """Everything finished so far, as plain data (reproduction.json)."""
+    from popvae.population.training import cpu_model
+
     progress = folder_io.read_json(out / "progress.json") if (out / "progress.json").is_file() else {"seconds": {}}
-    done_runs = {s.name: s for s in steps if s.kind == "run" and run_done(run_dir(out, s.name))}
-    runs = {name: _run_facts(out, s, test, steps_per_pass) for name, s in done_runs.items()}
+    runs = {}
+    for step in steps:
+        if step.kind == "run" and run_done(run_dir(out, step.name)):  # with the CPU its times were taken on
+            runs[step.name] = _run_facts(out, step, test, steps_per_pass) | {"cpu": cpu_model()}
+        elif step.kind == "run" and (facts := carried(out, "runs", step.name)) is not None:
+            runs[step.name] = facts | {"carried": True}
     arms, differences = _arms(out, protocol, runs, test)
     evaluations = {}
     for s in steps:
@@ -124,12 +135,13 @@ def collect(out: Path, protocol: Protocol, steps: list[Step], test: Any, steps_p
     robust = {}
     for m in protocol.robust_methods:
         if robust_done(out, m):
-            robust[m] = RunFolder(robust_job_dir(out, m)).read_job_status().metrics
+            kept = carried(out, "robust", m)
+            robust[m] = RunFolder(robust_job_dir(out, m)).read_job_status().metrics if kept is None else kept | {"carried": True}
     import torch
 
     return {
         "protocol": protocol.model_dump(mode="json"),
-        "machine": {"cpus": _cpus(), "platform": platform.machine(), "torch": torch.__version__,
+        "machine": {"cpus": _cpus(), "cpu": cpu_model(), "platform": platform.machine(), "torch": torch.__version__,
                     "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"},
         "wall_seconds": progress.get("wall_seconds", 0.0), "step_seconds": progress["seconds"],
         "steps_done": sum(1 for s in steps if step_done(out, s)), "steps_total": planned(protocol, steps_per_pass),
@@ -152,7 +164,11 @@ def write_report(out: Path, report_dir: Path, protocol: Protocol, steps: list[St
     facts = collect(out, protocol, steps, test, steps_per_pass)
     facts["command"] = again_command(protocol, out, report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    figures = plots(out, facts, report_dir)
+    if report_dir != out:  # each run's per-image scores beside the report: what a new OUT carries its runs on with
+        for name in facts["runs"]:
+            scores = out / "scores" / f"{name}.npy"
+            atomic_write(report_dir / "scores" / scores.name, lambda fh, src=scores: fh.write(src.read_bytes()))
+    figures = plots(facts, report_dir)
     text = "\n".join(_markdown(facts, figures)) + "\n"
     atomic_write(report_dir / "reproduction.json", lambda fh: fh.write(_json(facts).encode()))
     atomic_write(report_dir / "reproduction.md", lambda fh: fh.write(text.encode()))
@@ -205,10 +221,12 @@ def _markdown(f: dict[str, Any], figures: dict[str, str]) -> list[str]:
     lines = [
         f"# Reproduction of the papers on {p['dataset']}, preset `{p['preset']}`", "",
         f"Command: `{f['command']}` (run it again to continue an interrupted or partial one). Measured on "
-        f"{f['machine']['cpus']} CPU cores, device {f['machine']['device']}, torch "
+        f"{f['machine']['cpus']} CPU cores ({f['machine'].get('cpu', 'model not recorded')}), device "
+        f"{f['machine']['device']}, torch "
         f"{f['machine']['torch']}. Steps finished: {f['steps_done']} of {f['steps_total']}; wall time"
         f"{'' if f['steps_done'] == f['steps_total'] else ' so far'} {f['wall_seconds'] / 60:.1f} min (start-up, training, "
         "scoring and attacks).", "",
+        *_carried_note(runs, f["robust"]),
         f"Budget of every GS-VAE run: {p['generations']} generations (epochs) of {steps} per member at batch "
         f"{p['batch_size']}{_stopper(p)}; training seeds {_seeds(p)}; populations of n = {p['members']}; precision "
         f"{', '.join(sorted({r.get('precision', 'fp32') for r in runs.values()})) or 'not yet known'}. "
@@ -236,6 +254,14 @@ def _markdown(f: dict[str, Any], figures: dict[str, str]) -> list[str]:
         f"- Seeds: {_seeds(p)}; the paper reports one run.", "",
     ]
     return lines
+
+
+def _carried_note(runs: dict[str, Any], robust: dict[str, Any]) -> list[str]:
+    names = [n for n, r in runs.items() if r.get("carried")] + [f"robust-{m}" for m, r in robust.items() if r.get("carried")]
+    cpus = sorted({r.get("cpu", "CPU not recorded") for r in runs.values() if r.get("carried")})
+    return [f"Carried from the earlier report in this folder (their run folders were lost, so they were not run again; "
+            f"their time is in the wall time; runs measured on {', '.join(cpus) or 'the machine above'}): "
+            f"{', '.join(names)}.", ""] if names else []
 
 
 def _stopper(p: dict[str, Any]) -> str:

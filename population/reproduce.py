@@ -4,7 +4,9 @@ Every training it starts is a normal run folder (OUT/runs/<step>) or robust job 
 attack an evaluation report (OUT/evaluations/<step>); a step whose result is on disk is never redone, a population
 run that was interrupted is resumed from its checkpoint, so running the same command again continues. The report
 (`population.repro_report`) is rewritten from whatever is finished after a step (at most once a minute, so that short
-steps do not wait on its plots) and whenever the command ends, finished, stopped or failed.
+steps do not wait on its plots) and whenever the command ends, finished, stopped or failed. The report also carries
+the results on: a new OUT given an earlier report of the same protocol as --report-dir takes its finished steps from
+it (`carry_in`) instead of training them again.
 
 The core arms (`CORE`: the population with the authors' dynamics, the annealed baseline, the baseline with n x the
 steps, the fixed-tau grid's best, the winning schedule alone, popvae's defaults) run once per training seed, each
@@ -26,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from popvae.models.atomic import atomic_write
 from popvae.population import folder_io
 from popvae.population.config import ConfigError, StopConfig
 from popvae.population.paper_numbers import FGSM_EPS, PGD_EPS
@@ -259,14 +262,25 @@ def robust_job_dir(out: Path, method: str) -> Path:
 
 
 def robust_done(out: Path, method: str) -> bool:
-    """A robust job whose status says done and whose model.pt is there."""
+    """A robust job whose status says done and whose model.pt is there, or one carried from an earlier report."""
     job = RunFolder(robust_job_dir(out, method))
-    return job.recorded_state() == "done" and job.model_path.is_file()
+    return (job.recorded_state() == "done" and job.model_path.is_file()) or carried_path(out, "robust", method).is_file()
+
+
+def carried_path(out: Path, kind: Literal["runs", "robust"], name: str) -> Path:
+    """Where `carry_in` left a finished run's facts (or a robust job's metrics) taken from an earlier report, in place
+    of a run folder that was lost."""
+    return out / "carried" / kind / f"{name}.json"
+
+
+def carried(out: Path, kind: Literal["runs", "robust"], name: str) -> dict[str, Any] | None:
+    path = carried_path(out, kind, name)
+    return folder_io.read_json(path) if path.is_file() else None
 
 
 def step_done(out: Path, step: Step) -> bool:
     if step.kind == "run":
-        return run_done(run_dir(out, step.name))
+        return run_done(run_dir(out, step.name)) or carried_path(out, "runs", step.name).is_file()
     if step.kind == "evaluation":
         return (evaluation_dir(out, step.name) / "report.json").is_file()
     return all(robust_done(out, m) for m in step.config["methods"])
@@ -280,12 +294,51 @@ def generation_wins(folder: Path) -> dict[int, int]:
     return wins
 
 
-def winning_member(folder: Path) -> int | None:
-    """The member that was best in the most generations of a finished run (ties: the lower index)."""
-    if not run_done(folder):
+def winning_member(out: Path, name: str) -> int | None:
+    """The member that was best in the most generations of a finished run, in OUT or carried (ties: the lower index)."""
+    if (facts := carried(out, "runs", name)) is not None:
+        wins = {int(k): v for k, v in facts["wins"].items()}
+    elif run_done(run_dir(out, name)):
+        wins = generation_wins(run_dir(out, name))
+    else:
         return None
-    wins = generation_wins(folder)
     return min(wins, key=lambda i: (-wins[i], i))
+
+
+def carry_in(out: Path, protocol: Protocol, report_dir: Path, steps: list[Step]) -> list[str]:
+    """Restore into OUT what an earlier report of this same protocol in `report_dir` holds and OUT lacks: finished runs
+    (their facts, and their per-image scores from REPORT/scores/), robust jobs' metrics, and the evaluation reports of
+    both. The report is what survives when the run folder does not (a scratch disk lost, a new machine), so a committed
+    report continues there. A run or robust job whose attacks the protocol asks for and the report lacks is not carried:
+    its model is gone, so it trains again. Returns the names carried."""
+    path = report_dir / "reproduction.json"
+    if report_dir == out or not path.is_file():
+        return []
+    facts = folder_io.read_json(path)
+    if facts.get("protocol") != protocol.model_dump(mode="json"):
+        return []
+    evaluations, attacked = facts.get("evaluations", {}), {s.name for s in steps if s.kind == "evaluation"}
+    names = []
+    for name, run in facts.get("runs", {}).items():
+        scores = report_dir / "scores" / f"{name}.npy"
+        if run_done(run_dir(out, name)) or carried_path(out, "runs", name).is_file() or not scores.is_file() \
+                or (name in attacked and name not in evaluations):
+            continue
+        atomic_write(out / "scores" / scores.name, lambda fh, src=scores: fh.write(src.read_bytes()))
+        folder_io.write_json(carried_path(out, "runs", name), run)
+        names.append(name)
+    for method, metrics in facts.get("robust", {}).items():
+        if robust_done(out, method) or (f"robust-{method}" in attacked and f"robust-{method}" not in evaluations):
+            continue
+        folder_io.write_json(carried_path(out, "robust", method), metrics)
+        names.append(f"robust-{method}")
+    for name in names:  # the attacks of what was carried come with it
+        if name in evaluations and not (evaluation_dir(out, name) / "report.json").is_file():
+            folder_io.write_json(evaluation_dir(out, name) / "report.json", evaluations[name])
+    if names and not (out / "progress.json").is_file():  # the time the carried steps took
+        seconds = {k: v for k, v in facts.get("step_seconds", {}).items() if k.split(":", 1)[1] in names}
+        folder_io.write_json(out / "progress.json", {"seconds": seconds, "wall_seconds": sum(seconds.values())})
+    return names
 
 
 # --- running it ---
@@ -346,8 +399,11 @@ def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, 
         data = _Data(protocol, data_root)
 
         def current_steps() -> list[Step]:  # a winning schedule's step appears once its seed's reference run is done
-            winners = {s: winning_member(run_dir(out, seeded(HEADLINE, s, protocol))) for s in protocol.seeds_of(HEADLINE)}
+            winners = {s: winning_member(out, seeded(HEADLINE, s, protocol)) for s in protocol.seeds_of(HEADLINE)}
             return steps_of(protocol, data.steps_per_pass(), winners)
+
+        if names := carry_in(out, protocol, report_dir, current_steps()):
+            say(f"carried from {report_dir / 'reproduction.json'} (not run again): {', '.join(names)}")
 
         if report_only:
             write_report(out, report_dir, protocol, current_steps(), data.split("test"), data.steps_per_pass())

@@ -5,7 +5,9 @@ Each (method, seed) is a robust job (OUT/jobs/<method>-s<seed>/) and each attack
 (OUT/evaluations/<method>-s<seed>/report.json), all on the worker pool in parallel. Running the same command again
 continues: a job that is done is skipped, one that was interrupted resumes after its last checkpointed epoch, one
 with no checkpoint starts again. The report (`population.robust_converged_report`) is rewritten at the end from
-whatever is finished, naming what is missing. Planning is pure (no torch, no Ray).
+whatever is finished, naming what is missing. The report also outlives its run folder: a job that an earlier report
+in the same report folder holds finished (same section, attacked) and that OUT has not trained is carried into the new
+report, not trained again, so a committed report continues on a new machine. Planning is pure (no torch, no Ray).
 """
 
 from __future__ import annotations
@@ -142,28 +144,31 @@ def run_section(section: Section, out: Path, report_dir: Path | None = None, *, 
     from popvae.population.driver import ensure_ray
     from popvae.population.folder_lock import holding
     from popvae.population.jobs import run_jobs
-    from popvae.population.robust_converged_report import write_report
+    from popvae.population.robust_converged_report import earlier_results, write_report
 
     out, say = Path(out), say or (lambda line: None)
     report_dir = Path(report_dir or out)
     check_out(out, section)
     with holding(out):
+        jobs = training_jobs(section, out)
+        earlier = earlier_results(section, report_dir)  # what a lost run folder had finished: not trained again
+        carried = {j["id"]: earlier[j["id"]] for j in jobs if not trained(j) and j["id"] in earlier}
         folder_io.write_json(out / "section.json", section.model_dump(mode="json"))
         folder = RunFolder(out)
         if not folder.config_path.exists():
             folder.write_config({"kind": "robust", "dataset": section.dataset, "data_root": data_root,
                                  "methods": list(section.methods), "preset": section.preset})
-        jobs = training_jobs(section, out)
         if not report_only:
             train, test = (load_split(section.dataset, split, data_root, section.synthetic_size) for split in ("train", "test"))
             ensure_ray(address, num_cpus)
             count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
             # a training job attacks its model in the same worker; a model trained earlier is attacked on its own
-            todo = [j | {"evaluation": evaluation_job(section, out, j)} for j in queued(section, jobs) if not trained(j)]
+            todo = [j | {"evaluation": evaluation_job(section, out, j)} for j in queued(section, jobs)
+                    if not trained(j) and j["id"] not in carried]
             todo += [evaluation_job(section, out, j) for j in jobs if trained(j) and not evaluated(out, j["id"])]
             left = sum(1 for j in todo if j["kind"] == "robust")
             say(f"{left} of {len(jobs)} trainings to run (each then attacks its model), {len(todo) - left} attacks of "
-                f"models trained before, on {min(count, len(todo))} workers")
+                f"models trained before, {len(carried)} carried from {report_dir}, on {min(count, len(todo))} workers")
             if todo:
                 run_jobs(todo, train, test, min(count, len(todo)), on_done=lambda j, r: say(f"{j['id']}: {r['state']}"))
-        return write_report(section, out, report_dir, jobs)
+        return write_report(section, out, report_dir, jobs, carried)

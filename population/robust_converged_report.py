@@ -20,9 +20,11 @@ from popvae.attacks.metrics import FRECHET_NAME
 from popvae.models.atomic import atomic_write
 from popvae.population import folder_io
 from popvae.population import paper_numbers as paper
-from popvae.population.robust_converged import Section, evaluated, evaluation_dir, trained
+from popvae.population.robust_converged import Section, evaluated, evaluation_dir, job_id, trained
 from popvae.population.robust_presets import source_of
 from popvae.population.run_folder import RunFolder
+
+REPORT_JSON = "robust-converged.json"
 
 # (column, experiment, key in its rows, higher = more robust)
 TABLE1 = (("latent: target vs adv. rec.", "latent", "ms_ssim_target_vs_adv_rec", False),
@@ -42,11 +44,36 @@ def t_interval(values: list[float]) -> tuple[float, float, float]:
     return float(v.mean()), float(v.mean()) - half, float(v.mean()) + half
 
 
-def collect(section: Section, out: Path, jobs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per method: its settings' source, and per finished seed the job's metrics, validation curve and attacks."""
+def earlier_results(section: Section, report_dir: Path) -> dict[str, dict[str, Any]]:
+    """{job id: its seed entry} for every seed that an earlier report of this same section in `report_dir` holds
+    trained and attacked. The report is what survives when the run folder does not (a scratch disk lost, a new
+    machine): such a job is carried into the new report instead of trained again. A report of other settings gives
+    nothing."""
+    path = Path(report_dir) / REPORT_JSON
+    if not path.is_file():
+        return {}
+    try:
+        facts = folder_io.read_json(path)
+        same = Section.model_validate(facts["section"]).model_dump(mode="json") == section.model_dump(mode="json")
+    except Exception:  # unreadable, or written by another version of the section: nothing to carry
+        return {}
+    if not same:
+        return {}
+    return {job_id(m, int(seed)): entry for m, method in facts["methods"].items() if m in section.methods
+            for seed, entry in method["seeds"].items() if "evaluation" in entry}
+
+
+def collect(section: Section, out: Path, jobs: list[dict[str, Any]],
+            carried: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Per method: its settings' source, and per finished seed the job's metrics, validation curve and attacks; a
+    job in `carried` (seed entries of an earlier report, `earlier_results`) is taken from there, marked carried."""
     methods: dict[str, Any] = {m: {"source": source_of(m), "seeds": {}, "missing": []} for m in section.methods}
+    carried = carried or {}
     for job in jobs:
         entry = methods[job["method"]]
+        if job["id"] in carried:
+            entry["seeds"][str(job["seed"])] = carried[job["id"]] | {"carried": True}
+            continue
         if not trained(job):
             entry["missing"].append(f"{job['id']} (training)")
             continue
@@ -250,6 +277,14 @@ def _train_hours(f: dict[str, Any]) -> float:
                for seed in entry["seeds"].values()) / 3600
 
 
+def _carried_note(f: dict[str, Any]) -> list[str]:
+    carried = [f"{m}-s{seed}" for m, entry in f["methods"].items() for seed, s in entry["seeds"].items() if s.get("carried")]
+    if not carried:
+        return []
+    return [f"Carried from the earlier report in this folder (their run folders were not in RUN when this was written, "
+            f"so they were not trained again): {', '.join(carried)}.", ""]
+
+
 def markdown(f: dict[str, Any]) -> list[str]:
     s = f["section"]
     missing = [x for entry in f["methods"].values() for x in entry["missing"]]
@@ -259,6 +294,7 @@ def markdown(f: dict[str, Any]) -> list[str]:
              "REPORT`; run again, it continues where it stopped; with `--report-only` it rewrites this report from the "
              f"finished jobs. Training so far: {_train_hours(f):.1f} h of worker wall time, summed over the trainings "
              "(which run side by side, one per worker; per seed in the reconstruction table).", "",
+             *_carried_note(f),
              "Validation loss = reconstruction MSE per pixel on a held-out 10 % of the training split (at most 2,000 "
              "images): the learning-rate decay, the stopper and model.pt's epoch (the best on it) all read it.", ""]
     dataset = s["dataset"]
@@ -281,11 +317,12 @@ def plot_curves(f: dict[str, Any], path: Path) -> Path:
     return write_figure(fig, path)
 
 
-def write_report(section: Section, out: Path, report_dir: Path, jobs: list[dict[str, Any]]) -> Path:
+def write_report(section: Section, out: Path, report_dir: Path, jobs: list[dict[str, Any]],
+                 carried: dict[str, dict[str, Any]] | None = None) -> Path:
     """robust-converged.json, robust-converged.md and learning_curves.png into `report_dir`; returns the markdown."""
-    facts = collect(section, Path(out), jobs)
+    facts = collect(section, Path(out), jobs, carried)
     report_dir = Path(report_dir)
-    folder_io.write_json(report_dir / "robust-converged.json", facts)
+    folder_io.write_json(report_dir / REPORT_JSON, facts)
     plot_curves(facts, report_dir / "learning_curves.png")
     path = report_dir / "robust-converged.md"
     atomic_write(path, lambda fh: fh.write("\n".join(markdown(facts)).encode()))

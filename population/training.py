@@ -50,16 +50,27 @@ def resolve_precision(precision: str, device: torch.device) -> Precision:
     return "bf16" if cpu_runs_bf16_fast() else "fp32"
 
 
+def _cpuinfo() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def cpu_runs_bf16_fast(cpuinfo: str | None = None) -> bool:
     """Whether /proc/cpuinfo's flags (or the text given) include amx_bf16 or avx512_bf16."""
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8") as f:
-                cpuinfo = f.read()
-        except OSError:
-            return False
-    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
+    text = _cpuinfo() if cpuinfo is None else cpuinfo
+    flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
     return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name from /proc/cpuinfo (or the text given), with whether it runs bf16 fast: timings are only
+    comparable on the same model, so reports name it."""
+    text = _cpuinfo() if cpuinfo is None else cpuinfo
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown")
+    return f"{name} ({'AMX or AVX512-BF16' if cpu_runs_bf16_fast(text) else 'no fast bf16'})"
 
 
 def autocast(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager[object]:

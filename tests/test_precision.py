@@ -16,7 +16,7 @@ from popvae.population.folder_io import read_json
 from popvae.population.pack import pack_mode_for
 from popvae.population.plans import plan_robust
 from popvae.population.robust import train_job
-from popvae.population.training import autocast, cpu_runs_bf16_fast, resolve_precision
+from popvae.population.training import autocast, cpu_model, cpu_runs_bf16_fast, resolve_precision
 from tests.robust_data import fashion
 
 SMALL_MODEL = {"widths": [8, 16, 16, 16], "z1_vars": 4, "z1_categories": 4, "z2_vars": 2, "z2_categories": 4}
@@ -32,6 +32,9 @@ OLDER = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n"
 def test_the_cpu_flags_are_read_and_auto_precision_keeps_an_explicit_choice():
     assert cpu_runs_bf16_fast(SAPPHIRE) and not cpu_runs_bf16_fast(OLDER)
     assert cpu_runs_bf16_fast("flags : avx512_bf16\n") and not cpu_runs_bf16_fast("model name : amx_bf16 lookalike\n")
+    assert cpu_model("model name\t: Intel Xeon\n" + SAPPHIRE) == "Intel Xeon (AMX or AVX512-BF16)"
+    assert cpu_model("model name\t: AMD EPYC\n" + OLDER) == "AMD EPYC (no fast bf16)"
+    assert cpu_model("") == "unknown (no fast bf16)"
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
     assert resolve_precision("auto", cpu) == ("bf16" if cpu_runs_bf16_fast() else "fp32")  # this machine's flags

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -19,9 +20,11 @@ from popvae.population.reproduce import (
     ABLATIONS,
     PRESETS,
     again_command,
+    carried_path,
     check_out_dir,
     planned,
     reproduce,
+    run_dir,
     steps_of,
     winning_member,
     with_seeds,
@@ -77,13 +80,15 @@ def test_every_core_arm_runs_once_per_seed_each_its_own_folder():
 
 
 def test_winning_member_counts_generations_won(tmp_path):
-    folder = RunFolder(tmp_path / "run")
+    folder = RunFolder(run_dir(tmp_path, "run"))
     folder.write_lineage([LineageEntry(epoch=e, best=best, best_loss=1.0, received={}, tau_before={}, tau_after={})
                           for e, best in enumerate([3, 2, 3, 2])])
-    assert winning_member(folder.path) is None  # not finished
+    assert winning_member(tmp_path, "run") is None  # not finished
     folder_io.write_json(folder.status_path, {"state": "done"})
     folder_io.write_json(folder.summary_path, {})
-    assert winning_member(folder.path) == 2  # a tie goes to the lower index
+    assert winning_member(tmp_path, "run") == 2  # a tie goes to the lower index
+    folder_io.write_json(carried_path(tmp_path, "runs", "kept"), {"wins": {"1": 2, "4": 3}})
+    assert winning_member(tmp_path, "kept") == 4  # a run carried from an earlier report: its wins are in its facts
 
 
 def test_a_folder_of_another_preset_or_with_other_files_is_refused(tmp_path):
@@ -214,7 +219,7 @@ def test_smoke_reproduction_interrupted_mid_run_then_continued(ray_session, tmp_
     for name, run in facts["runs"].items():
         low, high = run["test_mse_ci95"]
         assert low <= run["test_mse"] <= high, name
-    winner = winning_member(out / "runs" / "population-reference")
+    winner = winning_member(out, "population-reference")
     solo = folder_io.read_rows(out / "runs" / "winning-schedule-alone" / "history.parquet")
     assert {r["strategy"] for r in solo} == {strategy_for(winner)}
     text = report.read_text()
@@ -243,6 +248,22 @@ def test_smoke_reproduction_interrupted_mid_run_then_continued(ray_session, tmp_
     report.unlink()
     assert reproduce(PRESETS["smoke"], out, report_only=True).read_text() == text  # rewritten, nothing trained
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*") if p.is_file()} == before
+
+    # The run folders lost (a new machine): a new --out given this report carries every finished step, runs nothing.
+    (tmp_path / "report").mkdir()
+    for name in ("reproduction.json", "scores"):
+        (shutil.copytree if name == "scores" else shutil.copy)(out / name, tmp_path / "report" / name)
+    said.clear()
+    again = reproduce(PRESETS["smoke"], tmp_path / "new", tmp_path / "report", say=said.append).read_text()
+    assert said[0].startswith("carried from") and not any(re.match(r"\[\d+/", line) for line in said)
+    assert not (tmp_path / "new" / "runs").exists() and not (tmp_path / "new" / "robust").exists()
+    kept = json.loads((tmp_path / "report" / "reproduction.json").read_text())
+    assert kept["steps_done"] == facts["steps_total"] and kept["evaluations"] == facts["evaluations"]
+    assert all(kept["runs"][n] == r | {"carried": True} for n, r in facts["runs"].items())
+    assert kept["arms"] == facts["arms"] and kept["differences"] == facts["differences"]  # per-image scores carried
+    assert all(kept["robust"][m] == r | {"carried": True} for m, r in facts["robust"].items())
+    assert "Carried from the earlier report" in again and again.split("## Table 1")[1] == text.split("## Table 1")[1]
+    assert (tmp_path / "report" / "tau.png").stat().st_size > 0
 
 
 def test_the_command_that_continues_names_every_setting_that_differs_from_the_preset(tmp_path):

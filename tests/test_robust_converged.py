@@ -17,7 +17,7 @@ from popvae.population.folder_io import read_json, read_rows
 from popvae.population.methods import method_config
 from popvae.population.robust import make_trainer, train_job
 from popvae.population.robust_converged import PRESETS, arms, queued, run_section, training_jobs
-from popvae.population.robust_converged_report import compare, markdown, t_interval
+from popvae.population.robust_converged_report import compare, earlier_results, markdown, t_interval
 from popvae.population.robust_presets import PAPER, PAPER_SEEDS, Schedule
 from popvae.population.run_folder import RunFolder
 
@@ -126,6 +126,18 @@ def test_smoke_section_runs_end_to_end_and_continues(ray_session, tmp_path) -> N
     assert main(["robust", "--preset", "smoke", "--run-dir", str(out), "--report-dir", str(report_dir),
                  "--report-only"]) == 0
     assert "PARTIAL: missing raven-s0 (attacks)" in (report_dir / "robust-converged.md").read_text()
+    # The run folder lost (a new machine): the report's finished jobs are carried, only raven-s0 is trained again.
+    partial = json.loads((report_dir / "robust-converged.json").read_text())
+    assert main(["robust", "--preset", "smoke", "--run-dir", str(tmp_path / "new"), "--report-dir", str(report_dir)]) == 0
+    assert sorted(p.name for p in (tmp_path / "new" / "jobs").iterdir()) == ["evaluation-raven-s0", "raven-s0"]
+    again = json.loads((report_dir / "robust-converged.json").read_text())
+    assert again["complete"] and again["methods"]["vae-kl"]["seeds"] == {
+        k: v | {"carried": True} for k, v in partial["methods"]["vae-kl"]["seeds"].items()}
+    assert "carried" not in again["methods"]["raven"]["seeds"]["0"]
+    text = (report_dir / "robust-converged.md").read_text()
+    assert "Complete." in text and "not trained again): vae-kl-s0, vae-kl-s1, robust-gmm-dae-s0." in text
+    assert earlier_results(PRESETS["smoke"], report_dir).keys() == {"vae-kl-s0", "vae-kl-s1", "robust-gmm-dae-s0", "raven-s0"}
+    assert earlier_results(PRESETS["smoke"].model_copy(update={"precision": "fp32"}), report_dir) == {}  # other settings
 
 
 def test_preset_rejects_flags_it_sets(tmp_path, capsys) -> None:
