@@ -243,8 +243,9 @@ def _robust_parser(sub: Any) -> None:
     p.add_argument("--steps-per-epoch", type=_int, help="cap the batches per epoch (default: a full pass)")
     p.add_argument("--seed", type=_int, help="seeds weights, batches and noise, default 0 (a preset sets its own seeds)")
     p.add_argument("--run-dir", type=Path, required=True, help="jobs go to RUN_DIR/jobs/<method>/ (a preset's: <method>-s<seed>)")
-    p.add_argument("--report-dir", type=Path, help="a preset's robust-converged.md, .json and plot (default: RUN_DIR); "
-                   "a report there of the same preset carries its finished jobs into a new RUN_DIR, which trains the rest")
+    p.add_argument("--report-dir", type=Path, help="a preset's robust-converged.md, .json and plot (default: RUN_DIR)")
+    p.add_argument("--carry", action="store_true", help="with --preset: take the jobs that the report in --report-dir "
+                   "(same preset and settings) holds finished instead of training them again")
     p.add_argument("--report-only", action="store_true", help="a preset's report from what is finished; train nothing")
     p.add_argument("--workers", type=_int, help="jobs running at once (default: one per method, at most the CPUs)")
     p.add_argument("--precision", default="auto",
@@ -260,8 +261,8 @@ def cmd_robust(args: argparse.Namespace) -> int:
         return _robust_preset(args)
     if not args.methods:
         return _fail("give --methods, or --preset paper for every method at its paper's settings")
-    if args.report_dir or args.report_only:
-        return _fail("--report-dir and --report-only go with --preset")
+    if args.report_dir or args.report_only or args.carry:
+        return _fail("--report-dir, --report-only and --carry go with --preset")
     try:
         check_cluster_flags(args.address, args.num_cpus)
         plan = plan_robust(args.methods, args.run_dir, dataset=args.dataset or "fashion-mnist", data_root=args.data_root,
@@ -309,6 +310,8 @@ def _robust_preset(args: argparse.Namespace) -> int:
         section = section.model_copy(update={"dataset": check_dataset_name(args.dataset or section.dataset),
                                              "precision": args.precision})
         validated(JobSettings, {"workers": args.workers}, flags=True)
+        if args.carry and args.report_dir is None:
+            raise ConfigError("--carry takes the finished jobs of the report in --report-dir: give --report-dir")
         check_out(args.run_dir, section)
         check_cluster_flags(args.address, args.num_cpus)
         check_reachable(args.address)  # before --run-dir is written
@@ -323,7 +326,7 @@ def _robust_preset(args: argparse.Namespace) -> int:
     again = f"popvae robust --preset {args.preset} --dataset {section.dataset} --run-dir {args.run_dir}"
     try:
         report = run_section(section, args.run_dir, args.report_dir, data_root=args.data_root, address=args.address,
-                             num_cpus=args.num_cpus, workers=args.workers, report_only=args.report_only,
+                             num_cpus=args.num_cpus, workers=args.workers, report_only=args.report_only, carry=args.carry,
                              say=lambda line: print(line, file=sys.stderr, flush=True))
     except KeyboardInterrupt as stop:
         return _interrupted(as_interrupted(stop), f"finished epochs are kept in {args.run_dir}; continue with: {again}")
@@ -399,9 +402,10 @@ def _reproduce_parser(sub: Any) -> None:
     p.add_argument("--out", type=Path, help="folder of every run it trains (default runs/reproduction-DATASET-PRESET); "
                                             "the same command again continues an interrupted reproduction")
     p.add_argument("--report-dir", type=Path, help="where reproduction.md, .json, the plots and each run's per-image "
-                   "scores go (default: --out); a report there of the same protocol carries its finished steps into a "
-                   "new --out, which then runs only the rest")
+                   "scores go (default: --out)")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from the finished steps; train nothing")
+    p.add_argument("--carry", action="store_true", help="take the steps that the report in --report-dir (same preset "
+                   "and settings) holds finished instead of running them again, e.g. on a machine that lost --out")
     _cluster_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -417,6 +421,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         if args.seeds is not None:
             protocol = with_seeds(protocol, args.seeds)
         out = args.out or Path("runs") / f"reproduction-{protocol.dataset}-{protocol.preset}"
+        if args.carry and args.report_dir is None:
+            raise ConfigError("--carry takes the finished steps of the report in --report-dir: give --report-dir")
         check_out_dir(out, protocol)
         check_cluster_flags(args.address, args.num_cpus)
         check_reachable(args.address)  # before --out is written
@@ -432,7 +438,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     try:
         report = reproduce(protocol, out, args.report_dir, data_root=args.data_root, address=args.address,
-                           num_cpus=args.num_cpus, say=say, report_only=args.report_only)
+                           num_cpus=args.num_cpus, say=say, report_only=args.report_only, carry=args.carry)
     except KeyboardInterrupt as stop:
         return _interrupted(as_interrupted(stop), f"finished steps are kept in {out}; continue with: {again}")
     except (ConfigError, DatasetError) as err:

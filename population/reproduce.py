@@ -6,7 +6,7 @@ run that was interrupted is resumed from its checkpoint, so running the same com
 (`population.repro_report`) is rewritten from whatever is finished after a step (at most once a minute, so that short
 steps do not wait on its plots) and whenever the command ends, finished, stopped or failed. The report also carries
 the results on: a new OUT given an earlier report of the same protocol as --report-dir takes its finished steps from
-it (`carry_in`) instead of training them again.
+it (`carry_in`, asked for with `--carry`) instead of training them again.
 
 The core arms (`CORE`: the population with the authors' dynamics, the annealed baseline, the baseline with n x the
 steps, the fixed-tau grid's best, the winning schedule alone, popvae's defaults) run once per training seed, each
@@ -381,12 +381,13 @@ def again_command(protocol: Protocol, out: Path, report_dir: Path | None) -> str
 def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, data_root: str | None = None,
               address: str | None = None, num_cpus: int | None = None, say: Callable[[str], None] | None = None,
               on_generation: Callable[[str, dict[str, Any]], bool | None] | None = None,
-              report_only: bool = False) -> Path:
+              report_only: bool = False, carry: bool = False) -> Path:
     """Run (or continue) every step of `protocol` into `out`; returns reproduction.md (in `report_dir`, default `out`).
 
     `say(line)` hears each step's start and end; `on_generation(step, lineage_entry)` returning True stops that run
     after the generation (it is resumed by the next call): how the tests interrupt a reproduction. `report_only`
-    rewrites the report from what is finished and trains nothing.
+    rewrites the report from what is finished and trains nothing; `carry` first takes what the report in `report_dir`
+    holds finished (`carry_in`).
     """
     from popvae.population.folder_lock import holding
     from popvae.population.repro_report import write_report
@@ -402,7 +403,7 @@ def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, 
             winners = {s: winning_member(out, seeded(HEADLINE, s, protocol)) for s in protocol.seeds_of(HEADLINE)}
             return steps_of(protocol, data.steps_per_pass(), winners)
 
-        if names := carry_in(out, protocol, report_dir, current_steps()):
+        if carry and (names := carry_in(out, protocol, report_dir, current_steps())):
             say(f"carried from {report_dir / 'reproduction.json'} (not run again): {', '.join(names)}")
 
         if report_only:

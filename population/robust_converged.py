@@ -7,7 +7,7 @@ continues: a job that is done is skipped, one that was interrupted resumes after
 with no checkpoint starts again. The report (`population.robust_converged_report`) is rewritten at the end from
 whatever is finished, naming what is missing. The report also outlives its run folder: a job that an earlier report
 in the same report folder holds finished (same section, attacked) and that OUT has not trained is carried into the new
-report, not trained again, so a committed report continues on a new machine. Planning is pure (no torch, no Ray).
+report with `--carry`, not trained again, so a committed report continues on a new machine. Planning is pure (no torch, no Ray).
 """
 
 from __future__ import annotations
@@ -135,9 +135,10 @@ def check_out(out: Path, section: Section) -> None:
 
 def run_section(section: Section, out: Path, report_dir: Path | None = None, *, data_root: str | None = None,
                 address: str | None = None, num_cpus: int | None = None, workers: int | None = None,
-                say: Callable[[str], None] | None = None, report_only: bool = False) -> Path:
+                say: Callable[[str], None] | None = None, report_only: bool = False, carry: bool = False) -> Path:
     """Train what is not trained, attack what is not attacked, write the report; returns its markdown path. Holds
-    OUT's lock throughout. A failed job is recorded and the others go on; the report names what is missing."""
+    OUT's lock throughout. A failed job is recorded and the others go on; the report names what is missing. `carry`:
+    first take the jobs that the report in `report_dir` holds finished (`earlier_results`)."""
     import ray
 
     from popvae.models.dataset_loading import load_split
@@ -151,7 +152,7 @@ def run_section(section: Section, out: Path, report_dir: Path | None = None, *, 
     check_out(out, section)
     with holding(out):
         jobs = training_jobs(section, out)
-        earlier = earlier_results(section, report_dir)  # what a lost run folder had finished: not trained again
+        earlier = earlier_results(section, report_dir) if carry else {}  # what a lost run folder had finished
         carried = {j["id"]: earlier[j["id"]] for j in jobs if not trained(j) and j["id"] in earlier}
         folder_io.write_json(out / "section.json", section.model_dump(mode="json"))
         folder = RunFolder(out)

@@ -163,6 +163,8 @@ def test_bad_reproduce_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert "not empty and holds no reproduction" in err[-3] and "unknown dataset 'imagenet'" in err[-2]
     assert err[-1].endswith(": --seeds must be between 1 and 20, got 0")
     assert not (tmp_path / "new").exists()
+    assert main(["reproduce", "--preset", "smoke", "--carry", "--out", str(tmp_path / "new")]) == 2
+    assert "give --report-dir" in capsys.readouterr().err and not (tmp_path / "new").exists()
 
 
 def test_smoke_reproduction_interrupted_mid_run_then_continued(ray_session, tmp_path):
@@ -254,7 +256,10 @@ def test_smoke_reproduction_interrupted_mid_run_then_continued(ray_session, tmp_
     for name in ("reproduction.json", "scores"):
         (shutil.copytree if name == "scores" else shutil.copy)(out / name, tmp_path / "report" / name)
     said.clear()
-    again = reproduce(PRESETS["smoke"], tmp_path / "new", tmp_path / "report", say=said.append).read_text()
+    assert reproduce(PRESETS["smoke"], tmp_path / "fresh", tmp_path / "report", report_only=True).is_file()
+    assert not (tmp_path / "fresh" / "carried").exists()  # without carry a new --out takes nothing from the report
+    (tmp_path / "report" / "reproduction.json").write_text(json.dumps(facts))
+    again = reproduce(PRESETS["smoke"], tmp_path / "new", tmp_path / "report", say=said.append, carry=True).read_text()
     assert said[0].startswith("carried from") and not any(re.match(r"\[\d+/", line) for line in said)
     assert not (tmp_path / "new" / "runs").exists() and not (tmp_path / "new" / "robust").exists()
     kept = json.loads((tmp_path / "report" / "reproduction.json").read_text())

@@ -128,7 +128,8 @@ def test_smoke_section_runs_end_to_end_and_continues(ray_session, tmp_path) -> N
     assert "PARTIAL: missing raven-s0 (attacks)" in (report_dir / "robust-converged.md").read_text()
     # The run folder lost (a new machine): the report's finished jobs are carried, only raven-s0 is trained again.
     partial = json.loads((report_dir / "robust-converged.json").read_text())
-    assert main(["robust", "--preset", "smoke", "--run-dir", str(tmp_path / "new"), "--report-dir", str(report_dir)]) == 0
+    assert main(["robust", "--preset", "smoke", "--run-dir", str(tmp_path / "new"), "--report-dir", str(report_dir),
+                 "--carry"]) == 0
     assert sorted(p.name for p in (tmp_path / "new" / "jobs").iterdir()) == ["evaluation-raven-s0", "raven-s0"]
     again = json.loads((report_dir / "robust-converged.json").read_text())
     assert again["complete"] and again["methods"]["vae-kl"]["seeds"] == {
@@ -147,4 +148,6 @@ def test_preset_rejects_flags_it_sets(tmp_path, capsys) -> None:
     assert "give --methods" in capsys.readouterr().err
     assert main(["robust", "--preset", "smoke", "--workers", "0", "--run-dir", str(tmp_path / "r")]) == 2
     assert "--workers" in capsys.readouterr().err
+    assert main(["robust", "--preset", "smoke", "--carry", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "give --report-dir" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
