@@ -336,9 +336,25 @@ def carry_in(out: Path, protocol: Protocol, report_dir: Path, steps: list[Step])
         if name in evaluations and not (evaluation_dir(out, name) / "report.json").is_file():
             folder_io.write_json(evaluation_dir(out, name) / "report.json", evaluations[name])
     if names and not (out / "progress.json").is_file():  # the time the carried steps took
-        seconds = {k: v for k, v in facts.get("step_seconds", {}).items() if k.split(":", 1)[1] in names}
+        steps_carried = set(names) | ({"robust"} if any(n.startswith("robust-") for n in names) else set())
+        seconds = {k: v for k, v in facts.get("step_seconds", {}).items() if k.split(":", 1)[1] in steps_carried}
         folder_io.write_json(out / "progress.json", {"seconds": seconds, "wall_seconds": sum(seconds.values())})
     return names
+
+
+def check_report_kept(out: Path, protocol: Protocol, report_dir: Path) -> None:
+    """ConfigError when the report in `report_dir` (same protocol) holds finished runs that OUT has not: rewriting it
+    without them would lose the only record of them (their run folders are gone); --carry takes them."""
+    path = report_dir / "reproduction.json"
+    if report_dir == out or not path.is_file():
+        return
+    facts = folder_io.read_json(path)
+    if facts.get("protocol") != protocol.model_dump(mode="json"):
+        return
+    lost = [n for n in facts.get("runs", {}) if not run_done(run_dir(out, n)) and not carried_path(out, "runs", n).is_file()]
+    if lost:
+        raise ConfigError(f"{path} holds finished runs that {out} has not ({', '.join(lost)}); give --carry to take them, "
+                          "or another --report-dir")
 
 
 # --- running it ---
@@ -395,6 +411,8 @@ def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, 
     out, report_dir = Path(out), Path(report_dir or out)
     say = say or (lambda line: None)
     check_out_dir(out, protocol)
+    if not carry:
+        check_report_kept(out, protocol, report_dir)
     with holding(out):
         folder_io.write_json(out / "protocol.json", protocol.model_dump(mode="json"))
         data = _Data(protocol, data_root)

@@ -150,10 +150,13 @@ def run_section(section: Section, out: Path, report_dir: Path | None = None, *, 
     out, say = Path(out), say or (lambda line: None)
     report_dir = Path(report_dir or out)
     check_out(out, section)
+    jobs = training_jobs(section, out)
+    earlier = earlier_results(section, report_dir)  # what a lost run folder had finished
+    carried = {j["id"]: earlier[j["id"]] for j in jobs if not trained(j) and j["id"] in earlier}
+    if carried and not carry:  # rewriting the report without them would lose their only record
+        raise ConfigError(f"{report_dir} holds finished jobs that {out} has not ({', '.join(carried)}); give --carry to "
+                          "take them, or another --report-dir")
     with holding(out):
-        jobs = training_jobs(section, out)
-        earlier = earlier_results(section, report_dir) if carry else {}  # what a lost run folder had finished
-        carried = {j["id"]: earlier[j["id"]] for j in jobs if not trained(j) and j["id"] in earlier}
         folder_io.write_json(out / "section.json", section.model_dump(mode="json"))
         folder = RunFolder(out)
         if not folder.config_path.exists():

@@ -256,14 +256,16 @@ def test_smoke_reproduction_interrupted_mid_run_then_continued(ray_session, tmp_
     for name in ("reproduction.json", "scores"):
         (shutil.copytree if name == "scores" else shutil.copy)(out / name, tmp_path / "report" / name)
     said.clear()
-    assert reproduce(PRESETS["smoke"], tmp_path / "fresh", tmp_path / "report", report_only=True).is_file()
-    assert not (tmp_path / "fresh" / "carried").exists()  # without carry a new --out takes nothing from the report
-    (tmp_path / "report" / "reproduction.json").write_text(json.dumps(facts))
+    with pytest.raises(ConfigError, match="give --carry"):  # without it, the report would be rewritten without them
+        reproduce(PRESETS["smoke"], tmp_path / "fresh", tmp_path / "report", report_only=True)
+    assert not (tmp_path / "fresh").exists()
     again = reproduce(PRESETS["smoke"], tmp_path / "new", tmp_path / "report", say=said.append, carry=True).read_text()
     assert said[0].startswith("carried from") and not any(re.match(r"\[\d+/", line) for line in said)
     assert not (tmp_path / "new" / "runs").exists() and not (tmp_path / "new" / "robust").exists()
     kept = json.loads((tmp_path / "report" / "reproduction.json").read_text())
     assert kept["steps_done"] == facts["steps_total"] and kept["evaluations"] == facts["evaluations"]
+    assert kept["step_seconds"] == facts["step_seconds"]  # the time every carried step took, in the wall time
+    assert kept["wall_seconds"] == pytest.approx(sum(facts["step_seconds"].values()))
     assert all(kept["runs"][n] == r | {"carried": True} for n, r in facts["runs"].items())
     assert kept["arms"] == facts["arms"] and kept["differences"] == facts["differences"]  # per-image scores carried
     assert all(kept["robust"][m] == r | {"carried": True} for m, r in facts["robust"].items())

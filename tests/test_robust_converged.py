@@ -129,6 +129,9 @@ def test_smoke_section_runs_end_to_end_and_continues(ray_session, tmp_path) -> N
     # The run folder lost (a new machine): the report's finished jobs are carried, only raven-s0 is trained again.
     partial = json.loads((report_dir / "robust-converged.json").read_text())
     assert main(["robust", "--preset", "smoke", "--run-dir", str(tmp_path / "new"), "--report-dir", str(report_dir),
+                 "--report-only"]) == 2  # without --carry the report would be rewritten without its finished jobs
+    assert not (tmp_path / "new").exists()
+    assert main(["robust", "--preset", "smoke", "--run-dir", str(tmp_path / "new"), "--report-dir", str(report_dir),
                  "--carry"]) == 0
     assert sorted(p.name for p in (tmp_path / "new" / "jobs").iterdir()) == ["evaluation-raven-s0", "raven-s0"]
     again = json.loads((report_dir / "robust-converged.json").read_text())
