@@ -342,9 +342,10 @@ def carry_in(out: Path, protocol: Protocol, report_dir: Path, steps: list[Step])
     return names
 
 
-def check_report_kept(out: Path, protocol: Protocol, report_dir: Path) -> None:
+def check_report_kept(out: Path, protocol: Protocol, report_dir: Path, carried: bool = False) -> None:
     """ConfigError when the report in `report_dir` (same protocol) holds finished runs that OUT has not: rewriting it
-    without them would lose the only record of them (their run folders are gone); --carry takes them."""
+    without them would lose the only record of them (their run folders are gone). --carry takes those it can;
+    `carried`: this is the check after it did, so what is left cannot be carried."""
     path = report_dir / "reproduction.json"
     if report_dir == out or not path.is_file():
         return
@@ -353,8 +354,10 @@ def check_report_kept(out: Path, protocol: Protocol, report_dir: Path) -> None:
         return
     lost = [n for n in facts.get("runs", {}) if not run_done(run_dir(out, n)) and not carried_path(out, "runs", n).is_file()]
     if lost:
-        raise ConfigError(f"{path} holds finished runs that {out} has not ({', '.join(lost)}); give --carry to take them, "
-                          "or another --report-dir")
+        how = ("--carry cannot take them (the report lacks their per-image scores or attacks): give another "
+               "--report-dir, or move that report away to start over") if carried else \
+            "give --carry to take them, or another --report-dir"
+        raise ConfigError(f"{path} holds finished runs that {out} has not ({', '.join(lost)}); {how}")
 
 
 # --- running it ---
@@ -421,8 +424,10 @@ def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, 
             winners = {s: winning_member(out, seeded(HEADLINE, s, protocol)) for s in protocol.seeds_of(HEADLINE)}
             return steps_of(protocol, data.steps_per_pass(), winners)
 
-        if carry and (names := carry_in(out, protocol, report_dir, current_steps())):
-            say(f"carried from {report_dir / 'reproduction.json'} (not run again): {', '.join(names)}")
+        if carry:
+            if names := carry_in(out, protocol, report_dir, current_steps()):
+                say(f"carried from {report_dir / 'reproduction.json'} (not run again): {', '.join(names)}")
+            check_report_kept(out, protocol, report_dir, carried=True)
 
         if report_only:
             write_report(out, report_dir, protocol, current_steps(), data.split("test"), data.steps_per_pass())

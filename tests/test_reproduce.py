@@ -307,3 +307,15 @@ def test_a_step_that_fails_still_leaves_the_report_of_what_finished(tmp_path, mo
     text = (tmp_path / "repro" / "reproduction.md").read_text()
     assert re.search(r"\| population-reference \| \| \| not yet run \|", text)
     assert "Steps finished: 0 of" in text
+
+
+def test_a_report_whose_runs_cannot_be_carried_is_not_overwritten(tmp_path):
+    report = tmp_path / "report"
+    report.mkdir()
+    facts = {"protocol": PRESETS["smoke"].model_dump(mode="json"), "runs": {"baseline": {"wins": {"1": 2}}}}
+    (report / "reproduction.json").write_text(json.dumps(facts))  # a finished run, but no per-image scores beside it
+    with pytest.raises(ConfigError, match="--carry cannot take them"):
+        reproduce(PRESETS["smoke"], tmp_path / "out", report, report_only=True, carry=True)
+    with pytest.raises(ConfigError, match="give --carry"):
+        reproduce(PRESETS["smoke"], tmp_path / "other", report, report_only=True)
+    assert json.loads((report / "reproduction.json").read_text()) == facts and not (tmp_path / "other").exists()
