@@ -305,17 +305,23 @@ def winning_member(out: Path, name: str) -> int | None:
     return min(wins, key=lambda i: (-wins[i], i))
 
 
+def earlier_report(out: Path, protocol: Protocol, report_dir: Path) -> dict[str, Any] | None:
+    """The facts of the report in `report_dir` when it is another folder's and of this same protocol, else None."""
+    path = report_dir / "reproduction.json"
+    if report_dir == out or not path.is_file():
+        return None
+    facts = folder_io.read_json(path)
+    return facts if facts.get("protocol") == protocol.model_dump(mode="json") else None
+
+
 def carry_in(out: Path, protocol: Protocol, report_dir: Path, steps: list[Step]) -> list[str]:
     """Restore into OUT what an earlier report of this same protocol in `report_dir` holds and OUT lacks: finished runs
     (their facts, and their per-image scores from REPORT/scores/), robust jobs' metrics, and the evaluation reports of
     both. The report is what survives when the run folder does not (a scratch disk lost, a new machine), so a committed
     report continues there. A run or robust job whose attacks the protocol asks for and the report lacks is not carried:
     its model is gone, so it trains again. Returns the names carried."""
-    path = report_dir / "reproduction.json"
-    if report_dir == out or not path.is_file():
-        return []
-    facts = folder_io.read_json(path)
-    if facts.get("protocol") != protocol.model_dump(mode="json"):
+    facts = earlier_report(out, protocol, report_dir)
+    if facts is None:
         return []
     evaluations, attacked = facts.get("evaluations", {}), {s.name for s in steps if s.kind == "evaluation"}
     names = []
@@ -346,18 +352,15 @@ def check_report_kept(out: Path, protocol: Protocol, report_dir: Path, carried: 
     """ConfigError when the report in `report_dir` (same protocol) holds finished runs that OUT has not: rewriting it
     without them would lose the only record of them (their run folders are gone). --carry takes those it can;
     `carried`: this is the check after it did, so what is left cannot be carried."""
-    path = report_dir / "reproduction.json"
-    if report_dir == out or not path.is_file():
-        return
-    facts = folder_io.read_json(path)
-    if facts.get("protocol") != protocol.model_dump(mode="json"):
+    facts = earlier_report(out, protocol, report_dir)
+    if facts is None:
         return
     lost = [n for n in facts.get("runs", {}) if not run_done(run_dir(out, n)) and not carried_path(out, "runs", n).is_file()]
     if lost:
         how = ("--carry cannot take them (the report lacks their per-image scores or attacks): give another "
                "--report-dir, or move that report away to start over") if carried else \
             "give --carry to take them, or another --report-dir"
-        raise ConfigError(f"{path} holds finished runs that {out} has not ({', '.join(lost)}); {how}")
+        raise ConfigError(f"{report_dir / 'reproduction.json'} holds finished runs that {out} has not ({', '.join(lost)}); {how}")
 
 
 # --- running it ---
