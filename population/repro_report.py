@@ -121,10 +121,11 @@ def collect(out: Path, protocol: Protocol, steps: list[Step], test: Any, steps_p
     from popvae.population.training import cpu_model
 
     progress = folder_io.read_json(out / "progress.json") if (out / "progress.json").is_file() else {"seconds": {}}
+    cpu = cpu_model()
     runs = {}
     for step in steps:
         if step.kind == "run" and run_done(run_dir(out, step.name)):  # with the CPU its times were taken on
-            runs[step.name] = _run_facts(out, step, test, steps_per_pass) | {"cpu": cpu_model()}
+            runs[step.name] = _run_facts(out, step, test, steps_per_pass) | {"cpu": cpu}
         elif step.kind == "run" and (facts := carried(out, "runs", step.name)) is not None:
             runs[step.name] = facts | {"carried": True}
     arms, differences = _arms(out, protocol, runs, test)
@@ -141,7 +142,7 @@ def collect(out: Path, protocol: Protocol, steps: list[Step], test: Any, steps_p
 
     return {
         "protocol": protocol.model_dump(mode="json"),
-        "machine": {"cpus": _cpus(), "cpu": cpu_model(), "platform": platform.machine(), "torch": torch.__version__,
+        "machine": {"cpus": _cpus(), "cpu": cpu, "platform": platform.machine(), "torch": torch.__version__,
                     "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"},
         "wall_seconds": progress.get("wall_seconds", 0.0), "step_seconds": progress["seconds"],
         "steps_done": sum(1 for s in steps if step_done(out, s)), "steps_total": planned(protocol, steps_per_pass),
@@ -166,8 +167,9 @@ def write_report(out: Path, report_dir: Path, protocol: Protocol, steps: list[St
     report_dir.mkdir(parents=True, exist_ok=True)
     if report_dir != out:  # each run's per-image scores beside the report: what a new OUT carries its runs on with
         for name in facts["runs"]:
-            scores = out / "scores" / f"{name}.npy"
-            atomic_write(report_dir / "scores" / scores.name, lambda fh, src=scores: fh.write(src.read_bytes()))
+            data, kept = (out / "scores" / f"{name}.npy").read_bytes(), report_dir / "scores" / f"{name}.npy"
+            if not kept.is_file() or kept.read_bytes() != data:  # written once: the report is rewritten every minute
+                atomic_write(kept, lambda fh, data=data: fh.write(data))
     figures = plots(facts, report_dir)
     text = "\n".join(_markdown(facts, figures)) + "\n"
     atomic_write(report_dir / "reproduction.json", lambda fh: fh.write(_json(facts).encode()))

@@ -278,9 +278,14 @@ def carried(out: Path, kind: Literal["runs", "robust"], name: str) -> dict[str, 
     return folder_io.read_json(path) if path.is_file() else None
 
 
+def run_finished(out: Path, name: str) -> bool:
+    """A run done in OUT, or carried into it from an earlier report."""
+    return run_done(run_dir(out, name)) or carried_path(out, "runs", name).is_file()
+
+
 def step_done(out: Path, step: Step) -> bool:
     if step.kind == "run":
-        return run_done(run_dir(out, step.name)) or carried_path(out, "runs", step.name).is_file()
+        return run_finished(out, step.name)
     if step.kind == "evaluation":
         return (evaluation_dir(out, step.name) / "report.json").is_file()
     return all(robust_done(out, m) for m in step.config["methods"])
@@ -327,8 +332,7 @@ def carry_in(out: Path, protocol: Protocol, report_dir: Path, steps: list[Step])
     names = []
     for name, run in facts.get("runs", {}).items():
         scores = report_dir / "scores" / f"{name}.npy"
-        if run_done(run_dir(out, name)) or carried_path(out, "runs", name).is_file() or not scores.is_file() \
-                or (name in attacked and name not in evaluations):
+        if run_finished(out, name) or not scores.is_file() or (name in attacked and name not in evaluations):
             continue
         atomic_write(out / "scores" / scores.name, lambda fh, src=scores: fh.write(src.read_bytes()))
         folder_io.write_json(carried_path(out, "runs", name), run)
@@ -355,7 +359,7 @@ def check_report_kept(out: Path, protocol: Protocol, report_dir: Path, carried: 
     facts = earlier_report(out, protocol, report_dir)
     if facts is None:
         return
-    lost = [n for n in facts.get("runs", {}) if not run_done(run_dir(out, n)) and not carried_path(out, "runs", n).is_file()]
+    lost = [n for n in facts.get("runs", {}) if not run_finished(out, n)]
     if lost:
         how = ("--carry cannot take them (the report lacks their per-image scores or attacks): give another "
                "--report-dir, or move that report away to start over") if carried else \
