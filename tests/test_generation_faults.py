@@ -84,7 +84,7 @@ def test_a_lone_pack_late_again_after_its_retry_fails_the_run_naming_the_timeout
     stopped = [first]
     done = threading.Event()
 
-    def stall_the_retry() -> None:  # the restarted worker stops too, once it trains
+    def stall_the_retry() -> None:  # the restarted worker stops too, once it trains (so it is late on any machine)
         while not done.is_set() and len(stopped) < 2:
             for p in descendants(os.getpid()) - known - set(stopped):
                 if cmdline(p).startswith("ray::Worker.train_epoch"):
@@ -105,6 +105,8 @@ def test_a_lone_pack_late_again_after_its_retry_fails_the_run_naming_the_timeout
         for p in stopped:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGCONT)
-    assert len(stopped) == 2  # the pack was restarted once, and its retry stalled as well
+    # The error above can only come from a retry that was late too (the first lateness is retried). Whether the
+    # watcher stalled the retry or a slow machine made it late by itself does not matter; the worker was replaced.
+    assert ray_session.get(ray_session.get(coord.member_handles.remote())[1].pid.remote()) != first
     assert folder_io.read_json(tmp_path / "run" / "status.json")["state"] == "failed"
     stop_everything(ray_session, coord)
