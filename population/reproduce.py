@@ -205,6 +205,7 @@ def steps_of(p: Protocol, steps_per_pass: int, winners: dict[int, int | None]) -
                        what=f"Tables 2-3 and Figure 9 on the {label}") for name, label in ((HEADLINE, "population"),
                                                                                           ("baseline", "baseline"))]
     steps += core(CORE[2:], first=True)
+    steps += core(CORE, first=False)  # the seeds that put an interval on the core arms before one-seed ablations
     if p.extras:
         steps += [
             Step(name="no-broadcast", kind="run", config=_reference(p, broadcast=False),
@@ -212,7 +213,6 @@ def steps_of(p: Protocol, steps_per_pass: int, winners: dict[int, int | None]) -
             Step(name="no-feedback", kind="run", config=_reference(p, temperature=REFERENCE_DYNAMICS | {"lr_tau": 0.0}),
                  what="the reference population without feedback (lr_tau = 0)"),
         ]
-    steps += core(CORE, first=False)
     if not p.extras:
         return steps
     steps += [Step(name=f"population-n{n}", kind="run", config=_reference(p, members=n),

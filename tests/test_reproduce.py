@@ -65,6 +65,8 @@ def test_every_core_arm_runs_once_per_seed_each_its_own_folder():
     assert cpu["winning-schedule-alone-seed1"]["schedule_of"] == 3 and "winning-schedule-alone-seed2" not in cpu
     assert "no-broadcast-seed1" not in cpu and cpu["no-broadcast"]["seed"] == 0  # the extras: the first seed only
     assert planned(PRESETS["cpu"], 843) == len(steps_of(PRESETS["cpu"], 843, winners={0: 1, 1: 1, 2: 1}))
+    order = [s.name for s in steps_of(PRESETS["cpu"], 843, winners={0: 2, 1: 3, 2: 1})]  # seeds before the extras
+    assert max(order.index(f"{arm}-seed2") for arm in ("population-reference", "fixed-tau-grid")) < order.index("no-broadcast")
     long = steps_of(PRESETS["cpu-long"], 421, winners={0: 5})
     assert {s.kind for s in long} == {"run"}  # the core arms only
     assert sorted(s.name for s in long) == sorted(
