@@ -164,9 +164,6 @@ def serve(runs_root: Path, host: str = "127.0.0.1", port: int = 8000, ray_addres
         check_serve(runs_root, host, port)
     except ConfigError as err:
         raise SystemExit(f"popvae serve: {err}") from None
-    # Ray's driver would install its C++ failure handler for SIGTERM too (a crash-style stack on every stop, and
-    # uvicorn's graceful shutdown skipped): the service's stop signal is uvicorn's
-    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     app = create_app(Path(runs_root), ray_address or os.environ.get("RAY_ADDRESS") or None, os.environ.get(TOKEN_ENV) or None)
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
     print(f"popvae serve: listening on {url} (dashboard at /, the API's pages at /docs); Ctrl-C stops", flush=True)

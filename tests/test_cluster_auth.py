@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,56 +18,31 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ray_heads import free_port, start_head, stop_head
 
 POPVAE = str(Path(sys.executable).with_name("popvae"))
 TOKEN = "token-of-the-test-cluster"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def token_head() -> Iterator[str]:
-    """A one-node Ray head with RAY_AUTH_MODE=token, in its own process group (stopped by signalling that group)."""
-    temp = tempfile.mkdtemp(prefix="pa", dir="/tmp")  # Ray's socket paths must stay short
-    port = _free_port()
-    ports = [f"--{name}={_free_port()}" for name in ("ray-client-server-port", "node-manager-port", "object-manager-port",
-                                                     "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                                     "metrics-export-port", "runtime-env-agent-port")]
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, "RAY_USAGE_STATS_ENABLED": "0"}
-    head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
-                             "--num-cpus=1", "--include-dashboard=false", "--node-ip-address=127.0.0.1",
-                             f"--temp-dir={temp}/ray", "--disable-usage-stats", *ports],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    address = f"127.0.0.1:{port}"
+    """A one-node Ray head with RAY_AUTH_MODE=token."""
+    temp = Path(tempfile.mkdtemp(prefix="pa", dir="/tmp"))  # Ray's socket paths must stay short
+    port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
+    address, head = f"127.0.0.1:{port}", None
     try:
+        head = start_head(port, temp / "ray", env, num_cpus=1)
         deadline = time.monotonic() + 60
         while subprocess.run([sys.executable, "-c", "import sys; from popvae.population.bounds import check_ray_auth; "
-                              "check_ray_auth(sys.argv[1])", address], env=env, capture_output=True).returncode != 0 \
-                or not _answers(port):
-            assert head.poll() is None and time.monotonic() < deadline, "the Ray head did not start"
+                              "check_ray_auth(sys.argv[1])", address], env=env, capture_output=True).returncode != 0:
+            assert head.poll() is None and time.monotonic() < deadline, "the Ray head did not take its token"
             time.sleep(0.5)
         yield address
     finally:
-        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(head.pid, sig)
-                head.wait(timeout=wait)
-                break
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                continue
-        subprocess.run(["rm", "-rf", temp], check=False)
-
-
-def _answers(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
+        if head is not None:
+            stop_head(head)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _client_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -82,7 +57,7 @@ def test_a_cluster_client_without_the_right_token_is_one_line(token_head, tmp_pa
     runs = tmp_path / "runs"
     runs.mkdir()
     args = ["--dataset", "synthetic", "--run-dir", str(runs / "r")] if command == "train" else ["--runs-root", str(runs),
-                                                                                                 "--port", str(_free_port())]
+                                                                                                 "--port", str(free_port())]
     env = _client_env(tmp_path, **({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token} if token else {}))
     done = subprocess.run([POPVAE, command, *args, "--address", token_head], capture_output=True, text=True, env=env,
                           timeout=120)
@@ -94,7 +69,7 @@ def test_a_cluster_client_without_the_right_token_is_one_line(token_head, tmp_pa
 
 def test_serve_with_the_token_stops_cleanly_on_sigterm(token_head, tmp_path):
     (tmp_path / "runs").mkdir()
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([POPVAE, "serve", "--runs-root", str(tmp_path / "runs"), "--port", str(port), "--address",
                              token_head], env=_client_env(tmp_path, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=TOKEN),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from ray_heads import free_port
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
@@ -31,12 +31,6 @@ from popvae.population.config import parse_config  # noqa: E402
 
 SMALL_MODEL = {"widths": [8, 16, 16, 16], "z1_vars": 4, "z1_categories": 4, "z2_vars": 2, "z2_categories": 4}
 MEMBERS, EPOCHS, PAUSE_AFTER = 4, 6, 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
