@@ -12,6 +12,7 @@ import argparse
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -102,6 +103,23 @@ def _unreachable(err: Exception) -> int:
     """No cluster answered at a well-formed address (population.bounds.ClusterUnreachable): exit 1, nothing written."""
     print(f"popvae: error: {err}", file=sys.stderr)
     return 1
+
+
+def _warn_on_head_loss(address: str | None, kept: Callable[[], str]) -> None:
+    """Watch the head of the cluster at --address (population.bounds.watch_head): when it stops answering, one line of
+    what the run keeps (`kept()`, read then) and how to go on, before Ray ends this command."""
+    from popvae.population.bounds import ray_address, watch_head
+
+    if (address := ray_address(address)) is None:  # a Ray started here goes down with this process, not before it
+        return
+
+    def warn(bound: float) -> None:
+        hint = kept()
+        hint += f" --address {address}" if "continue with: " in hint else ""
+        print(f"popvae: the Ray cluster at {address} stopped answering; Ray ends this command unless its head is back "
+              f"within {bound:g} s. {hint}", file=sys.stderr, flush=True)
+
+    watch_head(address, warn)
 
 
 def _interrupted(stop: Any, kept: str) -> int:
@@ -197,6 +215,7 @@ def _train(args: argparse.Namespace) -> int:
     from popvae.models.atomic import NoSpaceLeft
 
     current = [run]
+    _warn_on_head_loss(args.address, lambda: preflight.ended_run_hint(current[0].run_dir))
 
     def train(one: Any) -> dict[str, Any]:
         current[0] = one
@@ -324,6 +343,7 @@ def _robust_preset(args: argparse.Namespace) -> int:
 
     stop_on_signals()
     again = f"popvae robust --preset {args.preset} --dataset {section.dataset} --run-dir {args.run_dir}"
+    _warn_on_head_loss(args.address, lambda: f"finished epochs are kept in {args.run_dir}; continue with: {again}")
     try:
         report = run_section(section, args.run_dir, args.report_dir, data_root=args.data_root, address=args.address,
                              num_cpus=args.num_cpus, workers=args.workers, report_only=args.report_only, carry=args.carry,
@@ -435,6 +455,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     stop_on_signals()
     again = again_command(protocol, out, args.report_dir)
+    _warn_on_head_loss(args.address, lambda: f"finished steps are kept in {out}; continue with: {again}")
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     try:
         report = reproduce(protocol, out, args.report_dir, data_root=args.data_root, address=args.address,

@@ -8,7 +8,9 @@ import os
 import re
 import socket
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from popvae.population.config import MAX_DURATION_S, ConfigError, RunConfig
@@ -24,6 +26,8 @@ _ADDRESS = re.compile(r"^(auto|local|(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):[0-9]{
 # How long joining a cluster may take: Ray itself keeps retrying a closed port (and ignores SIGTERM meanwhile).
 CONNECT_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_ENV = "POPVAE_CONNECT_TIMEOUT_S"
+# How long Ray lets a driver live without its cluster's head (GCS) before it ends the process (Ray's default: 60 s).
+HEAD_LOSS_ENV = "RAY_gcs_rpc_server_reconnect_timeout_s"
 _GiB = 2**30
 
 
@@ -170,6 +174,38 @@ def check_reachable(address: str | None) -> None:
                                      f"address, or set ${CONNECT_TIMEOUT_ENV} to wait longer")
         time.sleep(0.5)
     check_ray_auth(address)
+
+
+def head_loss_bound() -> float:
+    """Seconds Ray keeps a driver alive after its cluster's head stopped answering ($RAY_gcs_rpc_server_reconnect_timeout_s,
+    else Ray's 60)."""
+    try:
+        return max(1.0, float(os.environ.get(HEAD_LOSS_ENV, "60")))
+    except ValueError:
+        return 60.0
+
+
+def watch_head(address: str, warn: Callable[[float], None], every: float = 1.0) -> None:
+    """From a daemon thread, call `warn(bound)` once each time the head at HOST:PORT has taken no connection for half
+    of `head_loss_bound()` (at most 10 s). Ray ends a driver whose head stays away with a line of its own that says
+    nothing of the run; `warn` says, while there is still time, what the run keeps and how to go on."""
+    host, port = address.rsplit(":", 1)
+    after = min(10.0, head_loss_bound() / 2)
+
+    def watch() -> None:
+        down_since, warned = None, False
+        while True:
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=every).close()
+                down_since, warned = None, False
+            except OSError:
+                down_since = down_since or time.monotonic()
+                if not warned and time.monotonic() - down_since >= after:
+                    warn(head_loss_bound())
+                    warned = True
+            time.sleep(every)
+
+    threading.Thread(target=watch, name="watch-ray-head", daemon=True).start()
 
 
 def machine_memory() -> int:

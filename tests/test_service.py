@@ -4,13 +4,9 @@ finds, prefers and falls back), and with a real coordinator training a tiny popu
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +14,7 @@ import httpx
 import pytest
 from fake_runs import make_run, make_runs, status
 from fastapi.testclient import TestClient
-from ray_heads import free_port, start_head, stop_head
+from ray_heads import free_port
 
 from popvae.cluster.service import create_app, serve
 from popvae.cluster.status_table import print_status
@@ -315,68 +311,3 @@ def test_a_refused_ray_connection_names_the_variable_to_set(monkeypatch: pytest.
     assert line.startswith("ConnectionError: Failed to connect to GCS at 10.0.0.1:6379") and says in line
     assert "\n" not in line
 
-
-_STAND_IN = """
-import json, sys, ray
-ray.init(address=sys.argv[1], namespace=sys.argv[2], log_to_driver=False)
-
-@ray.remote(num_cpus=0)
-class StatusStub:
-    def __init__(self, snapshot):
-        self.snapshot = snapshot
-
-    def status(self):
-        return self.snapshot
-
-stub = StatusStub.options(name=sys.argv[3], lifetime="detached").remote(json.loads(sys.argv[4]))
-ray.get(stub.status.remote())
-"""
-
-
-def test_the_service_outlives_its_ray_head_and_is_live_again_once_a_head_is_back(runs_root: Path, tmp_path: Path) -> None:
-    """`popvae serve --address` as users run it, over a head of its own. Ray ends a driver whose head has been gone
-    for RAY_gcs_rpc_server_reconnect_timeout_s (60 s; 3 here), so a service that joined Ray in its own process died
-    with the head. It must keep answering from the run folders, say that Ray is unreachable, and answer live again
-    once a head is back at the same address."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "POPVAE_API_TOKEN")}
-    env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0123456789abcdef" * 4, "RAY_gcs_rpc_server_reconnect_timeout_s": "3"}
-    ray_dir = Path(tempfile.mkdtemp(prefix="pvh-", dir="/tmp"))  # short: Ray's unix sockets live under it
-    gcs, service_port = free_port(), free_port()
-    address, url, log = f"127.0.0.1:{gcs}", f"http://127.0.0.1:{service_port}", tmp_path / "serve.log"
-
-    def health() -> dict:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=5).json()
-        except httpx.TransportError:  # not listening (yet)
-            return {}
-
-    def population() -> dict:
-        return httpx.get(f"{url}/population", params={"run": "newest"}, timeout=5).json()
-
-    head = start_head(gcs, ray_dir, env)
-    service = subprocess.Popen([POPVAE, "serve", "--runs-root",
-                                str(runs_root), "--port", str(service_port), "--address", address],
-                               env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    try:
-        _poll_until(health, lambda b: b.get("ray") == "connected", 60)
-        stop_head(head, signal.SIGKILL)  # the whole node at once, as when its machine goes away
-        gone = time.monotonic()
-        body = _poll_until(health, lambda b: b.get("ray") == "unreachable", 30)
-        assert address in body["ray_note"]
-        time.sleep(max(0.0, gone + 8 - time.monotonic()))  # past Ray's bound on a driver without its head, twice
-        assert service.poll() is None, log.read_text()[-2000:]
-        body = population()
-        assert body["source"] == "run_folder" and body["epoch"] == 5 and "unreachable" in body["note"]
-
-        head = start_head(gcs, ray_dir, env)
-        snapshot = json.dumps(status("newest", 77, 80, 2))
-        made = subprocess.run([sys.executable, "-c", _STAND_IN, address, NAMESPACE, coordinator_name("newest"), snapshot],
-                              env=env, timeout=120, capture_output=True, text=True)
-        assert made.returncode == 0, made.stderr[-3000:]
-        body = _poll_until(population, lambda b: b["source"] == "live", 90)
-        assert body["epoch"] == 77 and body["note"] is None
-    finally:
-        service.terminate()
-        service.wait(10)
-        stop_head(head, signal.SIGKILL)
-        shutil.rmtree(ray_dir, ignore_errors=True)
