@@ -417,6 +417,13 @@ def _reproduce_parser(sub: Any) -> None:
     p.add_argument("--seeds", type=_int, metavar="K",
                    help="training seeds of the population and the annealed baseline, each its own run (default: the "
                         "preset's: smoke 2, cpu 3, cpu-long 3, paper 1); the other core arms take at most as many")
+    p.add_argument("--epochs", type=_int, metavar="N",
+                   help="generations (epochs) of every GS-VAE run (default: the preset's: smoke 2, cpu 20, cpu-long 10, "
+                        "paper 100), e.g. what a GPU's time allows of the paper's 100; the report states it")
+    p.add_argument("--only", metavar="STEP[,STEP...]",
+                   help="run only these steps (population-reference,baseline: Table 1; evaluation:RUN: the attacks on "
+                        "RUN); the report names the rest as not yet run, and a later command without --only continues "
+                        "with them")
     p.add_argument("--dataset", help="default fashion-mnist (smoke: synthetic)")
     p.add_argument("--data-root", help="folder holding the dataset files")
     p.add_argument("--out", type=Path, help="folder of every run it trains (default runs/reproduction-DATASET-PRESET); "
@@ -432,14 +439,18 @@ def _reproduce_parser(sub: Any) -> None:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from popvae.population.bounds import ClusterUnreachable, check_cluster_flags, check_reachable
-    from popvae.population.reproduce import PRESETS, check_out_dir, with_seeds
+    from popvae.population.reproduce import PRESETS, check_only, check_out_dir, with_epochs, with_seeds
 
-    protocol = PRESETS[args.preset]
+    protocol, only = PRESETS[args.preset], None
     try:
         if args.dataset:
             protocol = protocol.model_copy(update={"dataset": check_dataset_name(args.dataset)})
         if args.seeds is not None:
             protocol = with_seeds(protocol, args.seeds)
+        if args.epochs is not None:
+            protocol = with_epochs(protocol, args.epochs)
+        if args.only is not None:
+            only = check_only(protocol, args.only)
         out = args.out or Path("runs") / f"reproduction-{protocol.dataset}-{protocol.preset}"
         if args.carry and args.report_dir is None:
             raise ConfigError("--carry takes the finished steps of the report in --report-dir: give --report-dir")
@@ -454,12 +465,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from popvae.population.stop_signals import as_interrupted, stop_on_signals
 
     stop_on_signals()
-    again = again_command(protocol, out, args.report_dir)
+    again = again_command(protocol, out, args.report_dir, only)
     _warn_on_head_loss(args.address, lambda: f"finished steps are kept in {out}; continue with: {again}")
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     try:
         report = reproduce(protocol, out, args.report_dir, data_root=args.data_root, address=args.address,
-                           num_cpus=args.num_cpus, say=say, report_only=args.report_only, carry=args.carry)
+                           num_cpus=args.num_cpus, say=say, report_only=args.report_only, carry=args.carry, only=only)
     except KeyboardInterrupt as stop:
         return _interrupted(as_interrupted(stop), f"finished steps are kept in {out}; continue with: {again}")
     except (ConfigError, DatasetError) as err:

@@ -48,6 +48,7 @@ MOST_SEEDED = CORE[:2]
 ABLATIONS = ("population-reference", "population-defaults", "winning-schedule-alone", "fixed-tau-grid", "no-broadcast",
              "no-feedback", "baseline", "baseline-equal-compute")
 MAX_SEEDS = 20
+MAX_EPOCHS = 100_000
 
 
 class Protocol(BaseModel):
@@ -396,19 +397,50 @@ def with_seeds(protocol: Protocol, seeds: int) -> Protocol:
     return protocol.model_copy(update={"seeds": seeds})
 
 
-def again_command(protocol: Protocol, out: Path, report_dir: Path | None) -> str:
+def with_epochs(protocol: Protocol, epochs: int) -> Protocol:
+    """The protocol with `epochs` generations of every GS-VAE run (`--epochs`, e.g. what a GPU's time allows of the
+    paper preset's 100); ConfigError when out of range."""
+    if not 1 <= epochs <= MAX_EPOCHS:
+        raise ConfigError(f"--epochs must be between 1 and {MAX_EPOCHS}, got {epochs}")
+    return protocol.model_copy(update={"generations": epochs})
+
+
+def step_id(step: Step) -> str:
+    """A step's name for --only: a run's (or the robust step's) own name; `evaluation:RUN` for the attacks on RUN."""
+    return f"evaluation:{step.name}" if step.kind == "evaluation" else step.name
+
+
+def step_names(protocol: Protocol) -> list[str]:
+    """Every step's id (`step_id`), in the order they run (the winning schedules' included)."""
+    return [step_id(step) for step in steps_of(protocol, 1, {seed: 1 for seed in protocol.seeds_of(HEADLINE)})]
+
+
+def check_only(protocol: Protocol, names: str) -> frozenset[str]:
+    """`--only A,B`: the steps to run, each one of the protocol's (ConfigError naming the unknown and the known)."""
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    known = step_names(protocol)
+    if not wanted or (unknown := [name for name in wanted if name not in known]):
+        raise ConfigError(f"--only takes step names of the {protocol.preset!r} preset, comma-separated"
+                          f"{f'; not one: {unknown[0]!r}' if wanted else ''}; they are: {', '.join(known)}")
+    return frozenset(wanted)
+
+
+def again_command(protocol: Protocol, out: Path, report_dir: Path | None, only: frozenset[str] | None = None) -> str:
     """The command that continues this reproduction (printed on an interruption and in the report)."""
     preset = PRESETS.get(protocol.preset)
     seeds = "" if preset is not None and preset.seeds == protocol.seeds else f" --seeds {protocol.seeds}"
+    epochs = "" if preset is not None and preset.generations == protocol.generations else f" --epochs {protocol.generations}"
     report = "" if report_dir is None or Path(report_dir) == Path(out) else f" --report-dir {report_dir}"
-    return f"popvae reproduce --preset {protocol.preset} --dataset {protocol.dataset}{seeds} --out {out}{report}"
+    steps = "" if only is None else f" --only {','.join(n for n in step_names(protocol) if n in only)}"
+    return f"popvae reproduce --preset {protocol.preset} --dataset {protocol.dataset}{seeds}{epochs} --out {out}{report}{steps}"
 
 
 def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, data_root: str | None = None,
               address: str | None = None, num_cpus: int | None = None, say: Callable[[str], None] | None = None,
               on_generation: Callable[[str, dict[str, Any]], bool | None] | None = None,
-              report_only: bool = False, carry: bool = False) -> Path:
-    """Run (or continue) every step of `protocol` into `out`; returns reproduction.md (in `report_dir`, default `out`).
+              report_only: bool = False, carry: bool = False, only: frozenset[str] | None = None) -> Path:
+    """Run (or continue) every step of `protocol` into `out`, or the steps named in `only` (`check_only`); returns
+    reproduction.md (in `report_dir`, default `out`), which names what has not run yet.
 
     `say(line)` hears each step's start and end; `on_generation(step, lineage_entry)` returning True stops that run
     after the generation (it is resumed by the next call): how the tests interrupt a reproduction. `report_only`
@@ -448,14 +480,14 @@ def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, 
         reported = time.monotonic()
         try:
             while True:
-                steps = current_steps()
+                steps = [s for s in current_steps() if only is None or step_id(s) in only]
                 todo = [s for s in steps if not step_done(out, s)]
                 if not todo:
                     break
                 step = todo[0]
                 key = f"{step.kind}:{step.name}"
-                say(f"[{len(steps) - len(todo) + 1}/{planned(protocol, data.steps_per_pass())}] {step.kind} "
-                    f"{step.name}: {step.what}")
+                total = planned(protocol, data.steps_per_pass()) if only is None else len(only)
+                say(f"[{len(steps) - len(todo) + 1}/{total}] {step.kind} {step.name}: {step.what}")
                 began = time.perf_counter()
                 try:
                     finished = _execute(step, out, protocol, data, address, num_cpus, on_generation)

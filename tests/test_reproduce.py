@@ -21,12 +21,14 @@ from popvae.population.reproduce import (
     PRESETS,
     again_command,
     carried_path,
+    check_only,
     check_out_dir,
     planned,
     reproduce,
     run_dir,
     steps_of,
     winning_member,
+    with_epochs,
     with_seeds,
 )
 from popvae.population.run_folder import RunFolder
@@ -321,3 +323,22 @@ def test_a_report_whose_runs_cannot_be_carried_is_not_overwritten(tmp_path):
     with pytest.raises(ConfigError, match="give --carry"):
         reproduce(PRESETS["smoke"], tmp_path / "other", report, report_only=True)
     assert json.loads((report / "reproduction.json").read_text()) == facts and not (tmp_path / "other").exists()
+
+
+def test_only_the_table_1_steps_at_the_epochs_asked_and_the_report_names_the_rest(ray_session, tmp_path):
+    """What a GPU's few minutes allow of the paper preset: `--only population-reference,baseline --epochs N`."""
+    protocol = with_epochs(PRESETS["smoke"], 1)
+    said: list[str] = []
+    report = reproduce(protocol, tmp_path / "out", only=check_only(protocol, "population-reference, baseline"),
+                       say=said.append)
+    assert sorted(p.name for p in (tmp_path / "out" / "runs").iterdir()) == ["baseline", "population-reference"]
+    assert [line.split()[0] for line in said if line.startswith("[")] == ["[1/2]", "[2/2]"]
+    facts = json.loads((tmp_path / "out" / "reproduction.json").read_text())
+    assert {name: run["epochs_trained"] for name, run in facts["runs"].items()} == {"population-reference": 1, "baseline": 1}
+    assert " --epochs 1 " in facts["command"] and facts["steps_done"] == 2 < facts["steps_total"]
+    text = report.read_text()
+    assert "Budget of every GS-VAE run: 1 generations (epochs)" in text and "| no-broadcast | | | not yet run |" in text
+    with pytest.raises(ConfigError, match=r"not one: 'table-1'; they are: population-reference, baseline, "):
+        check_only(protocol, "population-reference,table-1")
+    with pytest.raises(ConfigError, match="--epochs must be between 1 and"):
+        with_epochs(protocol, 0)
