@@ -9,17 +9,13 @@
 #   benchmarks/gpu.sh                  # on the GPU machine
 #   benchmarks/gpu.sh --cpu-dry-run    # here, on a CPU: the same steps at a tiny size, JSON to a temporary folder
 #
-# popvae need not be installed: without it the script imports this checkout through a temporary package folder of
-# symbolic links (the pyproject's package-dir mapping). A part that cannot run (a missing module, no GPU) is recorded
-# in the JSON with its error, and the other part still runs.
+# popvae need not be installed (benchmarks/device_env.sh; Ray and pydantic from benchmarks/device_wheels.sh). A part
+# that cannot run (a missing module, no GPU) is recorded in the JSON with its error, and the other part still runs.
 set -u
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-}
-if [ -z "$PY" ]; then
-  if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
-fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
+. benchmarks/device_env.sh
 
 if [ "${1:-}" = "--cpu-dry-run" ]; then
   DEVICE=cpu
@@ -34,13 +30,6 @@ else
   OUT=${OUT:-benchmarks/results/population-gpu.json}
 fi
 
-if ! "$PY" -c "import popvae.population.pack" 2>/dev/null; then
-  mkdir -p "$WORK/shim/popvae"
-  ln -s "$PWD"/popvae/*.py "$WORK/shim/popvae/"
-  for d in models attacks population cluster; do ln -s "$PWD/$d" "$WORK/shim/popvae/$d"; done
-  export PYTHONPATH="$WORK/shim:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # benchmarks/ as a package
 
 started=$(date +%s)
 timeout 270 "$PY" -m benchmarks.precision --device "$DEVICE" "${PACK_ARGS[@]}" --out "$WORK/pack.json" \
