@@ -506,6 +506,8 @@ def reproduce(protocol: Protocol, out: Path, report_dir: Path | None = None, *, 
             with contextlib.suppress(Exception):  # the steps finished so far, reported before the error goes on
                 report()
             raise
+        if only is not None and (waiting := sorted(only - {step_id(s) for s in current_steps()})):
+            say(f"not run: {', '.join(waiting)}: a winning schedule needs its seed's population-reference done first")
         report()
         return report_dir / "reproduction.md"
 

@@ -338,6 +338,10 @@ def test_only_the_table_1_steps_at_the_epochs_asked_and_the_report_names_the_res
     assert " --epochs 1 " in facts["command"] and facts["steps_done"] == 2 < facts["steps_total"]
     text = report.read_text()
     assert "Budget of every GS-VAE run: 1 generations (epochs)" in text and "| no-broadcast | | | not yet run |" in text
+    said.clear()  # a winning schedule alone cannot run before its seed's population: said, nothing trained
+    reproduce(protocol, tmp_path / "alone", only=check_only(protocol, "winning-schedule-alone"), say=said.append)
+    assert said == ["not run: winning-schedule-alone: a winning schedule needs its seed's population-reference done "
+                    "first"] and not (tmp_path / "alone" / "runs").exists()
     with pytest.raises(ConfigError, match=r"not one: 'table-1'; they are: population-reference, baseline, "):
         check_only(protocol, "population-reference,table-1")
     with pytest.raises(ConfigError, match="--epochs must be between 1 and"):
