@@ -333,7 +333,8 @@ def _verdict(diffs: dict[str, Any], name: str) -> str:
         return f"{name} is better than the reference population by {-d['minus_reference']:.4f} [{-high:.4f}, {-low:.4f}]"
     if low > 0:
         return f"the reference population is better than {name} by {d['minus_reference']:.4f} [{low:.4f}, {high:.4f}]"
-    return f"no difference the test set can resolve ({d['minus_reference']:+.4f} [{low:+.4f}, {high:+.4f}])"
+    spread = "the seeds" if d.get("interval") == "seeds" else "the test set"  # which spread the interval measures
+    return f"no difference {spread} can resolve ({d['minus_reference']:+.4f} [{low:+.4f}, {high:+.4f}])"
 
 
 def _unresolved(d: dict[str, Any]) -> bool:

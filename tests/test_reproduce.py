@@ -120,6 +120,8 @@ def test_intervals_and_the_reading_they_give():
     assert _verdict(better, "baseline").startswith("baseline is better than the reference population by 0.0020")
     assert _verdict(worse, "baseline").startswith("the reference population is better than baseline by 0.0020")
     assert _verdict(unsure, "baseline").startswith("no difference the test set can resolve")
+    unsure["baseline"]["interval"] = "seeds"  # a t-interval over seeds measures their spread, not the test set's
+    assert _verdict(unsure, "baseline").startswith("no difference the seeds can resolve")
     assert _verdict({}, "baseline") == "not measured yet"
     tiny = {"baseline": {"minus_reference": -0.00001, "ci95": [-0.00002, -0.000001]}}  # prints as 0.0000 everywhere
     assert _verdict(tiny, "baseline").startswith("no difference at this precision")
